@@ -1,0 +1,152 @@
+"""``MultiScaleDeblurNet``: the coarse (G_c) and fine (G_f) deblurring networks.
+
+Paper §3.2 / §3.5 (after Nah et al. 2017): two scales, coarse first. Each scale is
+
+    conv first_kernel×first_kernel → features, ReLU
+    num_resblocks × [conv 5×5 – ReLU – conv 5×5 + skip]
+    conv 5×5 → 3
+
+with no normalisation. Scale ``s`` sees its inputs downsampled by ``2^(S-1-s)`` and,
+for ``s > 0``, the 2×-upsampled prediction of scale ``s-1``.
+
+Choices the paper leaves open (written down here, set in the config):
+
+* Residual output (``residual=True``): each scale predicts a correction added to its
+  blurred input ``x^(s)``. The paper does not say; residual learning starts training at
+  the identity map (PSNR of the blurred input) instead of at noise.
+* The last conv of each scale starts at zero when ``residual``, so an untrained net is
+  exactly the identity on its blurred input and training starts from the blurred PSNR.
+* Downsampling of inputs: 2×2 average pooling (:func:`layers.downsample2x`).
+* The semantic prior ``p`` (G_f only) enters every scale at the coarsest scale's
+  resolution, resized up bilinearly: the paper feeds ``p^(0.5×)`` to both scales (§3.2).
+* Upsampling between scales: :class:`layers.Upsample2x` (``upsample`` field).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from facedeblur_jax.checks import check_images
+from facedeblur_jax.models.layers import ResBlock, Upsample2x, downsample, resize_to
+
+Dtype = Any
+
+
+class ScaleNet(nn.Module):
+    """One scale: ``[B, h, w, C_in] -> [B, h, w, 3]`` (before the residual add)."""
+
+    first_kernel: int = 11
+    features: int = 64
+    num_resblocks: int = 6
+    kernel_size: int = 5
+    zero_init_out: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        fk = (self.first_kernel, self.first_kernel)
+        h = nn.Conv(self.features, fk, padding="SAME", dtype=self.dtype, name="conv_in")(inputs)
+        h = nn.relu(h)
+        for i in range(self.num_resblocks):
+            h = ResBlock(self.features, self.kernel_size, self.dtype, name=f"res{i}")(h)
+        k = (self.kernel_size, self.kernel_size)
+        out_init = nn.initializers.zeros if self.zero_init_out else nn.linear.default_kernel_init
+        return nn.Conv(
+            3, k, padding="SAME", kernel_init=out_init, dtype=self.dtype, name="conv_out"
+        )(h)
+
+
+class MultiScaleDeblurNet(nn.Module):
+    """Multi-scale deblurring network (G_c without, G_f with ``guide``/``prior``).
+
+    Attributes:
+      first_kernel: size of each scale's first conv (paper: 11; Table 7 sweeps 5–13).
+      features: channels of the ResBlocks (paper: 64).
+      num_resblocks: ResBlocks per scale (paper: 6).
+      num_scales: number of scales (paper: 2); image size must divide by ``2^(S-1)``.
+      kernel_size: kernel of all but the first conv (paper: 5).
+      upsample: ``"transposed"`` | ``"subpixel"`` | ``"bicubic"``, see ``Upsample2x``.
+      residual: add each scale's blurred input to its prediction.
+      dtype: compute dtype (params stay float32).
+    """
+
+    first_kernel: int = 11
+    features: int = 64
+    num_resblocks: int = 6
+    num_scales: int = 2
+    kernel_size: int = 5
+    upsample: str = "transposed"
+    residual: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        guide: jax.Array | None = None,
+        prior: jax.Array | None = None,
+    ) -> tuple[jax.Array, ...]:
+        """Deblurs ``x``.
+
+        Args:
+          x: blurred images ``f32[B, H, W, 3]`` in [0, 1].
+          guide: optional image-like guidance ``f32[B, H, W, Cg]`` (G_f: ``y_c``), downsampled
+            like ``x`` for each scale.
+          prior: optional semantic probabilities ``f32[B, H, W, K]`` (G_f: ``p``), fed at the
+            coarsest scale's resolution to every scale (paper §3.2).
+
+        Returns:
+          Tuple of ``num_scales`` predictions, coarse to fine; entry ``s`` has shape
+          ``[B, H / 2^(S-1-s), W / 2^(S-1-s), 3]``; the last is the full-resolution output.
+          Values are not clipped (losses see the raw output).
+        """
+        check_images("x", x, 3, value_range=None)
+        _, height, width, _ = x.shape
+        top = 2 ** (self.num_scales - 1)
+        if height % top or width % top:
+            raise ValueError(
+                f"x height and width must be divisible by 2^(num_scales-1) = {top}; "
+                f"got shape {x.shape}"
+            )
+        if guide is not None:
+            check_images("guide", guide, None, value_range=None)
+        if prior is not None:
+            check_images("prior", prior, None, value_range=None)
+            prior_coarse = downsample(prior, top)
+
+        outputs: list[jax.Array] = []
+        prev = None
+        for s in range(self.num_scales):
+            factor = 2 ** (self.num_scales - 1 - s)
+            xs = downsample(x, factor)
+            parts = [xs]
+            if guide is not None:
+                parts.append(downsample(guide, factor))
+            if prev is not None:
+                parts.append(
+                    Upsample2x(self.upsample, self.dtype, name=f"up{s}")(prev).astype(xs.dtype)
+                )
+            if prior is not None:
+                hs, ws = xs.shape[1:3]
+                p = prior_coarse if factor == top else resize_to(prior_coarse, hs, ws)
+                parts.append(p.astype(xs.dtype))
+            inputs = jnp.concatenate(parts, axis=-1).astype(self.dtype)
+            pred = ScaleNet(
+                self.first_kernel,
+                self.features,
+                self.num_resblocks,
+                self.kernel_size,
+                zero_init_out=self.residual,
+                dtype=self.dtype,
+                name=f"scale{s}",
+            )(inputs)
+            pred = pred.astype(jnp.float32)
+            if self.residual:
+                pred = pred + xs.astype(jnp.float32)
+            outputs.append(pred)
+            prev = pred
+        return tuple(outputs)

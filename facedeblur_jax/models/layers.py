@@ -1,0 +1,117 @@
+"""Small building blocks shared by the networks: resampling and residual blocks.
+
+All functions take and return NHWC arrays ``[B, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+
+def downsample2x(x: jax.Array) -> jax.Array:
+    """2× downsampling by 2×2 average pooling: ``[B, H, W, C] -> [B, H/2, W/2, C]``.
+
+    The paper does not say which filter makes ``x^(0.5×)``; a box filter is exact for
+    even sizes, alias-safe for a 2× step and the cheapest op on every backend.
+    """
+    b, h, w, c = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"downsample2x needs even height and width; got shape {x.shape}")
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def downsample(x: jax.Array, factor: int) -> jax.Array:
+    """Repeated :func:`downsample2x`; ``factor`` is a power of two (1 = identity)."""
+    while factor > 1:
+        x = downsample2x(x)
+        factor //= 2
+    return x
+
+
+def resize_to(x: jax.Array, height: int, width: int, method: str = "linear") -> jax.Array:
+    """Resizes ``[B, h, w, C] -> [B, height, width, C]`` with ``jax.image.resize``."""
+    b, _, _, c = x.shape
+    return jax.image.resize(x, (b, height, width, c), method=method, antialias=False)
+
+
+def bilinear_upsample_kernel(channels: int) -> np.ndarray:
+    """``f32[4, 4, C, C]`` transposed-conv kernel that performs 2× bilinear upsampling.
+
+    With stride 2 and ``SAME`` padding a 4×4 transposed conv with the separable taps
+    ``[1, 3, 3, 1] / 4`` reproduces half-pixel-aligned bilinear upsampling in the interior.
+    """
+    taps = np.array([0.25, 0.75, 0.75, 0.25], np.float32)
+    k2 = np.outer(taps, taps)
+    kernel = np.zeros((4, 4, channels, channels), np.float32)
+    for c in range(channels):
+        kernel[:, :, c, c] = k2
+    return kernel
+
+
+class Upsample2x(nn.Module):
+    """2× upsampling of a scale's output image before it is fed to the next scale.
+
+    Attributes:
+      method: ``"transposed"`` — the paper's 4×4 stride-2 transposed conv (§3.5),
+        initialised to bilinear so training starts from a sensible upsampler;
+        ``"subpixel"`` — a 3×3 conv to ``4·C`` channels + depth-to-space (same receptive
+        field, no transposed conv; initialised to nearest-neighbour copy);
+        ``"bicubic"`` — fixed bicubic resize, the ``U_2×`` of the paper's text (§3.2).
+      dtype: compute dtype.
+    """
+
+    method: str = "transposed"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``[B, H, W, C] -> [B, 2H, 2W, C]``."""
+        b, h, w, c = x.shape
+        if self.method == "transposed":
+            init = lambda *_: jnp.asarray(bilinear_upsample_kernel(c))
+            return nn.ConvTranspose(
+                c, (4, 4), strides=(2, 2), padding="SAME", kernel_init=init, dtype=self.dtype
+            )(x)
+        if self.method == "subpixel":
+
+            def init(_key, shape, dtype=jnp.float32):
+                k = np.zeros(shape, np.float32)  # [3, 3, C, 4C], centre tap copies
+                for ci in range(c):
+                    for phase in range(4):
+                        k[1, 1, ci, ci * 4 + phase] = 1.0
+                return jnp.asarray(k, dtype)
+
+            y = nn.Conv(4 * c, (3, 3), padding="SAME", kernel_init=init, dtype=self.dtype)(x)
+            y = y.reshape(b, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+            return y.reshape(b, 2 * h, 2 * w, c)
+        if self.method == "bicubic":
+            return resize_to(x, 2 * h, 2 * w, method="cubic").astype(self.dtype)
+        raise ValueError(
+            f"upsample must be 'transposed', 'subpixel' or 'bicubic'; got {self.method!r}"
+        )
+
+
+class ResBlock(nn.Module):
+    """conv–ReLU–conv with an identity skip, no normalisation (Nah et al. 2017 style).
+
+    ``[B, H, W, F] -> [B, H, W, F]``.
+    """
+
+    features: int
+    kernel_size: int = 5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = (self.kernel_size, self.kernel_size)
+        y = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(y)
+        y = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv2")(y)
+        return x + y

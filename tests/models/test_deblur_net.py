@@ -1,0 +1,126 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from facedeblur_jax.models.deblur_net import MultiScaleDeblurNet
+from facedeblur_jax.models.layers import Upsample2x
+from facedeblur_jax.models.param_count import count
+
+TINY = dict(first_kernel=5, features=8, num_resblocks=1, kernel_size=3)
+
+
+@pytest.mark.parametrize("num_scales", [1, 2, 3])
+def test_output_shapes_per_scale(num_scales):
+    net = MultiScaleDeblurNet(num_scales=num_scales, **TINY)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    variables = net.init(jax.random.key(1), x)
+    outs = net.apply(variables, x)
+    assert len(outs) == num_scales
+    for s, out in enumerate(outs):
+        f = 2 ** (num_scales - 1 - s)
+        assert out.shape == (2, 32 // f, 32 // f, 3)
+        assert out.dtype == jnp.float32
+
+
+def test_guide_and_prior_channels_match_paper():
+    """G_f: 17 input channels at 0.5×, 20 at 1× (paper §3.2)."""
+    net = MultiScaleDeblurNet(**TINY)
+    x = jnp.zeros((1, 32, 32, 3))
+    y_c = jnp.zeros((1, 32, 32, 3))
+    p = jnp.zeros((1, 32, 32, 11))
+    params = net.init(jax.random.key(0), x, guide=y_c, prior=p)["params"]
+    assert params["scale0"]["conv_in"]["kernel"].shape == (5, 5, 17, 8)
+    assert params["scale1"]["conv_in"]["kernel"].shape == (5, 5, 20, 8)
+    gc = net.init(jax.random.key(0), x)["params"]
+    assert gc["scale0"]["conv_in"]["kernel"].shape == (5, 5, 3, 8)
+    assert gc["scale1"]["conv_in"]["kernel"].shape == (5, 5, 6, 8)
+
+
+def _scale_params(cin, first_kernel=11, features=64, blocks=6, k=5):
+    first = first_kernel**2 * cin * features + features
+    res = blocks * 2 * (k * k * features * features + features)
+    last = k * k * features * 3 + 3
+    return first + res + last
+
+
+def test_paper_deblur_net_param_counts_match_the_text():
+    """§3.5 fully specifies G_c and G_f: each scale is an 11×11 conv to 64 ch, 6 ResBlocks of
+    two 5×5 convs at 64 ch, a 5×5 conv to 3 ch; 4×4 transposed conv (3→3) between scales."""
+    x = jnp.zeros((1, 128, 128, 3))
+    gc = jax.eval_shape(lambda: MultiScaleDeblurNet().init(jax.random.key(0), x))
+    up = 4 * 4 * 3 * 3 + 3
+    assert count(gc) == _scale_params(3) + _scale_params(6) + up
+    gf = jax.eval_shape(
+        lambda: MultiScaleDeblurNet().init(
+            jax.random.key(0), x, guide=x, prior=jnp.zeros((1, 128, 128, 11))
+        )
+    )
+    assert count(gf) == _scale_params(17) + _scale_params(20) + up
+
+
+def test_residual_identity_at_zero_weights():
+    """With residual scales and zero conv weights the net returns its (downsampled) input."""
+    net = MultiScaleDeblurNet(**TINY)
+    x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+    params = net.init(jax.random.key(1), x)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    outs = net.apply(zeros, x)
+    np.testing.assert_allclose(outs[-1], x, atol=1e-6)
+    np.testing.assert_allclose(outs[0], x.reshape(1, 8, 2, 8, 2, 3).mean((2, 4)), atol=1e-6)
+
+
+def test_bad_input_names_argument():
+    net = MultiScaleDeblurNet(**TINY)
+    with pytest.raises(ValueError, match=r"x must have shape \[B, H, W, C\].*\(32, 32, 3\)"):
+        net.init(jax.random.key(0), jnp.zeros((32, 32, 3)))
+    with pytest.raises(ValueError, match="x must have 3 channels.*1"):
+        net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+    with pytest.raises(ValueError, match="divisible by"):
+        net.init(jax.random.key(0), jnp.zeros((1, 31, 31, 3)))
+    with pytest.raises(ValueError, match="x must be a float array.*uint8"):
+        net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))
+
+
+def test_transposed_upsample_starts_bilinear():
+    img = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    up = Upsample2x("transposed")
+    out = up.apply(up.init(jax.random.key(1), img), img)
+    ref = jax.image.resize(img, (2, 16, 16, 3), "linear")
+    np.testing.assert_allclose(out[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["transposed", "subpixel", "bicubic"])
+def test_upsample_methods_shape(method):
+    img = jnp.ones((1, 4, 6, 3))
+    up = Upsample2x(method)
+    out = up.apply(up.init(jax.random.key(0), img), img)
+    assert out.shape == (1, 8, 12, 3)
+    # Each starts as an interpolator: a constant image stays constant away from the border.
+    np.testing.assert_allclose(out[:, 1:-1, 1:-1], 1.0, atol=1e-5)
+
+
+def test_unknown_upsample_method():
+    with pytest.raises(ValueError, match="upsample must be"):
+        Upsample2x("nearest").init(jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+
+
+def test_bf16_compute_keeps_fp32_params_and_outputs():
+    net = MultiScaleDeblurNet(dtype=jnp.bfloat16, **TINY)
+    x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+    variables = net.init(jax.random.key(1), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+    out32 = MultiScaleDeblurNet(**TINY).apply(variables, x)[-1]
+    out16 = net.apply(variables, x)[-1]
+    assert out16.dtype == jnp.float32
+    np.testing.assert_allclose(out16, out32, atol=5e-2)
+
+
+def test_untrained_residual_net_is_identity():
+    net = MultiScaleDeblurNet(**TINY)
+    x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+    outs = net.apply(net.init(jax.random.key(1), x), x)
+    np.testing.assert_allclose(outs[-1], x, atol=1e-6)
+    not_residual = MultiScaleDeblurNet(residual=False, **TINY)
+    y = not_residual.apply(not_residual.init(jax.random.key(1), x), x)[-1]
+    assert float(jnp.abs(y).max()) > 0  # its last conv is randomly initialised

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from facedeblur_jax.config import load_config
+from facedeblur_jax.models.factory import build_model
+from facedeblur_jax.models.param_count import PAPER_TOTAL, param_counts
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config("tiny")
+
+
+def _model(cfg, **overrides):
+    m = cfg.model.copy_and_resolve_references()
+    with m.unlocked():
+        for k, v in overrides.items():
+            m[k] = v
+    return build_model(m)
+
+
+def _randomize(variables, scale=0.05):
+    leaves, treedef = jax.tree.flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(42), len(leaves))
+    noisy = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    return {**variables, "params": jax.tree.unflatten(treedef, noisy)}
+
+
+def test_all_intermediates_have_documented_shapes(tiny):
+    model = _model(tiny)
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+    assert set(variables["params"]) == {"coarse", "parsing", "fine_0"}
+    out = model.apply(variables, x)
+    assert [o.shape for o in out.coarse] == [(2, 16, 16, 3), (2, 32, 32, 3)]
+    assert out.parsing_logits.shape == (2, 32, 32, 11)
+    assert out.prior.shape == (2, 32, 32, 11)
+    np.testing.assert_allclose(out.prior.sum(-1), 1.0, atol=1e-5)
+    assert len(out.fine) == 1
+    assert [o.shape for o in out.fine[0]] == [(2, 16, 16, 3), (2, 32, 32, 3)]
+    assert out.y.shape == (2, 32, 32, 3)
+    assert out.y_coarse.shape == (2, 32, 32, 3)
+
+
+def test_upto_skips_later_nets(tiny):
+    model = _model(tiny)
+    x = jnp.zeros((1, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+    coarse = model.apply(variables, x, upto="coarse")
+    assert coarse.parsing_logits is None and coarse.fine == ()
+    parsing = model.apply(variables, x, upto="parsing")
+    assert parsing.parsing_logits.shape == (1, 32, 32, 11) and parsing.fine == ()
+    with pytest.raises(ValueError, match="upto must be one of"):
+        model.apply(variables, x, upto="all")
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_fine_stages(tiny, shared):
+    model = _model(tiny, num_fine_stages=3, share_fine_weights=shared)
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+    expected = {"fine"} if shared else {"fine_0", "fine_1", "fine_2"}
+    assert set(variables["params"]) - {"coarse", "parsing"} == expected
+    variables = _randomize(variables)  # untrained residual nets are exact identities
+    out = model.apply(variables, x)
+    assert len(out.fine) == 3
+    # Stage n is fed stage n-1's output, so the three differ.
+    assert not np.allclose(out.fine[0][-1], out.fine[1][-1])
+
+
+def test_prior_override_is_used(tiny):
+    model = _model(tiny)
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3))
+    variables = _randomize(model.init(jax.random.key(1), x))
+    zeros = jnp.zeros((1, 32, 32, 11))
+    out = model.apply(variables, x, prior=zeros)
+    assert bool(jnp.all(out.prior == 0))
+    assert not np.allclose(out.y, model.apply(variables, x).y)
+    with pytest.raises(ValueError, match="prior must have shape"):
+        model.apply(variables, x, prior=jnp.zeros((1, 32, 32, 4)))
+
+
+def test_paper_param_counts():
+    """Table 8: 14.80 M for G_c + P + G_f (N = 1). G_c and G_f are fully specified by §3.5
+    (checked exactly in test_deblur_net); P's widths are not in the paper, so only the
+    total is compared, within 15 %."""
+    cfg = load_config("paper")
+    counts = param_counts(cfg)
+    assert counts["coarse"] == 2_538_713
+    assert counts["fine_0"] == 2_755_545
+    assert abs(counts["generator_total"] / PAPER_TOTAL[1] - 1) < 0.15
+
+
+def test_paper_model_one_forward_shapes():
+    cfg = load_config("paper")
+    model = build_model(cfg.model)
+    x = jnp.zeros((2, 128, 128, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert out.y.shape == (2, 128, 128, 3)
+    assert out.parsing_logits.shape == (2, 128, 128, 11)
+    assert [o.shape for o in out.fine[0]] == [(2, 64, 64, 3), (2, 128, 128, 3)]
