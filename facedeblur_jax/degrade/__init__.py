@@ -1,0 +1,1 @@
+"""On-device degradation: motion kernels, blur, noise, augmentation."""

@@ -1,0 +1,366 @@
+"""Random camera-shake blur kernels (Boracchi & Foi 2012), sampled on device.
+
+Source: G. Boracchi and A. Foi, "Modeling the performance of image restoration from motion
+blur", IEEE TIP 2012 — their MATLAB ``createTrajectory.m`` (the random walk) and
+``createPSFs.m`` (centring on the centre of mass and bilinear "triangle" splatting).
+
+Per kernel:
+
+1. :func:`sample_trajectory` — a 2-D random walk of ``num_steps`` samples with inertia:
+   ``centripetal = 0.7·U``, ``gaussianTerm = 10·U``, ``freqBigShakes = 0.2·U``,
+   ``v0 = exp(i·2π·U)``, ``v = v0·L/(numT−1)`` (or ``v0·anxiety`` if ``anxiety > 0``),
+   ``x[0] = 0`` and for every step
+
+       nextDirection = 2·v·exp(i(π + (U − 0.5)))   with probability freqBigShakes·anxiety, else 0
+       dv = nextDirection + anxiety·(gaussianTerm·(N + iN) − centripetal·x[t])·L/(numT−1)
+       v  = (v + dv) / |v + dv| · L/(numT−1);   x[t+1] = x[t] + v
+
+   with ``L = max_total_length``. Complex numbers are pairs of float32 ``(re, im) = (x, y)``
+   (no complex dtypes, so the walk runs unchanged on TPU).
+2. :func:`rasterize` — centre on the centre of mass (as ``createPSFs.m`` with
+   ``do_center``), scale so that ``max(|dx|, |dy|) = (k − 1)/2`` (B&F do not scale; we fit
+   every trajectory to the chosen support ``k`` instead of choosing ``TrajSize``), place the
+   centre at canvas index ``(canvas − 1)/2`` and splat every sample bilinearly; normalise
+   to sum 1 (never min–max).
+
+Choices written down here:
+
+* ``anxiety = 0.005`` by default: the value of the authors' demo script; it gives thin
+  curved strokes with occasional loops, like the paper's released 27×27 test kernels.
+  ``anxiety=None`` uses B&F's own default ``0.1·U`` per sample, which mostly gives tangled
+  knots.
+* Every kernel lives on a static ``canvas × canvas`` grid (27×27 by default) whatever its
+  size ``k``, so shapes never depend on the random size. The ``k×k`` support is centred:
+  indices ``[(canvas − k)/2, (canvas + k)/2)`` on both axes, and the kernel is exactly zero
+  outside it. Because the trajectory is centred on its centre of mass (not its bounding
+  box), only one side touches the support border: the bounding box of a kernel is at most
+  ``k`` wide and its centroid is at the canvas centre.
+* Axis convention: rows (first array axis) = ``y`` = imaginary part, columns = ``x`` =
+  real part.
+* Deterministic per PRNG key: one key per kernel (``jax.random.split(key, batch)``), so
+  :func:`sample_kernels` equals ``vmap(sample_kernel)`` over the split keys.
+
+Usage (``batch``, ``sizes``, ``canvas``, ``num_steps`` are static)::
+
+    fn = jax.jit(sample_kernels, static_argnames=("batch", "sizes", "canvas", "num_steps"))
+    kernels, sizes = fn(key, batch=64)        # f32[64, 27, 27], i32[64]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+DEFAULT_SIZES: tuple[int, ...] = (13, 15, 17, 19, 21, 23, 25, 27)
+DEFAULT_CANVAS = 27
+DEFAULT_ANXIETY = 0.005
+DEFAULT_NUM_STEPS = 2000
+DEFAULT_MAX_TOTAL_LENGTH = 60.0
+# B&F's default anxiety when none is given: 0.1·U(0, 1), drawn per trajectory.
+BF_DEFAULT_ANXIETY_SCALE = 0.1
+
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (static arguments, and scalars when they are concrete Python numbers)
+# ---------------------------------------------------------------------------------------------
+
+
+def _validate_canvas(canvas: int) -> None:
+    if not isinstance(canvas, int) or canvas < 3 or canvas % 2 == 0:
+        raise ValueError(f"canvas must be an odd int >= 3, got {canvas!r}")
+
+
+def _validate_num_steps(num_steps: int) -> None:
+    if not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+
+
+def _validate_sizes(sizes: Sequence[int], canvas: int) -> tuple[int, ...]:
+    sizes = tuple(sizes)
+    if not sizes:
+        raise ValueError("sizes must not be empty")
+    for k in sizes:
+        if (
+            not isinstance(k, numbers.Integral)
+            or isinstance(k, bool)
+            or k < 3
+            or k % 2 == 0
+            or k > canvas
+        ):
+            raise ValueError(
+                f"sizes must hold odd ints in [3, canvas={canvas}], got {k!r} in {sizes!r}"
+            )
+    return tuple(int(k) for k in sizes)
+
+
+def _validate_static(
+    batch: int | None, sizes: Sequence[int], canvas: int, num_steps: int
+) -> tuple[int, ...]:
+    """Raise ``ValueError`` naming the argument for bad static inputs; return ``sizes``."""
+    _validate_canvas(canvas)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    _validate_num_steps(num_steps)
+    return _validate_sizes(sizes, canvas)
+
+
+def _validate_scalar(name: str, value, *, allow_zero: bool) -> None:
+    """Check a Python scalar if it is concrete (traced values are left alone)."""
+    if isinstance(value, int | float):
+        if value < 0 or (value == 0 and not allow_zero) or not math.isfinite(value):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Complex arithmetic on float32 pairs [..., 2] = (re, im)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Complex product of ``f32[..., 2]`` pairs."""
+    re = a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1]
+    im = a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]
+    return jnp.stack([re, im], axis=-1)
+
+
+def _cexp_i(theta: jax.Array) -> jax.Array:
+    """``exp(i·theta)`` as ``f32[..., 2]``."""
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory (createTrajectory.m)
+# ---------------------------------------------------------------------------------------------
+
+
+class TrajectoryNoise(NamedTuple):
+    """All random numbers one trajectory consumes (drawn up front, outside the scan).
+
+    Attributes:
+      params_u: ``f32[4]`` uniforms for ``(centripetal, gaussianTerm, freqBigShakes, angle)``.
+      shake_u: ``f32[T-1]`` uniforms deciding the abrupt shakes.
+      angle_u: ``f32[T-1]`` uniforms for the abrupt-shake direction.
+      normals: ``f32[T-1, 2]`` standard normals (real, imaginary part of the Gaussian term).
+    """
+
+    params_u: jax.Array
+    shake_u: jax.Array
+    angle_u: jax.Array
+    normals: jax.Array
+
+
+def draw_trajectory_noise(key: jax.Array, num_steps: int = DEFAULT_NUM_STEPS) -> TrajectoryNoise:
+    """Draw the random numbers of one ``num_steps``-sample trajectory (``num_steps`` static)."""
+    _validate_num_steps(num_steps)
+    k_par, k_shake, k_angle, k_normal = jax.random.split(key, 4)
+    return TrajectoryNoise(
+        params_u=jax.random.uniform(k_par, (4,)),
+        shake_u=jax.random.uniform(k_shake, (num_steps - 1,)),
+        angle_u=jax.random.uniform(k_angle, (num_steps - 1,)),
+        normals=jax.random.normal(k_normal, (num_steps - 1, 2)),
+    )
+
+
+def trajectory_from_noise(
+    noise: TrajectoryNoise,
+    anxiety: float | jax.Array = DEFAULT_ANXIETY,
+    max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
+) -> jax.Array:
+    """The ``createTrajectory.m`` random walk for given random numbers, as a ``lax.scan``.
+
+    Args:
+      noise: :class:`TrajectoryNoise` for ``T`` samples.
+      anxiety: amount of shake, scalar ``>= 0`` (may be traced). 0 gives a straight line.
+      max_total_length: path length ``L`` (sum of the ``T − 1`` step lengths), may be traced.
+
+    Returns:
+      ``f32[T, 2]``: positions ``(x, y) = (re, im)`` in pixels, starting at the origin; not
+      centred or scaled (see :func:`rasterize`).
+    """
+    _validate_scalar("anxiety", anxiety, allow_zero=True)
+    _validate_scalar("max_total_length", max_total_length, allow_zero=False)
+    chex.assert_shape(noise.params_u, (4,))
+    chex.assert_rank([noise.shake_u, noise.angle_u, noise.normals], [1, 1, 2])
+    chex.assert_equal_shape_prefix([noise.shake_u, noise.angle_u, noise.normals], 1)
+    num_steps = noise.shake_u.shape[0] + 1
+
+    anxiety = jnp.asarray(anxiety, jnp.float32)
+    step = jnp.asarray(max_total_length, jnp.float32) / (num_steps - 1)
+    centripetal = 0.7 * noise.params_u[0]
+    gaussian_term = 10.0 * noise.params_u[1]
+    freq_big_shakes = 0.2 * noise.params_u[2]
+    v0 = _cexp_i(2.0 * jnp.pi * noise.params_u[3])
+    v = jnp.where(anxiety > 0, v0 * anxiety, v0 * step)
+    shake_prob = freq_big_shakes * anxiety
+
+    def body(carry, draws):
+        x, v = carry
+        u_shake, u_angle, n = draws
+        next_dir = 2.0 * _cmul(v, _cexp_i(jnp.pi + (u_angle - 0.5)))
+        next_dir = jnp.where(u_shake < shake_prob, next_dir, 0.0)
+        dv = next_dir + anxiety * (gaussian_term * n - centripetal * x) * step
+        v = v + dv
+        v = v / jnp.maximum(jnp.sqrt(jnp.sum(v * v)), _EPS) * step
+        x = x + v
+        return (x, v), x
+
+    x0 = jnp.zeros((2,), jnp.float32)
+    _, xs = jax.lax.scan(body, (x0, v), (noise.shake_u, noise.angle_u, noise.normals))
+    traj = jnp.concatenate([x0[None], xs], axis=0)
+    chex.assert_shape(traj, (num_steps, 2))
+    return traj
+
+
+def sample_trajectory(
+    key: jax.Array,
+    anxiety: float | jax.Array = DEFAULT_ANXIETY,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
+) -> jax.Array:
+    """One Boracchi & Foi camera-shake trajectory (``createTrajectory.m``).
+
+    ``trajectory_from_noise(draw_trajectory_noise(key, num_steps), anxiety, max_total_length)``.
+
+    Args:
+      key: PRNG key.
+      anxiety: amount of shake, scalar ``>= 0`` (may be traced). 0 gives a straight line.
+      num_steps: number of samples ``numT`` (static).
+      max_total_length: path length ``L`` (sum of step lengths), scalar (may be traced).
+
+    Returns:
+      ``f32[num_steps, 2]``: positions ``(x, y) = (re, im)`` in pixels, starting at the
+      origin; not centred or scaled (see :func:`rasterize`).
+    """
+    noise = draw_trajectory_noise(key, num_steps)
+    return trajectory_from_noise(noise, anxiety, max_total_length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rasterisation (createPSFs.m, one exposure)
+# ---------------------------------------------------------------------------------------------
+
+
+def rasterize(traj: jax.Array, size: int | jax.Array, canvas: int = DEFAULT_CANVAS) -> jax.Array:
+    """Bilinearly splat a trajectory into a centred ``size × size`` support of a canvas.
+
+    The trajectory is centred on its centre of mass (mean of samples), scaled (up or down) so
+    that ``max(|dx|, |dy|) = (size − 1)/2`` and moved to canvas index ``(canvas − 1)/2``.
+    Each sample adds ``(1 − |fx|)(1 − |fy|)`` to its 4 neighbours (B&F's triangle function),
+    computed densely as ``wyᵀ @ wx`` with ``wx[t, j] = relu(1 − |px_t − j|)``. The result is
+    normalised to sum 1. Bilinear splatting preserves the mean, so the kernel's centroid is the
+    canvas centre.
+
+    Args:
+      traj: ``f32[T, 2]`` positions ``(x, y)``.
+      size: odd support size ``k`` with ``3 <= k <= canvas`` (may be traced; not checked then).
+      canvas: odd canvas side (static).
+
+    Returns:
+      ``f32[canvas, canvas]`` (rows = y, columns = x), ``>= 0``, sum 1, exactly zero outside
+      rows/columns ``[(canvas − k)/2, (canvas + k)/2)``. A degenerate trajectory (all samples
+      equal) gives a delta at the centre.
+    """
+    chex.assert_rank(traj, 2)
+    chex.assert_axis_dimension(traj, 1, 2)
+    _validate_canvas(canvas)
+    if isinstance(size, numbers.Integral):
+        _validate_sizes((size,), canvas)
+
+    traj = jnp.asarray(traj, jnp.float32)
+    centre = (canvas - 1) / 2.0
+    half = (jnp.asarray(size, jnp.float32) - 1.0) / 2.0
+
+    d = traj - jnp.mean(traj, axis=0, keepdims=True)
+    scale = half / jnp.maximum(jnp.max(jnp.abs(d)), _EPS)
+    # Clip guards against rounding pushing an extreme sample a hair past the support border
+    # (which would leak a ~1e-7 weight to the next pixel).
+    pos = jnp.clip(centre + d * scale, centre - half, centre + half)
+
+    grid = jnp.arange(canvas, dtype=jnp.float32)
+    wx = jax.nn.relu(1.0 - jnp.abs(pos[:, 0:1] - grid))  # [T, canvas]
+    wy = jax.nn.relu(1.0 - jnp.abs(pos[:, 1:2] - grid))  # [T, canvas]
+    psf = jnp.matmul(wy.T, wx, precision=jax.lax.Precision.HIGHEST)  # [canvas(y), canvas(x)]
+    psf = psf / jnp.maximum(jnp.sum(psf), _EPS)
+    chex.assert_shape(psf, (canvas, canvas))
+    return psf
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_kernel(
+    key: jax.Array,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    canvas: int = DEFAULT_CANVAS,
+    anxiety: float | jax.Array | None = DEFAULT_ANXIETY,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
+) -> tuple[jax.Array, jax.Array]:
+    """One kernel: size uniform over ``sizes``, B&F trajectory, rasterised on the canvas.
+
+    Args: as :func:`sample_kernels` (``sizes``, ``canvas``, ``num_steps`` static).
+
+    Returns:
+      ``(f32[canvas, canvas], i32[])``: the kernel and its support size ``k``.
+    """
+    sizes = _validate_static(None, sizes, canvas, num_steps)
+    _validate_scalar("max_total_length", max_total_length, allow_zero=False)
+    if anxiety is not None:
+        _validate_scalar("anxiety", anxiety, allow_zero=True)
+
+    k_size, k_anx, k_traj = jax.random.split(key, 3)
+    size = jnp.asarray(sizes, jnp.int32)[jax.random.randint(k_size, (), 0, len(sizes))]
+    if anxiety is None:
+        anxiety = BF_DEFAULT_ANXIETY_SCALE * jax.random.uniform(k_anx, ())
+    traj = sample_trajectory(k_traj, anxiety, num_steps, max_total_length)
+    return rasterize(traj, size, canvas), size
+
+
+def sample_kernels(
+    key: jax.Array,
+    batch: int,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    canvas: int = DEFAULT_CANVAS,
+    anxiety: float | jax.Array | None = DEFAULT_ANXIETY,
+    num_steps: int = DEFAULT_NUM_STEPS,
+    max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
+) -> tuple[jax.Array, jax.Array]:
+    """A batch of random motion-blur kernels (Boracchi & Foi 2012), jittable and vmappable.
+
+    Equals ``jax.vmap(sample_kernel)(jax.random.split(key, batch))``.
+
+    Args:
+      key: PRNG key.
+      batch: number of kernels ``B >= 1`` (static).
+      sizes: candidate odd support sizes, each in ``[3, canvas]``; chosen uniformly per
+        kernel (static, hashable: pass a tuple under ``jit``).
+      canvas: odd side of the output grid (static).
+      anxiety: shake amount; ``0.005`` (authors' demo: thin curved strokes) by default, a
+        (possibly traced) scalar, or ``None`` for B&F's default ``0.1·U(0, 1)`` per kernel
+        (tangled knots).
+      num_steps: trajectory samples ``numT`` (static).
+      max_total_length: trajectory path length ``L`` before scaling.
+
+    Returns:
+      ``(kernels f32[B, canvas, canvas], sizes i32[B])``. Each kernel is ``>= 0``, sums to 1
+      and is zero outside its centred ``k×k`` support.
+    """
+    sizes = _validate_static(batch, sizes, canvas, num_steps)
+    keys = jax.random.split(key, batch)
+    kernels, chosen = jax.vmap(
+        lambda k: sample_kernel(k, sizes, canvas, anxiety, num_steps, max_total_length)
+    )(keys)
+    chex.assert_shape(kernels, (batch, canvas, canvas))
+    chex.assert_shape(chosen, (batch,))
+    return kernels, chosen
