@@ -1,0 +1,18 @@
+"""Tiny config for unit tests: 32×32 images, few channels, short kernels. Seconds on CPU."""
+
+from facedeblur_jax.configs import paper
+
+
+def get_config():
+    config = paper.get_config()
+    config.image_size = 32
+    config.model.features = 8
+    config.model.num_resblocks = 1
+    config.model.first_kernel = 5
+    config.model.kernel_size = 3
+    config.model.parsing_features = (8, 16, 16)
+    config.model.disc_features = (8, 16, 16)
+    config.degrade.kernel_sizes = (3, 5, 7)
+    config.degrade.kernel_canvas = 7
+    config.degrade.trajectory_steps = 200
+    return config

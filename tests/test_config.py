@@ -1,0 +1,66 @@
+import pathlib
+
+import pytest
+
+from facedeblur_jax.cli import split_overrides
+from facedeblur_jax.config import load_config, validate
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["paper", "demo", "tiny"])
+def test_builtin_configs_load_by_name_and_path(name):
+    by_name = load_config(name)
+    by_path = load_config(str(CONFIGS / f"{name}.py"))
+    assert by_name.to_dict() == by_path.to_dict()
+
+
+def test_paper_recipe_values():
+    cfg = load_config("paper")
+    assert cfg.image_size == 128
+    assert cfg.model.first_kernel == 11 and cfg.model.num_resblocks == 6
+    assert cfg.model.features == 64 and cfg.model.num_scales == 2
+    assert cfg.degrade.kernel_sizes == (13, 15, 17, 19, 21, 23, 25, 27)
+    assert cfg.degrade.noise_sigma == 0.01
+    assert cfg.degrade.max_shift * 128 == pytest.approx(12)
+
+
+def test_overrides_are_typed_and_unknown_keys_rejected():
+    cfg = load_config(
+        "tiny",
+        split_overrides(["--config.model.features=4", "--config.degrade.kernel_sizes", "(3, 5)"]),
+    )
+    assert cfg.model.features == 4 and cfg.degrade.kernel_sizes == (3, 5)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config override key 'model\.featurs'.*"
+        r"did you mean 'model\.features'",
+    ):
+        load_config("tiny", {"model.featurs": 4})
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text(
+        "from facedeblur_jax.configs import tiny\n"
+        "def get_config():\n"
+        "    c = tiny.get_config()\n"
+        "    c.degrade.noise = 0.02\n"
+        "    return c\n"
+    )
+    with pytest.raises(ValueError, match=r"unknown config key 'degrade\.noise'"):
+        load_config(str(path))
+
+
+def test_missing_config_file_is_named():
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        load_config("nope.py")
+
+
+def test_validate_accepts_reference():
+    validate(load_config("paper"))
+
+
+def test_bad_cli_argument():
+    with pytest.raises(SystemExit, match="unrecognised argument '--epochs=3'"):
+        split_overrides(["--epochs=3"])
