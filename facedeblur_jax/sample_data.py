@@ -1,0 +1,44 @@
+"""The sample faces bundled inside the package (``facedeblur_jax/assets/faces``).
+
+200 aligned 112×112 crops of 20 identities (8 train + 2 test each) with ``labels.csv``
+(``split,file,identity``), so the demo and tests run on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import pathlib
+
+ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
+SAMPLE_FACES = ASSETS / "faces"
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceFile:
+    path: pathlib.Path
+    identity: str
+    split: str
+
+
+def read_labels_csv(root: pathlib.Path, split: str | None = None) -> list[FaceFile]:
+    """Rows of ``root/labels.csv`` (columns ``split,file,identity``), optionally one split."""
+    labels = root / "labels.csv"
+    if not labels.is_file():
+        raise FileNotFoundError(f"label file {str(labels)!r} not found")
+    with labels.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"split", "file", "identity"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{str(labels)!r} lacks column(s) {sorted(missing)}")
+        rows = [
+            FaceFile(root / row["file"], row["identity"], row["split"])
+            for row in reader
+            if split is None or row["split"] == split
+        ]
+    return sorted(rows, key=lambda r: str(r.path))
+
+
+def sample_faces(split: str | None = None) -> list[FaceFile]:
+    """The bundled faces of ``split`` (``"train"``, ``"test"`` or ``None`` for both)."""
+    return read_labels_csv(SAMPLE_FACES, split)
