@@ -45,4 +45,73 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.max_shift = 12 / 128  # fraction of the image size (12 px at 128 px)
     config.degrade.max_rotation_deg = 30.0
     config.degrade.fill_mode = "nearest"  # border handling of the affine warp
+
+    # --- losses (§3.3; DESIGN.md §4) ----------------------------------------------------
+    config.loss = ml_collections.ConfigDict()
+    config.loss.structural_c = 1.0  # c of eq. 7
+    config.loss.structural_adaptive = True  # w_k = c / A_k (False: equal weights, Table 4)
+    config.loss.vgg_weights_path = ""  # converted VGG-Face weights (tools/convert_vgg_face.py)
+    config.loss.vgg_layers = ("pool2", "pool5")
+
+    # --- optimiser (§3.5) ---------------------------------------------------------------
+    config.optim = ml_collections.ConfigDict()
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.grad_clip_norm = 0.0  # per-net global-norm clipping; 0 = off (paper: none)
+
+    # --- the staged schedule (§3.4; DESIGN.md §5) as data -------------------------------
+    config.phase_order = ("coarse", "parsing", "fine", "joint")
+    config.phases = ml_collections.ConfigDict()
+    config.phases.coarse = phase(200_000, ("coarse",), content_coarse=1.0)
+    config.phases.parsing = phase(60_000, ("parsing",), parsing=1.0)
+    config.phases.fine = phase(
+        200_000, ("fine", "disc"), content_fine=1.0, structural=50.0, vgg=1e-5, adv=5e-5
+    )
+    config.phases.joint = phase(
+        100_000,
+        ("coarse", "parsing", "fine", "disc"),
+        content_coarse=1.0,
+        content_fine=1.0,
+        structural=50.0,
+        parsing=1e-4,
+        vgg=1e-5,
+        adv=5e-5,
+    )
+
+    # --- the training loop (DESIGN.md §6) -----------------------------------------------
+    config.train = ml_collections.ConfigDict()
+    config.train.global_batch_size = 16  # §3.5; sharded over the mesh axis "data"
+    config.train.log_every = 100  # steps between logged metrics (TensorBoard + bar)
+    config.train.checkpoint_every = 5_000  # steps between checkpoints (and at the end)
+    config.train.keep_checkpoints = 3  # keep the last N checkpoints
+    config.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # Fault injection for crash/resume tests: SIGKILL this process right after (or, with
+    # "during", right while) the checkpoint of this step is saved. -1 = off.
+    config.train.fault_kill_step = -1
+    config.train.fault_kill_when = "after"
     return config
+
+
+LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
+LEARNING_RATES = {"coarse": 4e-5, "parsing": 5e-6, "fine": 4e-5, "disc": 4e-5}  # §3.5
+
+
+def phase(steps: int, train: tuple[str, ...], **weights: float) -> ml_collections.ConfigDict:
+    """One phase record: length, trained nets, loss weights (0 = off), learning rates.
+
+    Nets: "coarse" (G_c), "parsing" (P), "fine" (G_f, all stages), "disc" (D). Losses:
+    content_coarse / content_fine (L_c on G_c / G_f outputs, all scales), structural (L_s on
+    G_f, all scales), parsing (L_p), vgg (L_VGG) and adv (L_adv) on the final output.
+    """
+    unknown = set(weights) - set(LOSSES)
+    if unknown:
+        raise ValueError(f"unknown loss name(s) {sorted(unknown)}; known: {LOSSES}")
+    return ml_collections.ConfigDict(
+        {
+            "steps": steps,
+            "train": train,
+            "loss": {name: float(weights.get(name, 0.0)) for name in LOSSES},
+            "lr": dict(LEARNING_RATES),
+        }
+    )

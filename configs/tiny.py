@@ -15,4 +15,12 @@ def get_config():
     config.degrade.kernel_sizes = (3, 5, 7)
     config.degrade.kernel_canvas = 7
     config.degrade.trajectory_steps = 200
+    # Two steps per phase; no VGG-Face weights exist on a test machine.
+    for name in config.phase_order:
+        config.phases[name].steps = 2
+        config.phases[name].loss.vgg = 0.0
+    config.train.global_batch_size = 8
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.keep_checkpoints = 2
     return config

@@ -48,25 +48,28 @@ def _unknown(keys: Iterable[str], known: Iterable[str], what: str) -> None:
             raise ValueError(f"unknown {what} key {key!r}{hint}")
 
 
-def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Raises ``ValueError`` naming the first key of ``cfg`` that the schema does not know.
+# Phases may have any name (``phases.scratch`` for an ablation); each has the keys of the
+# reference's ``phases.coarse``.
+_PHASE_PREFIX, _PHASE_TEMPLATE = "phases.", "phases.coarse."
 
-    Keys whose schema value is a list/tuple of dicts (the training schedule) are checked
-    entry by entry against the keys of the schema's first entry.
-    """
-    ref = _flatten(reference_config())
-    flat = _flatten(cfg)
-    _unknown(flat, ref, "config")
-    for key, value in flat.items():
-        ref_value = ref[key]
-        if (
-            isinstance(ref_value, list | tuple)
-            and ref_value
-            and isinstance(ref_value[0], Mapping | ml_collections.ConfigDict)
-        ):
-            allowed = _flatten(ref_value[0])
-            for i, entry in enumerate(value):
-                _unknown(_flatten(entry), allowed, f"{key}[{i}]")
+
+def _schema_key(key: str) -> str:
+    """Maps ``phases.<any name>.<rest>`` onto the reference phase's ``phases.coarse.<rest>``."""
+    if key.startswith(_PHASE_PREFIX) and key.count(".") >= 2:
+        return _PHASE_TEMPLATE + key.split(".", 2)[2]
+    return key
+
+
+def _known_keys() -> list[str]:
+    return list(_flatten(reference_config()))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Raises ``ValueError`` naming the first key of ``cfg`` that the schema does not know."""
+    known = set(_known_keys())
+    for key in _flatten(cfg):
+        if _schema_key(key) not in known:
+            _unknown([key], sorted(known), "config")
     return cfg
 
 
@@ -100,12 +103,16 @@ def apply_overrides(
     cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]
 ) -> ml_collections.ConfigDict:
     """Sets dotted keys (``{"model.features": 16}``); unknown keys raise ``ValueError``."""
-    known = _flatten(reference_config())
+    known = set(_known_keys())
     for key, value in overrides.items():
-        _unknown([key], known, "config override")
+        if _schema_key(key) not in known:
+            _unknown([key], sorted(known), "config override")
         node = cfg
         *parents, leaf = key.split(".")
         for p in parents:
+            if p not in node:  # a new phase: start from the reference phase's defaults
+                with cfg.unlocked():
+                    node[p] = reference_config().phases.coarse
             node = node[p]
         current = node[leaf]
         if isinstance(current, tuple) and isinstance(value, list):

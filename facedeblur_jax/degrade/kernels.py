@@ -213,7 +213,9 @@ def trajectory_from_noise(
         x = x + v
         return (x, v), x
 
-    x0 = jnp.zeros((2,), jnp.float32)
+    # Derived from the draws (not a constant) so that under shard_map the scan carry has the
+    # same "varying over devices" type as its update.
+    x0 = jnp.zeros_like(noise.normals[0])
     _, xs = jax.lax.scan(body, (x0, v), (noise.shake_u, noise.angle_u, noise.normals))
     traj = jnp.concatenate([x0[None], xs], axis=0)
     chex.assert_shape(traj, (num_steps, 2))

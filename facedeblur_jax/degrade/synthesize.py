@@ -56,6 +56,20 @@ def to_float_images(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32)
 
 
+def per_sample_keys(key: jax.Array, batch: int) -> jax.Array:
+    """One PRNG key per sample: a single key is split ``batch`` ways; ``key[B]`` is kept."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        raise ValueError(
+            f"key must be a typed PRNG key (jax.random.key); got dtype {key.dtype} "
+            f"with shape {tuple(key.shape)}"
+        )
+    if key.shape == ():
+        return jax.random.split(key, batch)
+    if key.shape == (batch,):
+        return key
+    raise ValueError(f"key must be one key or one key per sample ([{batch}]); got {key.shape}")
+
+
 def synthesize(
     key: jax.Array,
     sharp: jax.Array,
@@ -64,8 +78,13 @@ def synthesize(
 ) -> Degraded:
     """Makes blurred inputs from sharp faces, as in the paper's training data (§3.5–3.6).
 
+    Every sample is degraded with its own key, so a sample's result depends only on its
+    key — not on the batch it sits in or on how the batch is split over devices (the
+    train step derives the keys from global sample indices; see ``train_step.py``).
+
     Args:
-      key: PRNG key; the whole result is a deterministic function of it.
+      key: one PRNG key (split into one per sample) or ``key[B]``, one per sample; the
+        result is a deterministic function of the keys.
       sharp: ``uint8[B, H, W, 3]`` or ``f32[B, H, W, 3]`` in [0, 1].
       labels: optional ``int[B, H, W]`` parsing labels, warped with the images.
       cfg: the config's ``degrade`` section (see ``configs/paper.py``).
@@ -77,31 +96,45 @@ def synthesize(
     if sharp.ndim != 4 or sharp.shape[-1] != 3:
         raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
     images = to_float_images(sharp)
-    b = images.shape[0]
-    k_aug, k_kernel, k_noise = jax.random.split(key, 3)
-    if cfg.augment:
-        images, labels = augment_lib.random_affine(
-            k_aug,
-            images,
-            labels,
-            scale_range=tuple(cfg.scale_range),
-            max_shift=float(cfg.max_shift),
-            max_rotation_deg=float(cfg.max_rotation_deg),
-            fill_mode=cfg.fill_mode,
+    keys = per_sample_keys(key, images.shape[0])
+    if labels is not None and labels.shape != images.shape[:3]:
+        raise ValueError(
+            f"labels must have shape [B, H, W] = {images.shape[:3]}; got shape {labels.shape}"
         )
-    kernels, sizes = kernels_lib.sample_kernels(
-        k_kernel,
-        b,
-        sizes=tuple(int(s) for s in cfg.kernel_sizes),
-        canvas=int(cfg.kernel_canvas),
-        anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
-        num_steps=int(cfg.trajectory_steps),
-        max_total_length=float(cfg.trajectory_length),
-    )
-    blurred = blur_lib.blur(images, kernels, method=cfg.blur_method)
-    blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))
-    if labels is not None:
-        labels = labels.astype(jnp.int32)
+
+    def one(k, image, label):
+        k_aug, k_kernel, k_noise = jax.random.split(k, 3)
+        image = image[None]
+        label = None if label is None else label[None]
+        if cfg.augment:
+            image, label = augment_lib.random_affine(
+                k_aug,
+                image,
+                label,
+                scale_range=tuple(cfg.scale_range),
+                max_shift=float(cfg.max_shift),
+                max_rotation_deg=float(cfg.max_rotation_deg),
+                fill_mode=cfg.fill_mode,
+            )
+        kernel, size = kernels_lib.sample_kernels(
+            k_kernel,
+            1,
+            sizes=tuple(int(s) for s in cfg.kernel_sizes),
+            canvas=int(cfg.kernel_canvas),
+            anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
+            num_steps=int(cfg.trajectory_steps),
+            max_total_length=float(cfg.trajectory_length),
+        )
+        blurred = blur_lib.blur(image, kernel, method=cfg.blur_method)
+        blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))
+        label = None if label is None else label[0].astype(jnp.int32)
+        return blurred[0], image[0], label, kernel[0], size[0]
+
+    if labels is None:
+        out = jax.vmap(lambda k, im: one(k, im, None))(keys, images)
+    else:
+        out = jax.vmap(one)(keys, images, labels)
+    blurred, images, labels, kernels, sizes = out
     return Degraded(
         blurred=blurred, sharp=images, labels=labels, kernels=kernels, kernel_sizes=sizes
     )

@@ -68,3 +68,17 @@ def test_vmaps_over_keys(cfg):
     out = jax.vmap(lambda k: synthesize(k, sharp, labels, cfg).blurred)(keys)
     single = synthesize(keys[1], sharp, labels, cfg).blurred
     np.testing.assert_allclose(out[1], single, atol=1e-5)
+
+
+def test_a_sample_depends_only_on_its_key(cfg):
+    """Per-sample keys: sample i of a batch equals the same sample degraded alone."""
+    sharp, labels = _batch()
+    keys = jax.random.split(jax.random.key(9), 4)
+    batch = synthesize(keys, sharp, labels, cfg)
+    alone = synthesize(keys[2:3], sharp[2:3], labels[2:3], cfg)
+    np.testing.assert_allclose(batch.blurred[2], alone.blurred[0], atol=1e-6)
+    np.testing.assert_array_equal(batch.labels[2], alone.labels[0])
+    with pytest.raises(ValueError, match="key must be a typed PRNG key"):
+        synthesize(jax.random.PRNGKey(0), sharp, labels, cfg)
+    with pytest.raises(ValueError, match=r"one key per sample \(\[4\]\)"):
+        synthesize(keys[:3], sharp, labels, cfg)

@@ -1,0 +1,93 @@
+"""The staged training schedule (paper §3.4, DESIGN.md §5) — data in the config, not code.
+
+``config.phase_order`` names the phases in order; ``config.phases.<name>`` holds each
+phase's length, the nets it trains, its loss weights and learning rates (see
+``configs/paper.py``). A global step maps to ``(phase index, step within the phase)``;
+the checkpoint stores both, so a restarted run continues in the right phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+NETS = ("coarse", "parsing", "fine", "disc")
+LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase. ``loss`` and ``lr`` map every loss / net name to a float."""
+
+    name: str
+    steps: int
+    train: tuple[str, ...]
+    loss: dict[str, float]
+    lr: dict[str, float]
+
+    def trains(self, net: str) -> bool:
+        return net in self.train
+
+    @property
+    def upto(self) -> str:
+        """How far the forward pass must run (``FaceDeblurModel(upto=...)``)."""
+        needs_fine = self.trains("fine") or any(
+            self.loss[k] for k in ("content_fine", "structural", "vgg", "adv")
+        )
+        if needs_fine:
+            return "fine"
+        if self.trains("parsing") or self.loss["parsing"]:
+            return "parsing"
+        return "coarse"
+
+    @property
+    def uses_disc(self) -> bool:
+        return self.trains("disc") or self.loss["adv"] > 0
+
+
+def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
+    """The validated phase list; ``ValueError`` names the phase and field that is wrong."""
+    order = tuple(config.phase_order)
+    if not order:
+        raise ValueError("config.phase_order is empty: nothing to train")
+    out = []
+    for name in order:
+        if name not in config.phases:
+            raise ValueError(
+                f"config.phase_order names phase {name!r} but config.phases has only "
+                f"{sorted(config.phases.keys())}"
+            )
+        rec = config.phases[name]
+        steps = int(rec.steps)
+        if steps < 0:
+            raise ValueError(f"config.phases.{name}.steps must be >= 0; got {steps}")
+        train = tuple(rec.train)
+        bad = [n for n in train if n not in NETS]
+        if bad:
+            raise ValueError(f"config.phases.{name}.train has unknown net(s) {bad}; known {NETS}")
+        loss = {k: float(rec.loss[k]) for k in LOSSES}
+        if any(v < 0 for v in loss.values()):
+            raise ValueError(f"config.phases.{name}.loss weights must be >= 0; got {loss}")
+        lr = {k: float(rec.lr[k]) for k in NETS}
+        if "disc" in train and loss["adv"] == 0:
+            raise ValueError(f"config.phases.{name} trains 'disc' but its adv weight is 0")
+        if not any(loss.values()) and train:
+            raise ValueError(f"config.phases.{name} trains {train} with every loss weight 0")
+        out.append(Phase(name, steps, train, loss, lr))
+    return tuple(out)
+
+
+def total_steps(phases: tuple[Phase, ...]) -> int:
+    return sum(p.steps for p in phases)
+
+
+def locate(phases: tuple[Phase, ...], step: int) -> tuple[int, int]:
+    """``(phase index, step within that phase)`` of global step ``step`` (0-based count of
+    steps already done). At the very end returns ``(len(phases), 0)``."""
+    start = 0
+    for i, p in enumerate(phases):
+        if step < start + p.steps:
+            return i, step - start
+        start += p.steps
+    return len(phases), 0

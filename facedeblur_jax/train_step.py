@@ -1,0 +1,208 @@
+"""One jitted, data-parallel training step per phase (DESIGN.md §5–6).
+
+The step is per-device SPMD code under ``jax.shard_map`` over the mesh axis ``"data"``,
+inside ``jax.jit`` — the current form of ``pmap``: the batch is sharded on ``"data"``, the
+state is replicated, gradients and metrics are ``lax.pmean``-ed, P's BatchNorm averages
+its batch statistics over ``"data"``, and the state buffer is donated.
+
+Degradation runs inside the step. Randomness: the per-step key is
+``fold_in(state.rng, step)``; each device derives one key per sample from it with
+``fold_in(step_key, global sample index)``, the index being
+``axis_index("data") · local_batch + i``. That is the per-device key of DESIGN.md §6
+(unique per device and sample) made independent of the number of devices: a run on 1, 8
+or 256 devices with the same global batch sees exactly the same blur, so it computes the
+same update (tested) and a run can resume on a different topology.
+
+A step whose loss or gradient norm is NaN/Inf (after the cross-device mean, so every
+replica agrees) leaves params, optimiser states and BatchNorm statistics unchanged and
+increments ``state.nonfinite``; the step counter still advances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from facedeblur_jax import losses, metrics
+from facedeblur_jax.degrade.synthesize import synthesize
+from facedeblur_jax.models.factory import build_discriminator, build_model
+from facedeblur_jax.schedule import Phase
+from facedeblur_jax.train_state import TrainState, make_optimizer, net_of
+
+AXIS = "data"
+PyTree = Any
+VggApply = Callable[[PyTree, jax.Array], dict[str, jax.Array]]
+
+
+def _sum(values):
+    total = jnp.zeros((), jnp.float32)
+    for v in values:
+        total = total + v
+    return total
+
+
+def make_step_body(
+    config: ml_collections.ConfigDict,
+    phase: Phase,
+    vgg_apply: VggApply | None = None,
+    axis_name: str | None = AXIS,
+) -> Callable[[TrainState, dict, PyTree], tuple[TrainState, dict]]:
+    """The per-device step ``(state, local batch, vgg_params) -> (state, metrics)``.
+
+    ``batch``: ``{"image": uint8[b, S, S, 3], "labels": uint8[b, S, S], "has_labels":
+    bool[b]}`` — this device's shard. With ``axis_name=None`` it is a plain single-device
+    step (no collectives).
+    """
+    model = build_model(config.model, bn_axis_name=axis_name)
+    disc = build_discriminator(config.model)
+    tx = make_optimizer(config.optim)
+    w = phase.loss
+    train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
+    if w["vgg"] > 0 and vgg_apply is None:
+        raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG-Face network was given")
+    lcfg = config.loss
+
+    def pmean(x):
+        return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+    def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params):
+        params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
+        variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        if train_parsing:
+            out, updates = model.apply(
+                variables,
+                deg.blurred,
+                upto=phase.upto,
+                train_parsing=True,
+                mutable=["batch_stats"],
+            )
+            new_stats = updates["batch_stats"]
+        else:
+            out = model.apply(variables, deg.blurred, upto=phase.upto)
+            new_stats = batch_stats
+        sharp, labels = deg.sharp, deg.labels
+        terms = {}
+        if w["content_coarse"]:
+            terms["content_coarse"] = losses.content_loss(out.coarse, sharp)
+        if w["content_fine"]:
+            terms["content_fine"] = _sum(losses.content_loss(s, sharp) for s in out.fine)
+        if w["structural"]:
+            terms["structural"] = _sum(
+                losses.structural_loss(
+                    pred,
+                    sharp,
+                    labels,
+                    c=lcfg.structural_c,
+                    adaptive=lcfg.structural_adaptive,
+                    has_labels=has_labels,
+                )
+                for stage in out.fine
+                for pred in stage
+            )
+        if w["parsing"]:
+            terms["parsing"] = losses.parsing_loss(out.parsing_logits, labels, has_labels)
+        if w["vgg"]:
+            terms["vgg"] = losses.perceptual_loss(
+                lambda im: vgg_apply(vgg_params, im), out.y, sharp, tuple(lcfg.vgg_layers)
+            )
+        if w["adv"]:
+            fake = disc.apply({"params": params["disc"]}, out.y)
+            terms["adv"] = losses.generator_adversarial_loss(fake)
+        total = _sum(w[k] * v for k, v in terms.items())
+        return total, (terms, new_stats, out.y)
+
+    def disc_loss(d_params, real, fake):
+        logits = disc.apply({"params": d_params}, jnp.concatenate([real, fake], axis=0))
+        b = real.shape[0]
+        return losses.discriminator_loss(logits[:b], logits[b:]), logits
+
+    def body(state: TrainState, batch: dict, vgg_params: PyTree):
+        local_b = batch["image"].shape[0]
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_b
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            step_key, first + jnp.arange(local_b)
+        )
+        deg = synthesize(keys, batch["image"], batch["labels"], config.degrade)
+        has_labels = batch["has_labels"]
+
+        gen_keys = [k for k in state.params if k != "disc" and phase.trains(net_of(k))]
+        trained = {k: state.params[k] for k in gen_keys}
+        frozen = {k: v for k, v in state.params.items() if k not in trained}
+        (total, (terms, new_stats, y)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
+            trained, frozen, state.batch_stats, deg, has_labels, vgg_params
+        )
+        grads = pmean(grads)
+        metric = {f"loss/{k}": v for k, v in terms.items()}
+        metric["loss/total"] = total
+        metric["psnr"] = jnp.mean(metrics.psnr(y, deg.sharp))
+        ok_values = [total]
+        if phase.trains("disc"):
+            (d_loss, logits), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+                state.params["disc"], deg.sharp, jax.lax.stop_gradient(y)
+            )
+            grads["disc"] = pmean(d_grads)
+            metric["loss/disc"] = d_loss
+            metric["disc/real_prob"] = jnp.mean(jax.nn.sigmoid(logits[:local_b]))
+            metric["disc/fake_prob"] = jnp.mean(jax.nn.sigmoid(logits[local_b:]))
+            ok_values.append(d_loss)
+        metric = pmean(metric)
+        metric["grad_norm"] = optax.tree.norm(grads)
+        ok = jnp.isfinite(metric["grad_norm"])
+        for v in ok_values:
+            ok &= jnp.isfinite(pmean(v))
+
+        new_params, new_opt = dict(state.params), dict(state.opt_state)
+        for k, g in grads.items():
+            updates, new_opt[k] = tx.update(g, state.opt_state[k], state.params[k])
+            lr = phase.lr[net_of(k)]
+            new_params[k] = optax.apply_updates(
+                state.params[k], jax.tree.map(lambda u, lr=lr: -lr * u, updates)
+            )
+
+        def keep_if_bad(new, old):
+            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep_if_bad(new_params, state.params),
+            opt_state=keep_if_bad(new_opt, state.opt_state),
+            batch_stats=keep_if_bad(new_stats, state.batch_stats),
+            nonfinite=state.nonfinite + (~ok).astype(jnp.int32),
+        )
+        metric["nonfinite_steps"] = new_state.nonfinite
+        metric["skipped"] = (~ok).astype(jnp.float32)
+        return new_state, metric
+
+    return body
+
+
+def build_train_step(
+    config: ml_collections.ConfigDict,
+    phase: Phase,
+    mesh: Mesh,
+    vgg_apply: VggApply | None = None,
+):
+    """``jit(shard_map(step))`` for ``phase`` on ``mesh`` (axis ``"data"``).
+
+    Returns ``step(state, batch, vgg_params) -> (state, metrics)``; ``batch`` holds global
+    arrays sharded along ``"data"``, ``state`` is replicated and donated.
+    """
+    n = mesh.shape[AXIS]
+    if config.train.global_batch_size % n:
+        raise ValueError(
+            f"train.global_batch_size = {config.train.global_batch_size} must be divisible "
+            f"by the {n} devices of the mesh axis {AXIS!r}"
+        )
+    body = make_step_body(config, phase, vgg_apply, AXIS)
+    sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+    return jax.jit(sharded, donate_argnums=(0,))

@@ -1,0 +1,65 @@
+import pytest
+
+from facedeblur_jax.config import load_config
+from facedeblur_jax.schedule import locate, phases_from_config, total_steps
+
+
+def test_paper_schedule_is_the_papers():
+    phases = phases_from_config(load_config("paper"))
+    assert [(p.name, p.steps) for p in phases] == [
+        ("coarse", 200_000),
+        ("parsing", 60_000),
+        ("fine", 200_000),
+        ("joint", 100_000),
+    ]
+    coarse, parsing, fine, joint = phases
+    assert coarse.train == ("coarse",) and coarse.upto == "coarse"
+    assert parsing.train == ("parsing",) and parsing.upto == "parsing"
+    assert fine.train == ("fine", "disc") and fine.upto == "fine"
+    assert {k: v for k, v in fine.loss.items() if v} == {
+        "content_fine": 1.0,
+        "structural": 50.0,
+        "vgg": 1e-5,
+        "adv": 5e-5,
+    }
+    assert set(joint.train) == {"coarse", "parsing", "fine", "disc"}
+    assert joint.loss["parsing"] == 1e-4 and joint.loss["content_coarse"] == 1.0
+    assert parsing.lr["parsing"] == 5e-6 and coarse.lr["coarse"] == 4e-5
+    assert total_steps(phases) == 560_000
+
+
+def test_locate_walks_phase_boundaries():
+    phases = phases_from_config(load_config("tiny"))  # 2 steps each
+    assert [locate(phases, s) for s in range(9)] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+        (3, 1),
+        (4, 0),
+    ]
+
+
+def test_custom_phase_and_errors():
+    cfg = load_config(
+        "tiny",
+        {
+            "phases.scratch.steps": 5,
+            "phases.scratch.train": ("coarse",),
+            "phases.scratch.loss.content_coarse": 1.0,
+            "phase_order": ("scratch",),
+        },
+    )
+    (p,) = phases_from_config(cfg)
+    assert p.name == "scratch" and p.steps == 5
+    with pytest.raises(ValueError, match="names phase 'nope'"):
+        phases_from_config(load_config("tiny", {"phase_order": ("nope",)}))
+    with pytest.raises(ValueError, match=r"phases\.coarse\.train has unknown net"):
+        phases_from_config(load_config("tiny", {"phases.coarse.train": ("gc",)}))
+    with pytest.raises(ValueError, match="trains 'disc' but its adv weight is 0"):
+        phases_from_config(load_config("tiny", {"phases.fine.loss.adv": 0.0}))
+    with pytest.raises(ValueError, match=r"unknown config override key 'phases\.fine\.los\.adv'"):
+        load_config("tiny", {"phases.fine.los.adv": 0.0})
