@@ -47,7 +47,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.fill_mode = "nearest"  # border handling of the affine warp
 
     # --- losses (§3.3; DESIGN.md §4) ----------------------------------------------------
+    # The paper's λ's (eq. 11). Each phase switches losses on with a multiplier (1 = on);
+    # its effective weight is multiplier × λ. ``vgg_weight = 0`` turns L_VGG off everywhere
+    # (then no VGG-Face weight file is needed).
     config.loss = ml_collections.ConfigDict()
+    config.loss.content_weight = 1.0
+    config.loss.structural_weight = 50.0  # λ_s
+    config.loss.parsing_weight = 1e-4  # λ_p
+    config.loss.vgg_weight = 1e-5  # λ_VGG
+    config.loss.adv_weight = 5e-5  # λ_adv
     config.loss.structural_c = 1.0  # c of eq. 7
     config.loss.structural_adaptive = True  # w_k = c / A_k (False: equal weights, Table 4)
     config.loss.vgg_weights_path = ""  # converted VGG-Face weights (tools/convert_vgg_face.py)
@@ -63,20 +71,21 @@ def get_config() -> ml_collections.ConfigDict:
     # --- the staged schedule (§3.4; DESIGN.md §5) as data -------------------------------
     config.phase_order = ("coarse", "parsing", "fine", "joint")
     config.phases = ml_collections.ConfigDict()
-    config.phases.coarse = phase(200_000, ("coarse",), content_coarse=1.0)
-    config.phases.parsing = phase(60_000, ("parsing",), parsing=1.0)
+    # Parsing alone trains on λ_p·L_p: with Adam the scale of a lone loss does not matter.
+    config.phases.coarse = phase(200_000, ("coarse",), "content_coarse")
+    config.phases.parsing = phase(60_000, ("parsing",), "parsing")
     config.phases.fine = phase(
-        200_000, ("fine", "disc"), content_fine=1.0, structural=50.0, vgg=1e-5, adv=5e-5
+        200_000, ("fine", "disc"), "content_fine", "structural", "vgg", "adv"
     )
     config.phases.joint = phase(
         100_000,
         ("coarse", "parsing", "fine", "disc"),
-        content_coarse=1.0,
-        content_fine=1.0,
-        structural=50.0,
-        parsing=1e-4,
-        vgg=1e-5,
-        adv=5e-5,
+        "content_coarse",
+        "content_fine",
+        "structural",
+        "parsing",
+        "vgg",
+        "adv",
     )
 
     # --- the training loop (DESIGN.md §6) -----------------------------------------------
@@ -97,21 +106,22 @@ LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv
 LEARNING_RATES = {"coarse": 4e-5, "parsing": 5e-6, "fine": 4e-5, "disc": 4e-5}  # §3.5
 
 
-def phase(steps: int, train: tuple[str, ...], **weights: float) -> ml_collections.ConfigDict:
-    """One phase record: length, trained nets, loss weights (0 = off), learning rates.
+def phase(steps: int, train: tuple[str, ...], *active: str) -> ml_collections.ConfigDict:
+    """One phase record: length, trained nets, loss multipliers (1 = on, 0 = off; the
+    weight is multiplier × the λ in ``config.loss``), learning rates per net.
 
     Nets: "coarse" (G_c), "parsing" (P), "fine" (G_f, all stages), "disc" (D). Losses:
     content_coarse / content_fine (L_c on G_c / G_f outputs, all scales), structural (L_s on
-    G_f, all scales), parsing (L_p), vgg (L_VGG) and adv (L_adv) on the final output.
+    every G_f output scale), parsing (L_p), vgg (L_VGG) and adv (L_adv) on the final output.
     """
-    unknown = set(weights) - set(LOSSES)
+    unknown = set(active) - set(LOSSES)
     if unknown:
         raise ValueError(f"unknown loss name(s) {sorted(unknown)}; known: {LOSSES}")
     return ml_collections.ConfigDict(
         {
             "steps": steps,
             "train": train,
-            "loss": {name: float(weights.get(name, 0.0)) for name in LOSSES},
+            "loss": {name: float(name in active) for name in LOSSES},
             "lr": dict(LEARNING_RATES),
         }
     )

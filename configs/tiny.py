@@ -18,7 +18,7 @@ def get_config():
     # Two steps per phase; no VGG-Face weights exist on a test machine.
     for name in config.phase_order:
         config.phases[name].steps = 2
-        config.phases[name].loss.vgg = 0.0
+    config.loss.vgg_weight = 0.0
     config.train.global_batch_size = 8
     config.train.log_every = 1
     config.train.checkpoint_every = 2

@@ -14,11 +14,21 @@ import ml_collections
 
 NETS = ("coarse", "parsing", "fine", "disc")
 LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
+# The λ (config.loss.<key>) that multiplies each phase's loss multiplier.
+LAMBDA_KEYS = {
+    "content_coarse": "content_weight",
+    "content_fine": "content_weight",
+    "structural": "structural_weight",
+    "parsing": "parsing_weight",
+    "vgg": "vgg_weight",
+    "adv": "adv_weight",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """One phase. ``loss`` and ``lr`` map every loss / net name to a float."""
+    """One phase. ``loss`` maps every loss name to its effective weight (phase multiplier ×
+    λ from ``config.loss``), ``lr`` every net name to its learning rate."""
 
     name: str
     steps: int
@@ -66,12 +76,18 @@ def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
         bad = [n for n in train if n not in NETS]
         if bad:
             raise ValueError(f"config.phases.{name}.train has unknown net(s) {bad}; known {NETS}")
-        loss = {k: float(rec.loss[k]) for k in LOSSES}
-        if any(v < 0 for v in loss.values()):
-            raise ValueError(f"config.phases.{name}.loss weights must be >= 0; got {loss}")
+        multipliers = {k: float(rec.loss[k]) for k in LOSSES}
+        if any(v < 0 for v in multipliers.values()):
+            raise ValueError(
+                f"config.phases.{name}.loss multipliers must be >= 0; got {multipliers}"
+            )
+        loss = {k: m * float(config.loss[LAMBDA_KEYS[k]]) for k, m in multipliers.items()}
         lr = {k: float(rec.lr[k]) for k in NETS}
         if "disc" in train and loss["adv"] == 0:
-            raise ValueError(f"config.phases.{name} trains 'disc' but its adv weight is 0")
+            raise ValueError(
+                f"config.phases.{name} trains 'disc' but its adv weight is 0 "
+                f"(phases.{name}.loss.adv × loss.adv_weight)"
+            )
         if not any(loss.values()) and train:
             raise ValueError(f"config.phases.{name} trains {train} with every loss weight 0")
         out.append(Phase(name, steps, train, loss, lr))

@@ -60,6 +60,6 @@ def test_custom_phase_and_errors():
     with pytest.raises(ValueError, match=r"phases\.coarse\.train has unknown net"):
         phases_from_config(load_config("tiny", {"phases.coarse.train": ("gc",)}))
     with pytest.raises(ValueError, match="trains 'disc' but its adv weight is 0"):
-        phases_from_config(load_config("tiny", {"phases.fine.loss.adv": 0.0}))
+        phases_from_config(load_config("tiny", {"loss.adv_weight": 0.0}))
     with pytest.raises(ValueError, match=r"unknown config override key 'phases\.fine\.los\.adv'"):
         load_config("tiny", {"phases.fine.los.adv": 0.0})
