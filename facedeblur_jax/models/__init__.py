@@ -4,6 +4,7 @@ from facedeblur_jax.models.deblur_net import MultiScaleDeblurNet
 from facedeblur_jax.models.discriminator import Discriminator
 from facedeblur_jax.models.face_deblur import DeblurOutputs, FaceDeblurModel
 from facedeblur_jax.models.parsing_net import ParsingNet
+from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
 
 __all__ = [
     "DeblurOutputs",
@@ -11,4 +12,6 @@ __all__ = [
     "FaceDeblurModel",
     "MultiScaleDeblurNet",
     "ParsingNet",
+    "VGGFace",
+    "load_vgg_face",
 ]
