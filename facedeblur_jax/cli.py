@@ -1,4 +1,4 @@
-"""``facedeblur`` command line: ``demo`` (more subcommands arrive with training/eval).
+"""``facedeblur`` command line: ``train``, ``deblur``, ``demo``.
 
 Config overrides use big_vision's form: ``--config.model.features=16``.
 """
@@ -37,7 +37,30 @@ def split_overrides(rest: Sequence[str]) -> dict[str, object]:
 def _cmd_demo(args, overrides) -> int:
     from facedeblur_jax import demo
 
-    return demo.run(args.config, overrides, out_dir=args.out)
+    return demo.run(args.config, overrides, workdir=args.workdir, out_dir=args.out)
+
+
+def _cmd_train(args, overrides) -> int:
+    from facedeblur_jax.config import load_config
+    from facedeblur_jax.train import train
+
+    config = load_config(args.config, overrides)
+    train(config, args.workdir, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_deblur(args, overrides) -> int:
+    from facedeblur_jax import deblur_files
+
+    if overrides:
+        raise ValueError("deblur takes its config from the checkpoint; drop the --config.* args")
+    return deblur_files.run(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,10 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="facedeblur", description="Semantic face deblurring (Shen et al. 2020) in JAX."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the demo on the bundled sample faces")
+    p = sub.add_parser(
+        "demo", help="train the demo config on the bundled sample faces, then deblur them"
+    )
     p.add_argument("--config", default="demo", help="config file or built-in name")
-    p.add_argument("--out", default=None, help="folder for result images (optional)")
+    p.add_argument("--workdir", default="runs/demo", help="checkpoints and logs")
+    p.add_argument("--out", default=None, help="folder for result strips (optional)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train (or resume) the 4-phase schedule")
+    p.add_argument("--config", required=True, help="config file (configs/*.py) or name")
+    p.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("deblur", help="deblur aligned face crops (files or folders)")
+    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_cmd_deblur)
     return parser
 
 

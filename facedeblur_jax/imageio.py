@@ -53,6 +53,11 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), method))
 
 
+def resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes ``uint8[h, w, C]`` to ``height × width`` (bicubic)."""
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
+
+
 def to_uint8(image) -> np.ndarray:
     """``f32[..., 3]`` in [0, 1] -> ``uint8`` (clipped, rounded)."""
     return np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)

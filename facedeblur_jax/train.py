@@ -1,0 +1,222 @@
+"""The training loop: ``facedeblur train --config configs/demo.py --workdir DIR``.
+
+Laid out as big_vision's ``train.py``, in numbered sections:
+
+1. devices and the mesh (``jax.distributed.initialize()`` first when configured);
+2. the input pipeline (grain, sharded over hosts; sharp uint8 crops + labels only);
+3. the train state — restored from the latest checkpoint in ``WORKDIR`` if there is one
+   (params, optimiser states, step, PRNG key, data iterator position), else fresh;
+4. VGG-Face for the perceptual loss, only when a phase uses it;
+5. the loop over phases from the restored ``(phase, phase step)``: one jitted step per
+   phase built once, metrics to TensorBoard + ``metrics.jsonl`` + a progress bar,
+   checkpoints every ``train.checkpoint_every`` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from facedeblur_jax import checkpoint as ckpt_lib
+from facedeblur_jax import schedule as schedule_lib
+from facedeblur_jax.models.factory import build_discriminator, build_model
+from facedeblur_jax.train_state import TrainState, create_train_state
+from facedeblur_jax.train_step import AXIS, build_train_step
+
+log = logging.getLogger("facedeblur.train")
+PyTree = Any
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all (or the given) devices with the axis ``"data"``."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def _vgg(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
+    """``(vgg_apply, vgg_params)`` if a phase uses L_VGG, else ``(None, None)``.
+
+    Fails at start-up — before any step — when L_VGG is on and no weight file is given.
+    """
+    if not any(p.loss["vgg"] > 0 for p in phases):
+        return None, None
+    path = config.loss.vgg_weights_path
+    if not path:
+        users = [p.name for p in phases if p.loss["vgg"] > 0]
+        raise ValueError(
+            f"phases {users} use the perceptual loss (loss.vgg_weight = "
+            f"{config.loss.vgg_weight}) but config.loss.vgg_weights_path is empty: convert "
+            "VGG-Face weights with tools/convert_vgg_face.py and pass "
+            "--config.loss.vgg_weights_path=FILE.npz, or turn the loss off with "
+            "--config.loss.vgg_weight=0"
+        )
+    from facedeblur_jax.models.factory import compute_dtype
+    from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
+
+    params = load_vgg_face(path)
+    net = VGGFace(layers=tuple(config.loss.vgg_layers), dtype=compute_dtype(config.model))
+    return (lambda p, images: net.apply({"params": p}, images)), params
+
+
+class MetricWriter:
+    """TensorBoard scalars (``WORKDIR/tb``) and one JSON line per log step
+    (``WORKDIR/metrics.jsonl``), written by process 0 only."""
+
+    def __init__(self, workdir: pathlib.Path, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(workdir / "tb"))
+            self._jsonl = (workdir / "metrics.jsonl").open("a")
+
+    def write(self, step: int, phase: str, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            self._tb.add_scalar(f"{phase}/{name}", value, step)
+        self._jsonl.write(json.dumps({"step": step, "phase": phase, **scalars}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    fetched = jax.device_get(history)
+    keys = fetched[-1].keys()
+    out = {k: float(np.mean([m[k] for m in fetched if k in m])) for k in keys}
+    out["nonfinite_steps"] = float(fetched[-1]["nonfinite_steps"])
+    return out
+
+
+def _fault_injection(config, step: int, when: str, checkpointer) -> None:
+    """SIGKILLs this process at a checkpoint (crash/resume tests; off by default)."""
+    if config.train.fault_kill_step != step or config.train.fault_kill_when != when:
+        return
+    if when == "after":
+        checkpointer.wait()
+    print(f"fault injection: SIGKILL at step {step} ({when} checkpoint)", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    mesh: Mesh | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Runs (or resumes) the whole schedule; returns the final state."""
+    # 1. Devices and mesh. ------------------------------------------------------------
+    if config.train.distributed:
+        jax.distributed.initialize()
+    mesh = make_mesh() if mesh is None else mesh
+    workdir = pathlib.Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    phases = schedule_lib.phases_from_config(config)
+    total = schedule_lib.total_steps(phases)
+    vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
+
+    # 2. Data. -------------------------------------------------------------------------
+    from facedeblur_jax.data.pipeline import make_train_iterator
+
+    data = make_train_iterator(config, mesh)
+
+    # 3. State: restore or create. -----------------------------------------------------
+    model, disc = build_model(config.model), build_discriminator(config.model)
+    replicated = NamedSharding(mesh, P())
+    state = jax.jit(
+        lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
+    )(jax.random.key(config.seed))
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    start = checkpointer.latest_step()
+    if start is not None:
+        state, meta = checkpointer.restore(state, start)
+        data.set_state(meta["data_state"])
+        print(
+            f"resumed from {checkpointer.directory / str(start)}: step {start}, phase "
+            f"{meta['phase']!r} step {meta['phase_step']}",
+            flush=True,
+        )
+    step = int(jax.device_get(state.step))
+    if vgg_params is not None:
+        vgg_params = jax.device_put(vgg_params, replicated)
+
+    # 4. Loop over phases. -------------------------------------------------------------
+    writer = MetricWriter(workdir, is_main)
+    bar = None
+    if progress and is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, unit="step", mininterval=2.0, file=sys.stderr)
+    batch = config.train.global_batch_size
+    index, _ = schedule_lib.locate(phases, step)
+    try:
+        while index < len(phases):
+            phase = phases[index]
+            phase_end = sum(p.steps for p in phases[: index + 1])
+            train_step = build_train_step(config, phase, mesh, vgg_apply)
+            history: list[dict] = []
+            t_log, steps_since = time.time(), 0
+            while step < phase_end:
+                state, metrics = train_step(state, next(data), vgg_params)
+                step += 1
+                steps_since += 1
+                history.append(metrics)
+                last = step == phase_end
+                if step % config.train.log_every == 0 or last:
+                    scalars = _mean_metrics(history)
+                    elapsed = time.time() - t_log
+                    scalars["images_per_s"] = batch * steps_since / max(elapsed, 1e-9)
+                    writer.write(step, phase.name, scalars)
+                    if bar is not None:
+                        bar.set_postfix_str(
+                            f"{phase.name} {step - (phase_end - phase.steps)}/{phase.steps} "
+                            f"loss {scalars['loss/total']:.4g} psnr {scalars['psnr']:.2f} "
+                            f"{scalars['images_per_s']:.1f} img/s",
+                            refresh=False,
+                        )
+                    history, t_log, steps_since = [], time.time(), 0
+                if bar is not None:
+                    bar.update(1)
+                if step % config.train.checkpoint_every == 0 or step == total:
+                    p_index, p_step = schedule_lib.locate(phases, step)
+                    name = phases[p_index].name if p_index < len(phases) else "done"
+                    meta = {
+                        "step": step,
+                        "phase": name,
+                        "phase_index": p_index,
+                        "phase_step": p_step,
+                        "data_state": data.get_state(),
+                        "config": ckpt_lib.config_to_json(config),
+                        "versions": {"jax": jax.__version__},
+                    }
+                    checkpointer.save(step, state, meta)
+                    _fault_injection(config, step, "during", checkpointer)
+                    _fault_injection(config, step, "after", checkpointer)
+            index += 1
+    finally:
+        if bar is not None:
+            bar.close()
+        checkpointer.close()
+        writer.close()
+        closer = getattr(data, "close", None)
+        if closer is not None:
+            closer()
+    return state
