@@ -1,7 +1,10 @@
 """The sample faces bundled inside the package (``facedeblur_jax/assets/faces``).
 
 200 aligned 112×112 crops of 20 identities (8 train + 2 test each) with ``labels.csv``
-(``split,file,identity``), so the demo and tests run on a fresh machine.
+(``split,file,identity``), so the demo and tests run on a fresh machine. ``labels/`` holds a
+pseudo parsing-label PNG per face (same relative path; 11 Helen classes, written by
+``tools/make_parsing_labels.py`` from dlib landmarks — see
+:mod:`facedeblur_jax.data.parsing_labels`), with that run's ``report.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import pathlib
 
 ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
 SAMPLE_FACES = ASSETS / "faces"
+SAMPLE_LABELS = SAMPLE_FACES / "labels"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,3 +46,8 @@ def read_labels_csv(root: pathlib.Path, split: str | None = None) -> list[FaceFi
 def sample_faces(split: str | None = None) -> list[FaceFile]:
     """The bundled faces of ``split`` (``"train"``, ``"test"`` or ``None`` for both)."""
     return read_labels_csv(SAMPLE_FACES, split)
+
+
+def sample_label_path(face: FaceFile) -> pathlib.Path:
+    """The shipped pseudo parsing-label PNG of a bundled face (``uint8`` classes 0..10)."""
+    return SAMPLE_LABELS / face.path.relative_to(SAMPLE_FACES)

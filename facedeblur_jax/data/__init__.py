@@ -1,0 +1,1 @@
+"""Data: sources, input pipelines and parsing labels."""
