@@ -15,4 +15,9 @@ def get_config():
     config.degrade.kernel_sizes = (3, 5, 7)
     config.degrade.kernel_canvas = 7
     config.degrade.trajectory_steps = 200
+    config.data.source = "sample"  # the bundled faces: no download
+    config.data.num_workers = 0
+    config.data.read_threads = 2
+    config.data.host_buffer = 2
+    config.train.global_batch_size = 8
     return config
