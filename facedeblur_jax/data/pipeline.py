@@ -271,6 +271,7 @@ def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> Tra
       A :class:`TrainIterator` (infinite, deterministic, checkpointable).
     """
     data = config.data
+    preprocess.target_geometry((1, 1), 1, data.resize)  # a bad policy fails here, not in a worker
     if source is None:
         source = make_source(data, data.train_split, num_classes=config.model.num_classes)
     global_batch = int(config.train.global_batch_size)
@@ -345,6 +346,9 @@ def make_eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every record of ``split`` once, in source order, as padded numpy batches.
 
+    Host-local: every host that calls this reads the whole split (evaluation runs on
+    one host, or each host evaluates its own copy).
+
     Args:
       config: the experiment config (``image_size``, ``data.*``, ``model.num_classes``).
       split: the split to read.
@@ -360,6 +364,7 @@ def make_eval_batches(
       line logged after the last batch.
     """
     data = config.data
+    preprocess.target_geometry((1, 1), 1, data.resize)
     if source is None:
         source = make_source(data, split, num_classes=config.model.num_classes)
     batch_size = int(batch_size or config.train.global_batch_size)

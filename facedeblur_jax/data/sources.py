@@ -323,6 +323,10 @@ def make_source(data_cfg, split: str, *, num_classes: int = NUM_CLASSES):
     kind = data_cfg.source
     if kind not in SOURCES:
         raise ValueError(f"unknown data source {kind!r}; expected one of {SOURCES}")
+    if data_cfg.verify not in validate.VERIFY_MODES:
+        raise ValueError(
+            f"data.verify must be one of {validate.VERIFY_MODES}; got {data_cfg.verify!r}"
+        )
     root = pathlib.Path(data_cfg.root) if data_cfg.root else None
     label_root = pathlib.Path(data_cfg.label_root) if data_cfg.label_root else None
     common = dict(verify=data_cfg.verify, num_classes=num_classes)

@@ -74,6 +74,13 @@ def test_bad_batch_or_mesh_is_an_error(face_tree):
         pipeline.make_train_iterator(cfg, jax.make_mesh((8,), ("batch",)))
 
 
+def test_bad_policies_fail_at_construction(face_tree):
+    with pytest.raises(ValueError, match="resize policy"):
+        pipeline.make_train_iterator(tiny_config(face_tree[0], resize="pad"))
+    with pytest.raises(ValueError, match="data.verify"):
+        pipeline.make_eval_batches(tiny_config(face_tree[0], verify="full"))
+
+
 def test_unlabelled_records_get_zero_maps(face_tree):
     root, labels, _ = face_tree
     for i in (1, 4, 7):
