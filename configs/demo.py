@@ -14,4 +14,9 @@ def get_config():
     # Kernels scaled with the image: 13…27 px at 128 px are 7…13 px at 64 px.
     config.degrade.kernel_sizes = (7, 9, 11, 13)
     config.degrade.kernel_canvas = 13
+    config.data.source = "sample"  # the bundled faces: no download
+    config.data.num_workers = 0
+    config.data.read_threads = 2
+    config.data.host_buffer = 2
+    config.train.global_batch_size = 16
     return config

@@ -46,6 +46,25 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.max_rotation_deg = 30.0
     config.degrade.fill_mode = "nearest"  # border handling of the affine warp
 
+    # --- data (DESIGN.md §7; facedeblur_jax/data) ------------------------------------
+    config.data = ml_collections.ConfigDict()
+    # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds"
+    config.data.source = "faces"
+    # Dataset root; "" = the source's default (faces: ../shared/data/faces beside the
+    # checkout, sample: the bundled faces). For "tfds" the TFDS data_dir.
+    config.data.root = ""
+    # Parsing labels mirroring the image tree (<split>/<stem>.png); "" = the source's
+    # default (<root>/labels when it exists). Unused by helen/celebamask (labels built in).
+    config.data.label_root = ""
+    config.data.tfds_name = "face_folder"  # dataset name under `root` when source="tfds"
+    config.data.train_split = "train"
+    config.data.verify = "header"  # scan at construction: "header" (cheap) | "decode" (full)
+    config.data.resize = "crop"  # "crop": short side -> image_size, centre crop | "stretch"
+    config.data.num_workers = 8  # grain worker processes; 0 = decode in the main process
+    config.data.read_threads = 4  # decoding threads per process
+    config.data.host_buffer = 8  # decoded batches kept ready per process
+    config.data.prefetch = 2  # batches already on the accelerator ahead of the step
+
     # --- losses (§3.3; DESIGN.md §4) ----------------------------------------------------
     # The paper's λ's (eq. 11). Each phase switches losses on with a multiplier (1 = on);
     # its effective weight is multiplier × λ. ``vgg_weight = 0`` turns L_VGG off everywhere

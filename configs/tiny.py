@@ -15,6 +15,10 @@ def get_config():
     config.degrade.kernel_sizes = (3, 5, 7)
     config.degrade.kernel_canvas = 7
     config.degrade.trajectory_steps = 200
+    config.data.source = "sample"  # the bundled faces: no download
+    config.data.num_workers = 0
+    config.data.read_threads = 2
+    config.data.host_buffer = 2
     # Two steps per phase; no VGG-Face weights exist on a test machine.
     for name in config.phase_order:
         config.phases[name].steps = 2

@@ -22,8 +22,17 @@ SIX = {"phases.fine.steps": 1, "phases.joint.steps": 1, "train.checkpoint_every"
 
 
 def _cli(workdir, *extra):
-    args = [sys.executable, "-m", "facedeblur_jax.cli", "train", "--config", "tiny",
-            "--workdir", str(workdir), "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "facedeblur_jax.cli",
+        "train",
+        "--config",
+        "tiny",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+    ]
     for k, v in {**SIX, **dict(extra)}.items():
         args.append(f"--config.{k}={v!r}" if isinstance(v, str) else f"--config.{k}={v}")
     return subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ)
@@ -90,8 +99,12 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
 
 
 def test_sigkill_during_a_save_leaves_a_usable_checkpoint(straight, tmp_path):
-    killed = _cli(tmp_path, ("train.checkpoint_every", 2), ("train.fault_kill_step", 4),
-                  ("train.fault_kill_when", "during"))
+    killed = _cli(
+        tmp_path,
+        ("train.checkpoint_every", 2),
+        ("train.fault_kill_step", 4),
+        ("train.fault_kill_when", "during"),
+    )
     assert killed.returncode == -signal.SIGKILL
     ckpt = Checkpointer(tmp_path, async_save=False)
     latest = ckpt.latest_step()
