@@ -114,6 +114,21 @@ def _fault_injection(config, step: int, when: str, checkpointer) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _restore(checkpointer, state: TrainState, data) -> TrainState:
+    """The latest checkpoint's state (and the data iterator's position), or ``state``."""
+    start = checkpointer.latest_step()
+    if start is None:
+        return state
+    state, meta = checkpointer.restore(state, start)
+    data.set_state(meta["data_state"])
+    print(
+        f"resumed from {checkpointer.directory / str(start)}: step {start}, phase "
+        f"{meta['phase']!r} step {meta['phase_step']}",
+        flush=True,
+    )
+    return state
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike,
@@ -145,15 +160,12 @@ def train(
         lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
     )(jax.random.key(config.seed))
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    start = checkpointer.latest_step()
-    if start is not None:
-        state, meta = checkpointer.restore(state, start)
-        data.set_state(meta["data_state"])
-        print(
-            f"resumed from {checkpointer.directory / str(start)}: step {start}, phase "
-            f"{meta['phase']!r} step {meta['phase_step']}",
-            flush=True,
-        )
+    try:
+        state = _restore(checkpointer, state, data)
+    except BaseException:
+        checkpointer.close()
+        getattr(data, "close", lambda: None)()
+        raise
     step = int(jax.device_get(state.step))
     if vgg_params is not None:
         vgg_params = jax.device_put(vgg_params, replicated)

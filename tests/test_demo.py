@@ -1,21 +1,69 @@
 import re
 
+import pytest
+
 from facedeblur_jax import cli
 
 
-def test_demo_runs_on_bundled_faces(capsys, tmp_path):
-    rc = cli.main(["demo", "--config", "tiny", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's main job on the tiny config: trains all phases, then evaluates."""
+    workdir = tmp_path_factory.mktemp("demo")
+    return workdir
+
+
+def test_demo_trains_and_reports_three_rows(capsys, demo_run, tmp_path):
+    rc = cli.main(
+        ["demo", "--config", "tiny", "--workdir", str(demo_run / "w"), "--out", str(tmp_path)]
+    )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "40 held-back sample faces" in out
-    psnr = [float(v) for v in re.findall(r"PSNR\s+([\d.]+) dB", out)]
-    assert len(psnr) == 2 and all(10 < v < 60 for v in psnr)
-    # The untrained residual model is the identity: output PSNR == blurred PSNR.
-    assert abs(psnr[0] - psnr[1]) < 0.05
+    rows = dict(re.findall(r"^\s+(blurred|G_c|full)\s+PSNR\s+([\d.]+) dB", out, re.M))
+    assert set(rows) == {"blurred", "G_c", "full"}
+    assert all(10 < float(v) < 60 for v in rows.values())
     assert len(list(tmp_path.glob("demo_*.png"))) == 8
+    assert (demo_run / "w" / "checkpoints").is_dir()
 
 
-def test_unknown_override_is_a_clear_error(capsys):
+def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, demo_run, tmp_path):
+    from facedeblur_jax import sample_data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    faces = sample_data.sample_faces("test")[:3]
+    for f in faces:
+        (src / f.path.name).write_bytes(f.path.read_bytes())
+    (src / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    ckpt = str(demo_run / "w")
+    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "broken.png" in printed and "deblurred 3 image(s)" in printed
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f.path.name for f in faces)
+    from PIL import Image
+
+    assert Image.open(out / faces[0].path.name).size == (112, 112)  # back to input size
+    before = (out / faces[0].path.name).read_bytes()
+    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 1
+    assert "would overwrite" in capsys.readouterr().out
+    assert (out / faces[0].path.name).read_bytes() == before
+    # Writing into the input folder replaces nothing without --overwrite.
+    original = (src / faces[0].path.name).read_bytes()
+    cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(src)])
+    assert "it is an input" in capsys.readouterr().out
+    assert (src / faces[0].path.name).read_bytes() == original
+
+
+def test_bad_checkpoint_and_override_errors(capsys, tmp_path):
+    from facedeblur_jax import sample_data
+
+    image = str(sample_data.sample_faces("test")[0].path)
+    assert (
+        cli.main(["deblur", "--checkpoint", str(tmp_path), image, "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "is not a training workdir" in capsys.readouterr().err
     rc = cli.main(["demo", "--config", "tiny", "--config.model.featurs=3"])
     assert rc == 2
     assert "unknown config override key 'model.featurs'" in capsys.readouterr().err

@@ -11,9 +11,11 @@ for ``s > 0``, the 2×-upsampled prediction of scale ``s-1``.
 
 Choices the paper leaves open (written down here, set in the config):
 
-* Residual output (``residual=True``): each scale predicts a correction added to its
-  blurred input ``x^(s)``. The paper does not say; residual learning starts training at
-  the identity map (PSNR of the blurred input) instead of at noise.
+* Residual output (``residual=True``): each scale predicts a correction added to a base
+  image: its blurred input ``x^(s)`` for G_c, and — when a ``guide`` is given — the
+  guide ``y_c^(s)`` (the previous stage's estimate) for G_f. The paper does not say;
+  residual learning starts G_c at the identity (the blurred input's PSNR) and G_f at
+  G_c's output, so the fine phase starts where the coarse one ended instead of below it.
 * The last conv of each scale starts at zero when ``residual``, so an untrained net is
   exactly the identity on its blurred input and training starts from the blurred PSNR.
 * Downsampling of inputs: 2×2 average pooling (:func:`layers.downsample2x`).
@@ -94,8 +96,8 @@ class MultiScaleDeblurNet(nn.Module):
 
         Args:
           x: blurred images ``f32[B, H, W, 3]`` in [0, 1].
-          guide: optional image-like guidance ``f32[B, H, W, Cg]`` (G_f: ``y_c``), downsampled
-            like ``x`` for each scale.
+          guide: optional previous estimate ``f32[B, H, W, 3]`` (G_f: ``y_c``), downsampled
+            like ``x`` for each scale; the residual base when given.
           prior: optional semantic probabilities ``f32[B, H, W, K]`` (G_f: ``p``), fed at the
             coarsest scale's resolution to every scale (paper §3.2).
 
@@ -113,7 +115,9 @@ class MultiScaleDeblurNet(nn.Module):
                 f"got shape {x.shape}"
             )
         if guide is not None:
-            check_images("guide", guide, None, value_range=None)
+            check_images("guide", guide, 3, value_range=None)
+            if guide.shape[:3] != x.shape[:3]:
+                raise ValueError(f"guide must have shape {(*x.shape[:3], 3)}; got {guide.shape}")
         if prior is not None:
             check_images("prior", prior, None, value_range=None)
             prior_coarse = downsample(prior, top)
@@ -124,8 +128,10 @@ class MultiScaleDeblurNet(nn.Module):
             factor = 2 ** (self.num_scales - 1 - s)
             xs = downsample(x, factor)
             parts = [xs]
+            base = xs
             if guide is not None:
-                parts.append(downsample(guide, factor))
+                base = downsample(guide, factor)
+                parts.append(base)
             if prev is not None:
                 parts.append(
                     Upsample2x(self.upsample, self.dtype, name=f"up{s}")(prev).astype(xs.dtype)
@@ -146,7 +152,7 @@ class MultiScaleDeblurNet(nn.Module):
             )(inputs)
             pred = pred.astype(jnp.float32)
             if self.residual:
-                pred = pred + xs.astype(jnp.float32)
+                pred = pred + base.astype(jnp.float32)
             outputs.append(pred)
             prev = pred
         return tuple(outputs)

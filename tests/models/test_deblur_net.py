@@ -124,3 +124,13 @@ def test_untrained_residual_net_is_identity():
     not_residual = MultiScaleDeblurNet(residual=False, **TINY)
     y = not_residual.apply(not_residual.init(jax.random.key(1), x), x)[-1]
     assert float(jnp.abs(y).max()) > 0  # its last conv is randomly initialised
+
+
+def test_untrained_fine_net_returns_its_guide():
+    """G_f's residual base is the previous estimate: untrained, G_f(x, y_c, p) = y_c."""
+    net = MultiScaleDeblurNet(**TINY)
+    x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+    y_c = jax.random.uniform(jax.random.key(1), (1, 16, 16, 3))
+    p = jnp.zeros((1, 16, 16, 11))
+    outs = net.apply(net.init(jax.random.key(2), x, guide=y_c, prior=p), x, guide=y_c, prior=p)
+    np.testing.assert_allclose(outs[-1], y_c, atol=1e-6)
