@@ -669,6 +669,41 @@ def torch_to_flax(torch_model: nn.Module) -> dict[str, dict]:
 
 
 # --------------------------------------------------------------------------------------
+# Helpers for tests and benchmarks
+# --------------------------------------------------------------------------------------
+
+
+def random_flax_variables(module, *example_args, seed: int = 0, gain: float = 0.5) -> dict:
+    """Random Flax variables for ``module`` (numpy float32), without compiling its init.
+
+    Shapes come from ``jax.eval_shape(module.init, ...)`` (a trace; ``jit(init)`` takes
+    XLA ~10 s on CPU even for the tiny model). Kernels get ``N(0, gain² / fan_in)``, the
+    zero-initialised last convs too, so the net is not the identity; with ``gain = 0.5``
+    activations stay O(1) through the residual stacks. Biases, BatchNorm scale offsets
+    and running means ``N(0, 0.1²)`` (scale around 1), running variances ``U(0.5, 1.5)``.
+    """
+    import jax
+
+    shapes = jax.eval_shape(module.init, jax.random.key(0), *example_args)
+    rng = np.random.default_rng(seed)
+
+    def one(path, leaf):
+        name = jax.tree_util.keystr(path[-1:])
+        noise = rng.standard_normal(leaf.shape)
+        if "kernel" in name:
+            out = gain * noise / np.sqrt(np.prod(leaf.shape[:-1]))
+        elif "var" in name:
+            out = rng.uniform(0.5, 1.5, leaf.shape)
+        elif "scale" in name:
+            out = 1.0 + 0.1 * noise
+        else:  # bias, running mean
+            out = 0.1 * noise
+        return out.astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(one, shapes)
+
+
+# --------------------------------------------------------------------------------------
 # Layout helpers
 # --------------------------------------------------------------------------------------
 

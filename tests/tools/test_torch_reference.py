@@ -1,15 +1,16 @@
 """The PyTorch twin (tools/torch_reference.py) computes what the Flax model computes.
 
 Tolerance: both sides run float32 on CPU, XLA's convolutions against oneDNN's, which sum
-in different orders; per layer that is ~1e-7 relative, and it grows with depth and width.
-We require ``max |flax - torch| <= TOL · max(1, max |flax|)`` with ``TOL = 1e-4`` for every
-output. Measured max abs differences: <= 1e-6 on the tiny model; <= 2.5e-5 on the paper
-model at 128 px (outputs up to ~6), where JAX's float32 result is itself ~1e-5 from a
-float64 torch run, i.e. the gap is rounding on both sides. A wrong padding, kernel flip,
-flatten order or resize is off by 1e-2 or more (see the negative controls below).
+in different orders (~1e-7 relative per layer, growing with depth and width). We require
+``max |flax - torch| <= TOL · max(1, max |flax|)`` with ``TOL = 1e-4`` for every output.
+Measured with the random weights below (activations O(0.1–1) everywhere, outputs O(1)):
+<= 2e-7 on the tiny model, <= 8e-7 on the paper model at 128 px, where JAX's float32 result
+is itself ~4e-7 from a float64 torch run, i.e. the gap is rounding on both sides. The
+margin leaves room for other CPUs' kernels; a wrong padding, kernel flip, flatten order or
+resize is off by 1e-2 or more (see the negative controls below).
 
 The untrained model is an exact identity (its last convs start at zero), so every test
-perturbs all parameters and batch statistics first.
+draws all parameters and batch statistics at random (``tr.random_flax_variables``).
 """
 
 import functools
@@ -43,30 +44,6 @@ def _close(name, flax_out, torch_out):
     return diff
 
 
-def _perturb(variables, seed=7, gain=0.5):
-    """Random params and running statistics, so that every weight shows up in the outputs.
-
-    Kernels get ``gain / sqrt(fan_in)`` noise (the zero-initialised last convs too): with
-    ``gain = 0.5`` activations stay O(1) through the residual stacks and the cascade, so
-    a relative tolerance stays meaningful and the softmax does not saturate.
-    """
-    rng = np.random.default_rng(seed)
-
-    def one(path, leaf):
-        leaf = np.asarray(leaf, np.float32)
-        name = jax.tree_util.keystr(path[-1:])
-        noise = rng.standard_normal(leaf.shape).astype(np.float32)
-        if "kernel" in name:
-            out = leaf + gain * noise / np.sqrt(np.prod(leaf.shape[:-1]))
-        elif "var" in name:
-            out = rng.uniform(0.5, 1.5, leaf.shape)
-        else:
-            out = leaf + 0.1 * noise  # bias, BN scale / offset, running mean
-        return out.astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(one, variables)
-
-
 def _cfg(name, **model):
     cfg = load_config(name)
     with cfg.unlocked():
@@ -80,7 +57,7 @@ def _setup(cfg, batch, seed=0):
     model = build_model(cfg.model)
     size = cfg.image_size
     x = jax.random.uniform(jax.random.key(seed), (batch, size, size, 3))
-    variables = _perturb(jax.jit(model.init)(jax.random.key(1), x))
+    variables = tr.random_flax_variables(model, x)
     return model, variables, x
 
 
@@ -167,7 +144,7 @@ def test_resize_matches_jax_image_resize(method, src, dst):
 def test_upsample2x_matches_flax(method):
     x = jax.random.normal(jax.random.key(0), (2, 6, 8, 3))
     layer = layers.Upsample2x(method)
-    variables = _perturb(layer.init(jax.random.key(1), x))
+    variables = tr.random_flax_variables(layer, x)
     ref = layer.apply(variables, x)
     tlayer = tr.Upsample2x(3, method)
     tr.load_flax_params(_Wrap(tlayer), {"params": {"layer": variables.get("params", {})}})
@@ -200,7 +177,7 @@ def test_tiny_model_every_intermediate_matches(overrides, tiny):
     # The perturbed model is far from the identity and the prior far from uniform, so the
     # comparison above exercises every weight.
     assert float(jnp.max(jnp.abs(out.y - x))) > 0.1
-    assert float(jnp.max(out.prior)) > 2.0 / cfg.model.num_classes
+    assert float(jnp.max(jnp.abs(out.prior - 1.0 / cfg.model.num_classes))) > 200 * TOL
 
 
 def test_tiny_model_prior_override_and_upto(tiny):
@@ -241,7 +218,7 @@ def test_tiny_discriminator_matches(tiny):
     cfg = tiny[0]
     disc = build_discriminator(cfg.model)
     x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
-    variables = _perturb(jax.jit(disc.init)(jax.random.key(1), x))
+    variables = tr.random_flax_variables(disc, x)
     ref = jax.jit(disc.apply)(variables, x)
     tdisc = tr.load_flax_params(tr.build_discriminator(cfg), variables)
     with torch.no_grad():
