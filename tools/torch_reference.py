@@ -319,8 +319,10 @@ class MultiScaleDeblurNet(nn.Module):
             factor = 2 ** (self.num_scales - 1 - s)
             xs = downsample(x, factor)
             parts = [xs]
+            base = xs  # residual base: the blurred input, or the guide (G_f) when given
             if guide is not None:
-                parts.append(downsample(guide, factor))
+                base = downsample(guide, factor)
+                parts.append(base)
             if prev is not None:
                 parts.append(getattr(self, f"up{s}")(prev).to(xs.dtype))
             if prior_coarse is not None:
@@ -331,7 +333,7 @@ class MultiScaleDeblurNet(nn.Module):
             pred = getattr(self, f"scale{s}")(inputs)
             pred = _f32(pred)
             if self.residual:
-                pred = pred + _f32(xs)
+                pred = pred + _f32(base)
             outputs.append(pred)
             prev = pred
         return tuple(outputs)
