@@ -36,16 +36,39 @@ CLASS_NAMES = (
 TINY_ENV = "FACEDEBLUR_NOTEBOOK_TINY"
 
 
+def official_test_kernel() -> np.ndarray | None:
+    """The paper's released 27×27 test kernel from ``../shared/reference`` beside the
+    checkout, or ``None`` where that folder does not exist (a user's machine)."""
+    path = (
+        pathlib.Path(__file__).resolve().parents[2]
+        / "shared" / "reference" / "official_test_kernel_27.npy"
+    )  # fmt: skip
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
 def tiny_mode() -> bool:
     """True when notebooks should run their tiny settings (the test suite sets this)."""
     return os.environ.get(TINY_ENV, "") not in ("", "0")
 
 
-def demo_workdir(root: str | os.PathLike = "runs") -> pathlib.Path:
+RUNS_ENV = "FACEDEBLUR_RUNS_DIR"
+
+
+def runs_dir() -> pathlib.Path:
+    """Where notebooks keep their runs: ``$FACEDEBLUR_RUNS_DIR``, else the repository's
+    ``runs/`` (the README's demo writes ``runs/demo``) when run from ``notebooks/``, else
+    ``./runs``."""
+    if os.environ.get(RUNS_ENV):
+        return pathlib.Path(os.environ[RUNS_ENV])
+    cwd = pathlib.Path.cwd()
+    return (cwd.parent if cwd.name == "notebooks" else cwd) / "runs"
+
+
+def demo_workdir() -> pathlib.Path:
     """A workdir with a trained checkpoint for the notebooks.
 
-    Tiny mode trains ``configs/tiny.py`` into ``root/notebook_tiny`` (~1 min). Otherwise it
-    uses ``root/demo`` (what ``facedeblur demo`` writes) and trains ``configs/demo.py`` there
+    Tiny mode trains ``configs/tiny.py`` into ``runs/notebook_tiny`` (~1 min). Otherwise it
+    uses ``runs/demo`` (what ``facedeblur demo`` writes) and trains ``configs/demo.py`` there
     (a few minutes) when it is missing. Finished workdirs are reused (training resumes and
     finds nothing left to do).
     """
@@ -53,7 +76,7 @@ def demo_workdir(root: str | os.PathLike = "runs") -> pathlib.Path:
     from facedeblur_jax.train import train
 
     name = "notebook_tiny" if tiny_mode() else "demo"
-    workdir = pathlib.Path(root) / name
+    workdir = runs_dir() / name
     train(load_config("tiny" if tiny_mode() else "demo"), workdir, progress=False)
     return workdir
 
