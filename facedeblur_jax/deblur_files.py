@@ -232,6 +232,13 @@ def run(
     files = collect_inputs(inputs)
     if not files:
         raise ValueError(f"no images found in {inputs}")
+    if align:
+        from facedeblur_jax.data import landmarks as lm
+
+        try:
+            lm._models()  # dlib and its landmark model, before the checkpoint is loaded
+        except ModuleNotFoundError as e:
+            raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
     loaded = load_model(checkpoint)
     out_root = pathlib.Path(out_dir)
     out_root.mkdir(parents=True, exist_ok=True)
