@@ -209,26 +209,31 @@ def analyze(
     for name, images in variants.items():
         if len(_check_images(images, name)) != n:
             raise ValueError(f"variant {name!r} has {len(images)} images, clear has {n}")
+    if gallery is not None:
+        gallery_images = _check_images(gallery[0], "gallery")
+        gallery_ids = np.asarray(gallery[1])
+        if gallery_ids.shape != (len(gallery_images),) or not np.issubdtype(
+            gallery_ids.dtype, np.integer
+        ):
+            raise ValueError(f"gallery identities: expected int[{len(gallery_images)}]")
+        if not len(gallery_images):
+            raise ValueError("the gallery is empty")
+
     embedded_before = _EMBEDDED[0]
     clear_found, clear_emb = describe(clear, upsample)
-    clear_keys = [_key(image, upsample)[:2] for image in clear]
     if gallery is None:
         gallery_emb, gallery_ids = clear_emb, identities
         exclude = np.eye(n, dtype=bool)
         gallery_kind = "clear images, leave-one-out"
     else:
-        gallery_images = _check_images(gallery[0], "gallery")
-        gallery_ids = np.asarray(gallery[1])
-        if gallery_ids.shape != (len(gallery_images),):
-            raise ValueError(f"gallery identities: expected int[{len(gallery_images)}]")
         _, gallery_emb = describe(gallery_images, upsample)
-        gallery_keys = [_key(image, upsample)[:2] for image in gallery_images]
+        # A gallery image identical to a probe's clear image is left out for that probe.
         where = collections.defaultdict(list)
-        for j, key in enumerate(gallery_keys):
-            where[key].append(j)
+        for j, image in enumerate(gallery_images):
+            where[_key(image, upsample)].append(j)
         exclude = np.zeros((n, len(gallery_images)), bool)
-        for i, key in enumerate(clear_keys):
-            exclude[i, where.get(key, [])] = True
+        for i, image in enumerate(clear):
+            exclude[i, where.get(_key(image, upsample), [])] = True
         gallery_kind = "given"
 
     rows = {}

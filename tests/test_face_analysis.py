@@ -150,3 +150,5 @@ def test_bad_inputs(faces):
         fa.analyze(clear, {"clear": clear}, ids)
     with pytest.raises(ValueError, match="identities"):
         fa.analyze(clear, {}, ids[:5])
+    with pytest.raises(ValueError, match="empty"):
+        fa.analyze(clear, {}, ids, (clear[:0], ids[:0]))
