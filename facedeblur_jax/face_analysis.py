@@ -9,9 +9,9 @@ Fig. 13 (identity distance to the ground truth), with dlib in place of OpenFace 
   ``upsample_num_times`` 0, then 1, … up to ``upsample`` until it returns a box; the image
   counts as detected when a box overlaps the aligned crop's expected face box
   (:func:`facedeblur_jax.data.landmarks.fallback_box`) with IoU ≥ 0.3 (a box elsewhere is a
-  false detection). On the 200 bundled faces this finds 190 (112 px), 190 (128 px) and 184
-  (32 px inputs) with ``upsample=1``; at native size and a fixed ``upsample_num_times`` the
-  rate swings between 173 and 190 with the pyramid's scale steps.
+  false detection). On the 200 bundled faces this finds 191 (112 px inputs), 190 (64 and
+  128 px) and 184 (32 px) with ``upsample=1``; run at the image's own size with one fixed
+  ``upsample_num_times`` the count swings between 173 and 190 with the pyramid's steps.
 - **Embedding** — dlib's 68-point shape predictor from the detected box, or from the
   fixed aligned-crop box when nothing was detected (counted as ``fallback``), then
   ``dlib_face_recognition_resnet_model_v1`` (128-D, LFW 99.38 %) through
