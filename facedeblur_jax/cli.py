@@ -83,6 +83,8 @@ def _cmd_eval(args, overrides) -> int:
         grid_rows=args.grid_rows,
         progress=not args.no_progress,
     )
+    print("\n".join(evaluate.table9_markdown(results["table"])))
+    print()
     print("\n".join(evaluate.table10_markdown(results["table"])))
     print(f"wrote {', '.join(evaluate.OUTPUT_FILES)} to {args.out}")
     return 0

@@ -30,7 +30,10 @@ index::
     provenance         str[]                   the same fields as JSON (for people)
 
 The zip is written by hand with fixed member order and a fixed 1980-01-01 timestamp, so the
-same arguments give byte-identical files (``np.savez`` stamps the current time).
+same arguments give byte-identical files (``np.savez`` stamps the current time). That holds
+for one JAX version and backend: threefry draws are platform-independent, but the float
+rounding of the trajectory scan may differ between backends or CPU types in the last bit, so
+``facedeblur eval`` records the bank file's sha256 next to its numbers.
 """
 
 from __future__ import annotations
