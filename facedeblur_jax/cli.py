@@ -60,6 +60,8 @@ def _cmd_deblur(args, overrides) -> int:
         args.out,
         overwrite=args.overwrite,
         batch_size=args.batch_size,
+        align=not args.no_align,
+        upsample=args.upsample,
     )
 
 
@@ -122,12 +124,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("deblur", help="deblur aligned face crops (files or folders)")
+    p = sub.add_parser(
+        "deblur",
+        help="deblur the faces in photos of any size (or aligned crops with --no-align)",
+        description="Finds the faces (dlib), aligns each to the model's input, deblurs it and "
+        "pastes it back with a feathered edge; outputs OUT/<stem>.png at the input's size.",
+    )
     p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="inputs are aligned face crops: resize each whole image to the model's input",
+    )
+    p.add_argument(
+        "--upsample",
+        type=int,
+        default=None,
+        help="face detector's upsample_num_times (default: 0 and 1 for images up to 1000 px, "
+        "0 above); 1 or 2 finds smaller faces, slower",
+    )
     p.set_defaults(func=_cmd_deblur)
 
     p = sub.add_parser(
