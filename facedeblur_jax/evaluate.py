@@ -348,7 +348,9 @@ def markdown_report(results: Mapping) -> str:
             f"Probes: {fa_in.get('num_probes')} images per variant ({fa_in.get('pairs')}); "
             f"gallery: {fa_in.get('gallery')}.",
             "",
-            *_face_analysis_markdown(results["face_analysis"]),
+            results.get("face_analysis_markdown")
+            or "\n".join(_face_analysis_markdown(results["face_analysis"])),
+            "",
         ]
     grid = results.get("grid", {})
     timing = {k: (math.nan if v is None else v) for k, v in results.get("timing", {}).items()}
@@ -787,7 +789,7 @@ def parse_extra(items: Sequence[str]) -> dict[str, str]:
         name = name.strip()
         if not sep or not name or not path:
             raise ValueError(f"--extra-checkpoint takes NAME=DIR; got {item!r}")
-        if name in out or name in (*BUILTIN_METHODS, "parsing", "ground truth"):
+        if name in out or name in (*BUILTIN_METHODS, "parsing", "ground truth", "clear"):
             raise ValueError(f"--extra-checkpoint name {name!r} is used twice or reserved")
         out[name] = path
     return out
@@ -935,7 +937,9 @@ def run(
     plot_vs_size(table, "psnr", paths["psnr_vs_kernel_size.png"])
     plot_vs_size(table, "ssim", paths["ssim_vs_kernel_size.png"])
     _save_per_image(paths["per_image.npz"], ev["per_image"], bank.sizes, faces)
-    write_json(paths["results.json"], results)
+    write_json(
+        paths["results.json"], {k: v for k, v in results.items() if not k.endswith("_markdown")}
+    )
     write_markdown(paths["results.md"], results)
     return results
 
@@ -962,8 +966,11 @@ def _run_face_analysis(
     fa = analyzer.analyze(clear, variants, identities, gallery)
     if not isinstance(fa, Mapping):
         raise TypeError(f"{FACE_ANALYSIS_MODULE}.analyze must return a dict; got {type(fa)}")
+    # The module's own table when it has one, else a generic rendering (markdown_report).
+    to_markdown = getattr(analyzer, "to_markdown", None)
     return {
         "face_analysis": dict(fa),
+        "face_analysis_markdown": to_markdown(fa) if callable(to_markdown) else None,
         "face_analysis_input": {
             "num_probes": len(probes),
             "pairs": "face i with bank kernels (i·n + t) mod K, t < n",

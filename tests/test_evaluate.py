@@ -271,6 +271,7 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
 
     fake = types.ModuleType(evaluate.FACE_ANALYSIS_MODULE)
     fake.analyze = analyze
+    fake.to_markdown = lambda result: f"TABLE OF {sorted(result)}"
     monkeypatch.setitem(__import__("sys").modules, evaluate.FACE_ANALYSIS_MODULE, fake)
     flags = ["--face-analysis", "--face-analysis-per-face", "2"]
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "fa", *flags) == 0
@@ -286,7 +287,11 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     assert results["face_analysis"]["note"] == 0.25
     assert results["face_analysis_input"]["num_probes"] == 6
     md = (tmp_path / "fa" / "results.md").read_text()
-    assert "## Face analysis" in md and "| blurred input | 0.500 |" in md
+    assert "## Face analysis" in md and "TABLE OF ['detection_rate', 'note']" in md
+    assert "face_analysis_markdown" not in results
+    # A module without to_markdown: tables for {row: {column: value}}, JSON for the rest.
+    generic = "\n".join(evaluate._face_analysis_markdown(analyze(None, None, None, None)))
+    assert "| blurred input | 0.500 |" in generic and '"note": 0.25' in generic
 
     # Without the module: a clear error before any work, nothing written.
     monkeypatch.setitem(__import__("sys").modules, evaluate.FACE_ANALYSIS_MODULE, None)
