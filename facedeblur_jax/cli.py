@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="another checkpoint whose full model is compared (repeatable)",
     )
-    p.add_argument("--max-faces", type=int, default=None, help="first N test faces only")
+    p.add_argument("--max-faces", type=int, default=None, help="N test faces spread over the split")
     p.add_argument("--batch-size", type=int, default=64, help="images per jitted call")
     p.add_argument("--noise-sigma", type=float, default=0.01, help="noise std after blur")
     p.add_argument("--grid-rows", type=int, default=8, help="examples in grid.png")

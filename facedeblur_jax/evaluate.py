@@ -12,13 +12,15 @@ Protocol (choices the paper leaves open, written down here and in ``results.md``
 
 * Faces: the source's test split in source order, resized to the checkpoint's
   ``image_size`` with the checkpoint's ``data.resize`` policy (``make_eval_batches``);
-  ``--max-faces N`` keeps the first N.
+  ``--max-faces N`` takes N faces spread evenly over the split (records ``⌊i·total/N⌋``:
+  every identity of a split sorted by identity is represented, not only the first few).
 * Degradation: ``blur.blur`` (true convolution, reflect border, output H×W) with the bank
   kernel, plus Gaussian noise σ = 0.01, clipped to [0, 1]; not quantised to 8 bits. The noise
-  of pair (face i, kernel j) comes from ``noise_key(i, j)`` =
+  of pair (face i, kernel j) — i the face's position in its whole split, j the bank row —
+  comes from ``noise_key(i, j)`` =
   ``fold_in(fold_in(fold_in(key(EVAL_NOISE_SEED), EVAL_NOISE_TAG), i), j)``, so results do
-  not depend on the batch size or on which other pairs share a batch, and a run with
-  ``--max-faces`` scores a prefix of the full run's images identically.
+  not depend on the batch size or on which other pairs share a batch, and a face scored in a
+  ``--max-faces`` run gets exactly the blurred input it gets in the full run.
 * Metrics (``facedeblur_jax.metrics``): RGB, outputs clipped to [0, 1], whole image (no
   border crop, no Y channel), PSNR with peak 1, dm-pix SSIM (Gaussian 11×11, σ = 1.5);
   per image, then averaged. std is the population std (ddof 0) over all images.
@@ -315,7 +317,8 @@ def markdown_report(results: Mapping) -> str:
     lines = [
         f"# Evaluation of `{ck['path']}` (step {ck['step']})",
         "",
-        f"- Test faces: {n} from `{data['spec']}` (split `{data['split']}`), resized to "
+        f"- Test faces: {n} of the {data['split_size']} in `{data['spec']}` (split "
+        f"`{data['split']}`{', spread evenly' if n < data['split_size'] else ''}), resized to "
         f"{ck['image_size']}×{ck['image_size']} (`{data['resize']}`).",
         f"- Kernels: `{bank['path']}` — {k} kernels, sizes {bank['sizes']} × "
         f"{bank['provenance']['per_size']} on a {bank['canvas']}×{bank['canvas']} canvas, "
@@ -380,12 +383,24 @@ def markdown_report(results: Mapping) -> str:
 
 @dataclasses.dataclass
 class FaceSet:
-    """Faces at the model's size. ``images uint8[N, S, S, 3]``, ``identities i32[N]``
-    (``-1`` unknown), ``names`` (N strings)."""
+    """Faces at the model's size.
+
+    Attributes:
+      images: ``uint8[N, S, S, 3]``.
+      identities: ``i32[N]`` (``-1`` unknown).
+      names: N record names (``"test/id00_0000"``).
+      index: ``i32[N]`` position of each face in its whole split (the noise key uses it, so
+        a face gets the same blurred input in a ``--max-faces`` run as in the full run).
+      split_identities: the identities of the whole split (not only of these faces).
+      split_size: number of records in the whole split.
+    """
 
     images: np.ndarray
     identities: np.ndarray
     names: list[str]
+    index: np.ndarray
+    split_identities: tuple[int, ...] = ()
+    split_size: int = 0
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -422,6 +437,32 @@ def _data_config(config: ml_collections.ConfigDict, overrides: Mapping[str, str]
     return cfg
 
 
+def spread_indices(total: int, count: int | None) -> np.ndarray:
+    """``count`` indices spread evenly over ``range(total)`` (all of them if ``count`` is
+    ``None`` or ``>= total``): ``⌊i · total / count⌋``, so every identity of a split sorted by
+    identity is represented, not only the first few."""
+    if count is None or count >= total:
+        return np.arange(total)
+    return np.arange(count) * total // count
+
+
+class _Subset:
+    """``source`` restricted to ``indices``; remembers which of them failed to decode."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self.source, self.indices, self.failed = source, [int(i) for i in indices], set()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.source[self.indices[i]]
+        except imageio.ImageError:
+            self.failed.add(self.indices[i])
+            raise
+
+
 def load_faces(
     config: ml_collections.ConfigDict,
     overrides: Mapping[str, str],
@@ -437,28 +478,45 @@ def load_faces(
       config: the checkpoint's config (``image_size``, ``data.resize``).
       overrides: ``data`` keys from :func:`data_spec`.
       split: split to read.
-      max_faces: keep the first ``max_faces`` records.
+      max_faces: ``max_faces`` records spread evenly over the split
+        (:func:`spread_indices`); ``None``: all.
       identities: keep only records of these identities (the recognition gallery).
+      batch_size: records per decoding batch.
+
+    Records that fail to decode are dropped with a warning (``make_eval_batches``).
     """
     from facedeblur_jax.data.pipeline import make_eval_batches
+    from facedeblur_jax.data.sources import make_source
 
     cfg = _data_config(config, overrides)
+    source = make_source(cfg.data, split, num_classes=int(cfg.model.num_classes))
+    subset = _Subset(source, spread_indices(len(source), max_faces))
     wanted = None if identities is None else {int(i) for i in identities}
     images, ids, names = [], [], []
-    for batch in make_eval_batches(cfg, split, batch_size):
+    for batch in make_eval_batches(cfg, split, batch_size, source=subset):
         for i in np.flatnonzero(batch["valid"]):
-            if wanted is not None and int(batch["identity"][i]) not in wanted:
-                continue
             images.append(batch["image"][i])
             ids.append(int(batch["identity"][i]))
             names.append(str(batch["name"][i]))
-        if max_faces is not None and len(images) >= max_faces:
-            break
-    if max_faces is not None:
-        images, ids, names = images[:max_faces], ids[:max_faces], names[:max_faces]
-    if not images:
+    index = [j for j in subset.indices if j not in subset.failed]
+    if len(index) != len(images):
+        raise RuntimeError(f"read {len(images)} records but expected {len(index)}")
+    entries = getattr(source, "entries", None)
+    if entries is not None:
+        every = {e.identity for e in entries if e.identity is not None}
+    else:
+        every = {i for i in ids if i >= 0}
+    keep = [t for t, i in enumerate(ids) if wanted is None or i in wanted]
+    if not keep:
         raise ValueError(f"no faces in split {split!r} of {dict(overrides)}")
-    return FaceSet(np.stack(images), np.asarray(ids, np.int32), names)
+    return FaceSet(
+        images=np.stack([images[t] for t in keep]),
+        identities=np.asarray([ids[t] for t in keep], np.int32),
+        names=[names[t] for t in keep],
+        index=np.asarray([index[t] for t in keep], np.int32),
+        split_identities=tuple(sorted(int(i) for i in every)),
+        split_size=len(source),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,10 +528,15 @@ def _main_step(loaded: LoadedModel, noise_sigma: float, seed: int) -> Callable:
     model = loaded.model
 
     @jax.jit
-    def step(variables, faces, kernels, face_idx, kernel_idx):
+    def step(variables, faces, face_ids, kernels, face_idx, kernel_idx):
         sharp = faces[face_idx].astype(jnp.float32) / 255.0
         blurred = blur_with_bank(
-            sharp, kernels[kernel_idx], face_idx, kernel_idx, noise_sigma=noise_sigma, seed=seed
+            sharp,
+            kernels[kernel_idx],
+            face_ids[face_idx],
+            kernel_idx,
+            noise_sigma=noise_sigma,
+            seed=seed,
         )
         out = model.apply(variables, blurred, upto="fine")
         y_c, y = jnp.clip(out.y_coarse, 0.0, 1.0), jnp.clip(out.y, 0.0, 1.0)
@@ -552,6 +615,7 @@ def evaluate_checkpoint(
     kept: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     device_faces = jax.device_put(faces.images)
+    device_face_ids = jax.device_put(np.asarray(faces.index, np.int32))
     device_kernels = jax.device_put(np.asarray(bank.kernels, np.float32))
     main = _main_step(loaded, float(noise_sigma), int(seed))
     others = {name: _extra_step(m) for name, m in extra.items()}
@@ -571,7 +635,12 @@ def evaluate_checkpoint(
             face_idx = (flat % n).astype(np.int32)
             kernel_idx = (flat // n).astype(np.int32)
             scores, images = main(
-                loaded.variables, device_faces, device_kernels, face_idx, kernel_idx
+                loaded.variables,
+                device_faces,
+                device_face_ids,
+                device_kernels,
+                face_idx,
+                kernel_idx,
             )
             extra_out = {
                 name: step(extra[name].variables, device_faces, face_idx, images[BLURRED])
@@ -744,6 +813,7 @@ def _save_per_image(path: pathlib.Path, per_image, sizes, faces: FaceSet) -> Non
         "ssim": np.stack([per_image[m]["ssim"] for m in methods]),
         "kernel_sizes": np.asarray(sizes, np.int32),
         "face_names": np.asarray(faces.names),
+        "face_index": np.asarray(faces.index, np.int32),
         "identities": faces.identities,
     }
 
@@ -871,6 +941,8 @@ def run(
             "resize": str(config.data.resize),
             "num_faces": n,
             "max_faces": max_faces,
+            "split_size": faces.split_size,
+            "face_selection": "records floor(i * split_size / max_faces)" if max_faces else "all",
         },
         "bank": {
             "path": str(bank_path),
@@ -956,12 +1028,13 @@ def _run_face_analysis(
     }
     identities = faces.identities[face_idx]
     gallery, gallery_text = None, "none (the source has no train split or no identities)"
-    known = sorted({int(i) for i in faces.identities if i >= 0})
+    known = [i for i in faces.split_identities if i >= 0]
     if gallery_split is not None and known:
         g = load_faces(config, overrides, gallery_split, identities=known, batch_size=batch_size)
         gallery = (g.images, g.identities)
         gallery_text = (
-            f"{len(g)} clear faces of split {gallery_split!r} with the {len(known)} test identities"
+            f"{len(g)} clear faces of split {gallery_split!r} of the {len(known)} identities "
+            "of the test split"
         )
     fa = analyzer.analyze(clear, variants, identities, gallery)
     if not isinstance(fa, Mapping):

@@ -145,6 +145,8 @@ def test_markdown_tables_layout():
 
 def test_pairs_and_argument_parsing():
     assert evaluate.grid_pairs(10, 4, rows=4) == [(0, 0), (2, 1), (5, 2), (7, 3)]
+    assert evaluate.spread_indices(40, 3).tolist() == [0, 13, 26]
+    assert evaluate.spread_indices(5, None).tolist() == evaluate.spread_indices(5, 9).tolist()
     assert evaluate.analysis_pairs(3, 4, 2) == [(0, 0), (0, 1), (1, 2), (1, 3), (2, 0), (2, 1)]
     assert evaluate.parse_extra(["b=/x/y", "c=z"]) == {"b": "/x/y", "c": "z"}
     for bad in (["nodir"], ["G_c=/x"], ["a=/x", "a=/y"]):
@@ -226,15 +228,18 @@ def test_eval_scores_match_a_direct_computation(evaluated, bank_path, tiny_check
     with np.load(evaluated / "per_image.npz") as f:
         psnr, ssim, methods = f["psnr"], f["ssim"], f["methods"].tolist()
         assert psnr.shape == (4, 3, 6) and f["kernel_sizes"].tolist() == [3, 3, 5, 5, 7, 7]
-        names = f["face_names"].tolist()
-    assert names == ["test/id00_0000", "test/id00_0001", "test/id01_0000"]
+        names, index = f["face_names"].tolist(), f["face_index"].tolist()
+    # --max-faces 3 of the 40 test faces: records 0, 13, 26 (spread over the identities).
+    assert names == ["test/id00_0000", "test/id07_0001", "test/id16_0000"]
+    assert index == [0, 13, 26]
     loaded = load_model(tiny_checkpoint)
     bank = kernel_bank.load_bank(bank_path)
     faces = evaluate.load_faces(loaded.config, {"source": "sample"}, "test", max_faces=3)
+    assert faces.names == names and faces.split_size == 40
     i, j = 2, 5
     sharp = jnp.asarray(faces.images[i : i + 1], jnp.float32) / 255.0
     blurred = evaluate.blur_with_bank(
-        sharp, jnp.asarray(bank.kernels[j : j + 1]), jnp.asarray([i]), jnp.asarray([j])
+        sharp, jnp.asarray(bank.kernels[j : j + 1]), jnp.asarray([26]), jnp.asarray([j])
     )
     y = jnp.clip(loaded.model.apply(loaded.variables, blurred).y, 0, 1)
     for method, image in (("blurred input", blurred), ("full model", y)):
@@ -244,11 +249,18 @@ def test_eval_scores_match_a_direct_computation(evaluated, bank_path, tiny_check
         assert ssim[m, i, j] == pytest.approx(float(s["ssim"][0]), abs=1e-4)
 
 
-def test_batch_size_does_not_change_scores(evaluated, bank_path, tiny_checkpoint, tmp_path):
-    assert _eval(tiny_checkpoint, bank_path, tmp_path, "--batch-size", "7") == 0
+def test_scores_do_not_depend_on_batch_size_or_subset(
+    evaluated, bank_path, tiny_checkpoint, tmp_path
+):
+    """All 40 test faces in batches of 7 vs 3 of them in batches of 4: the same scores."""
+    assert (
+        _eval(tiny_checkpoint, bank_path, tmp_path, "--batch-size", "7", "--max-faces", "40") == 0
+    )
     with np.load(evaluated / "per_image.npz") as a, np.load(tmp_path / "per_image.npz") as b:
-        np.testing.assert_allclose(a["psnr"][:3], b["psnr"], atol=1e-4)
-        np.testing.assert_allclose(a["ssim"][:3], b["ssim"], atol=1e-5)
+        assert b["psnr"].shape == (3, 40, 6)
+        rows = a["face_index"]
+        np.testing.assert_allclose(a["psnr"][:3], b["psnr"][:, rows], atol=1e-4)
+        np.testing.assert_allclose(a["ssim"][:3], b["ssim"][:, rows], atol=1e-5)
 
 
 def test_eval_never_overwrites(evaluated, bank_path, tiny_checkpoint, capsys):
@@ -279,9 +291,11 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     assert clear.dtype == np.uint8 and clear.shape == (6, 32, 32, 3)  # 3 faces × 2 kernels
     assert list(variants) == ["blurred input", "G_c", "full model"]
     assert all(v.dtype == np.uint8 and v.shape == clear.shape for v in variants.values())
-    assert calls["identities"].tolist() == [0, 0, 0, 0, 1, 1]
+    a, b, c = sorted(set(calls["identities"].tolist()))
+    assert calls["identities"].tolist() == [a, a, b, b, c, c]
+    # Gallery: the clear train faces of every identity of the test split (20 × 8).
     g_images, g_ids = calls["gallery"]
-    assert g_images.shape == (16, 32, 32, 3) and set(g_ids.tolist()) == {0, 1}  # train split
+    assert g_images.shape == (160, 32, 32, 3) and len(set(g_ids.tolist())) == 20
     results = _strict_json((tmp_path / "fa" / "results.json").read_text())
     assert results["face_analysis"]["detection_rate"]["blurred input"]["rate"] == 0.5
     assert results["face_analysis"]["note"] == 0.25
