@@ -956,7 +956,10 @@ def run(
             "blur": "blur.blur (true convolution), reflect border, output H×W",
             "noise_sigma": noise_sigma,
             "noise_seed": EVAL_NOISE_SEED,
-            "noise_key": "fold_in(fold_in(fold_in(key(noise_seed), tag), face), kernel)",
+            "noise_key": (
+                "fold_in(fold_in(fold_in(key(noise_seed), tag), face position in the split), "
+                "bank row)"
+            ),
             "noise_tag": EVAL_NOISE_TAG,
             "metrics": (
                 "RGB, clipped to [0, 1], whole image, PSNR peak 1 (dm-pix), SSIM dm-pix "
@@ -974,7 +977,7 @@ def run(
             "pairs": [
                 {
                     "face": faces.names[i],
-                    "face_index": i,
+                    "face_index": int(faces.index[i]),
                     "kernel_index": j,
                     "kernel_size": int(bank.sizes[j]),
                 }
