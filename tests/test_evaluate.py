@@ -285,6 +285,7 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     fake.analyze = analyze
     fake.to_markdown = lambda result: f"TABLE OF {sorted(result)}"
     monkeypatch.setitem(__import__("sys").modules, evaluate.FACE_ANALYSIS_MODULE, fake)
+    monkeypatch.setattr(evaluate, "FACE_ANALYSIS_PACKAGES", ())  # the fake needs no dlib
     flags = ["--face-analysis", "--face-analysis-per-face", "2"]
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "fa", *flags) == 0
     clear, variants = calls["clear"], calls["variants"]
@@ -307,6 +308,11 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     generic = "\n".join(evaluate._face_analysis_markdown(analyze(None, None, None, None)))
     assert "| blurred input | 0.500 |" in generic and '"note": 0.25' in generic
 
+    # A package the module needs at run time is missing: an error before any work.
+    monkeypatch.setattr(evaluate, "FACE_ANALYSIS_PACKAGES", ("no_such_package_4f2a",))
+    assert _eval(tiny_checkpoint, bank_path, tmp_path / "nodlib", "--face-analysis") == 2
+    assert "needs ['no_such_package_4f2a']: pip install" in capsys.readouterr().err
+    assert not (tmp_path / "nodlib").exists()
     # Without the module: a clear error before any work, nothing written.
     monkeypatch.setitem(__import__("sys").modules, evaluate.FACE_ANALYSIS_MODULE, None)
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "none", "--face-analysis") == 2
