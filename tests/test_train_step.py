@@ -146,3 +146,16 @@ def test_eight_devices_match_one_device(cfg):
         jax.tree.leaves(eight.batch_stats), jax.tree.leaves(one.batch_stats), strict=True
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_compute_trains_with_fp32_params(cfg):
+    """model.compute_dtype = bfloat16: the step runs, params and optimiser state stay f32."""
+    c = load_config("tiny", {"model.compute_dtype": "bfloat16"})
+    phase = phases_from_config(c)[3]
+    mesh = _mesh(2)
+    state = _state(c, mesh)
+    state, metrics = build_train_step(c, phase, mesh)(state, _batch(mesh), None)
+    assert float(metrics["skipped"]) == 0.0
+    assert np.isfinite(float(metrics["loss/total"]))
+    dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state))}
+    assert dtypes <= {np.dtype("float32"), np.dtype("int32")}, dtypes
