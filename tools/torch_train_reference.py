@@ -32,6 +32,7 @@ Not done here (negligible work, or a host sync): the NaN/Inf skip and the metric
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -44,6 +45,15 @@ KEY_PARTS = (2, 3, 4, 5, 6, 7, 8, 9)  # facedeblur_jax.losses.KEY_PARTS
 VGG_FACE_MEAN_RGB = (129.186279296875, 104.76238250732422, 93.59396362304688)
 _VGG_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 _EPS = 1e-12
+
+
+@functools.cache
+def _const(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A small constant tensor, made once per device: ``torch.tensor(list, device=cuda)``
+    copies from pageable host memory and synchronises the stream, which would stall the
+    pipelined steps being timed."""
+    return torch.tensor(values, device=device)
+
 
 # --------------------------------------------------------------------------------------
 # Degradation (facedeblur_jax/degrade), batched
@@ -128,7 +138,7 @@ def rasterize(traj: torch.Tensor, sizes: torch.Tensor, canvas: int) -> torch.Ten
 
 def sample_kernels(gen: torch.Generator, batch: int, degrade_cfg, device) -> torch.Tensor:
     """``f32[B, canvas, canvas]`` kernels of random sizes from ``degrade_cfg.kernel_sizes``."""
-    sizes = torch.tensor(tuple(degrade_cfg.kernel_sizes), device=device)
+    sizes = _const(tuple(int(k) for k in degrade_cfg.kernel_sizes), device)
     pick = torch.randint(len(sizes), (batch,), generator=gen, device=device)
     traj = sample_trajectories(
         gen,
@@ -256,7 +266,7 @@ def structural_loss(
     adaptive: bool = True,
 ) -> torch.Tensor:
     factor = target.shape[2] // pred.shape[2]
-    parts = torch.tensor(KEY_PARTS, device=labels.device)
+    parts = _const(KEY_PARTS, labels.device)
     masks = tr.downsample((labels[:, None] == parts[None, :, None, None]).float(), factor)
     err = (pred.float() - tr.downsample(target, factor)).abs().sum(dim=1)  # [B, h, w]
     per_part = torch.einsum("bhw,bphw->bp", err, masks)

@@ -24,7 +24,7 @@ def _jax_walks(batch, steps, anxiety, seed=0):
     keys = jax.random.split(jax.random.key(seed), batch)
     noise = jax.vmap(lambda k: jax_kernels.draw_trajectory_noise(k, steps))(keys)
     traj = jax.vmap(lambda n: jax_kernels.trajectory_from_noise(n, anxiety, 60.0))(noise)
-    return noise, np.asarray(traj)
+    return noise, np.array(traj)
 
 
 @pytest.mark.parametrize("anxiety", [0.005, 0.08])
