@@ -1,4 +1,4 @@
-"""The compiled train step on 8 (fake CPU) devices has exactly one all-reduce of gradients.
+"""The gradient all-reduce of the train step: exactly one per compiled step, and a mean.
 
 ``build_train_step(...).lower(state, batch, None).compile().as_text()`` is the optimised
 per-device program. The step flattens every trained net's gradients (generator and D)
@@ -7,6 +7,11 @@ among the all-reduces (``tools/hlo_collectives.py``) and checks that no other al
 carries a parameter-shaped array. The other collectives are P's synchronised BatchNorm
 statistics (forward: mean and mean of squares, ``f32[2, C]`` per layer; backward: two
 ``C``-vectors per layer) and scalar metrics, which XLA may combine with anything.
+
+The all-reduced gradient is the mean over devices of per-device gradients, i.e. the
+gradient of the global-batch loss: the same on 1 and on 2 devices (before the single
+``pmean`` the step summed per-leaf gradients over devices, which Adam's scale invariance
+hid from the 8-vs-1-device parameter test).
 """
 
 import math
@@ -24,6 +29,7 @@ from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.schedule import phases_from_config
 from facedeblur_jax.train_state import create_train_state, net_of
 from facedeblur_jax.train_step import build_train_step
+from tests.test_train_step import _batch, _mesh, _state
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
 import hlo_collectives
@@ -95,3 +101,19 @@ def test_compiled_step_has_exactly_one_gradient_all_reduce(phase_name):
     assert summary["other_elements"] <= 4 * bn_channels + 64, summary
     if not bn_channels:  # only metrics (XLA's combiner usually merges them into the one)
         assert all(shape == () for a in others for _, shape in a.arrays), summary
+
+
+def test_gradient_is_the_global_batch_mean_on_any_device_count():
+    """One coarse step on the same global batch of 8: the gradient norm (after the
+    all-reduce) is the same on 1 and 2 devices, not twice as large on 2."""
+    cfg = load_config("tiny")
+    phase = phases_from_config(cfg)[0]
+    host_state = jax.device_get(_state(cfg, _mesh(1)))  # initialised once
+    norms = {}
+    for n in (1, 2):
+        mesh = _mesh(n)
+        state = jax.device_put(host_state, NamedSharding(mesh, P()))
+        _, metrics = build_train_step(cfg, phase, mesh)(state, _batch(mesh), None)
+        norms[n] = float(metrics["grad_norm"])
+    assert norms[1] > 0
+    assert norms[2] == pytest.approx(norms[1], rel=1e-4), norms

@@ -3,6 +3,9 @@
     python tools/bench_throughput.py --config configs/paper.py --framework both \\
         --batch-sizes 1,16,64,256 --dtypes fp32,bf16 [--torch-compile] \\
         --out bench.json --markdown bench.md [--repeats 5] [--config.model.upsample=subpixel]
+    python tools/bench_throughput.py --config configs/paper.py --mode train --framework both \
+        [--batch-sizes 16,64,256] [--phases coarse,joint] [--devices N] [--torch-compile] \
+        [--config.loss.vgg_weights_path=vgg_face.npz | --config.loss.vgg_weight=0]
 
 Modes (``--mode``) are entries of :data:`BENCHMARKS`, each a function ``ctx -> rows``:
 ``inference`` (the full model G_c → P → G_f, eval mode, on random inputs of the config's
@@ -54,9 +57,10 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
   (``random_flax_variables``), fresh Adam moments.
 * Degradation share: ``synthesize`` alone, jitted and sharded the same way (per-sample
   keys as in the step), timed for the same global batch: ``degrade_ms`` and
-  ``degrade_pct_of_step`` = its share of the step's time (target ≤ 5 %). Measured apart,
-  so it ignores overlap with the rest of the step. It does not depend on the phase or the
-  compute dtype (degradation runs in float32), so it is measured once per batch size.
+  ``degrade_pct_of_step`` = its share of the step's time (target ≤ 5 %), timed right
+  after the step. Measured apart, so it ignores overlap with the rest of the step. It does
+  not depend on the phase or the compute dtype (degradation runs in float32): compiled
+  once per batch size.
 * PyTorch: ``tools/torch_train_reference.py``, one device: the same work per phase
   (degradation on the device, batched; forward/backward of the trained nets; Adam), eager
   and with ``--torch-compile`` its loss functions compiled (failures recorded in the row's
@@ -514,8 +518,9 @@ def _n_trainable(state, phase) -> int:
 
 
 def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
-    """Time of ``synthesize`` alone for the global batch, sharded as in the step (cached:
-    it depends on neither the phase nor the compute dtype)."""
+    """Time of ``synthesize`` alone for the global batch, sharded as in the step. Compiled
+    once per batch and mesh (it depends on neither the phase nor the compute dtype), timed
+    afresh beside every step so that both see the same machine load."""
     key = ("jax_degrade", batch, mesh.size)
     if key not in ctx.cache:
         from jax.sharding import NamedSharding
@@ -548,13 +553,13 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
         )
         t0 = time.perf_counter()
         compiled = fn.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-        run = lambda: compiled(*args)
-        t0 = time.perf_counter()
-        jax.block_until_ready(run())
-        timed = _timed_row(run, jax.block_until_ready, ctx, batch, time.perf_counter() - t0, False)
-        ctx.cache[key] = {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": compile_s}
-    return ctx.cache[key]
+        ctx.cache[key] = compiled, args, time.perf_counter() - t0
+    compiled, args, compile_s = ctx.cache[key]
+    run = lambda: compiled(*args)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    timed = _timed_row(run, jax.block_until_ready, ctx, batch, time.perf_counter() - t0, False)
+    return {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": compile_s}
 
 
 def _degrade_share(row: dict, degrade: dict) -> None:
@@ -652,19 +657,13 @@ def _torch_train_nets(ctx: BenchContext):
     return copy.deepcopy(_torch_model(ctx)), copy.deepcopy(ctx.cache["torch_disc"])
 
 
-def _torch_degrade(ctx: BenchContext, step, inputs, batch: int) -> dict:
-    """Eager torch degradation alone for ``batch`` (cached per batch size)."""
-    key = ("torch_degrade", batch)
-    if key not in ctx.cache:
-        import torch
-
-        sync = lambda _: torch.cuda.synchronize() if _torch_device().type == "cuda" else None
-        run = lambda: step.degrade(*inputs[:2])
-        t0 = time.perf_counter()
-        sync(run())
-        timed = _timed_row(run, sync, ctx, batch, time.perf_counter() - t0, latency=False)
-        ctx.cache[key] = {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": None}
-    return ctx.cache[key]
+def _torch_degrade(ctx: BenchContext, step, inputs, sync, batch: int) -> dict:
+    """Eager torch degradation alone for ``batch``, timed beside its step."""
+    run = lambda: step.degrade(*inputs[:2])
+    t0 = time.perf_counter()
+    sync(run())
+    timed = _timed_row(run, sync, ctx, batch, time.perf_counter() - t0, latency=False)
+    return {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": None}
 
 
 def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, compiled: bool):
@@ -697,7 +696,7 @@ def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, 
     row["compile_s"] = row["warmup_s"] - row["ms_per_batch"] / 1e3 if compiled else None
     row["peak_device_bytes"] = int(torch.cuda.max_memory_allocated()) if cuda else None
     row["vgg"] = _vgg_note(cfg, phase)
-    _degrade_share(row, _torch_degrade(ctx, step, inputs, batch))
+    _degrade_share(row, _torch_degrade(ctx, step, inputs, sync, batch))
     return row
 
 
@@ -947,6 +946,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None, help="train: JAX mesh size (all)")
     p.add_argument("--dtypes", default="fp32,bf16", help=f"comma-separated of {list(DTYPES)}")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (CPU runs on a busy machine: 1 avoids spinning threads)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed run")
     p.add_argument("--out", default=None, help="JSON report path")
@@ -970,6 +975,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     ctx = BenchContext(
         config=config,
         config_name=args.config,
