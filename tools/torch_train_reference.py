@@ -262,11 +262,12 @@ def structural_loss(
     target: torch.Tensor,
     labels: torch.Tensor,
     has_labels: torch.Tensor,
+    parts: torch.Tensor,
     c: float = 1.0,
     adaptive: bool = True,
 ) -> torch.Tensor:
+    """``parts``: ``i64[P]`` label values of the key parts, on the labels' device."""
     factor = target.shape[2] // pred.shape[2]
-    parts = _const(KEY_PARTS, labels.device)
     masks = tr.downsample((labels[:, None] == parts[None, :, None, None]).float(), factor)
     err = (pred.float() - tr.downsample(target, factor)).abs().sum(dim=1)  # [B, h, w]
     per_part = torch.einsum("bhw,bphw->bp", err, masks)
@@ -327,6 +328,7 @@ class TorchTrainStep:
             raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG network was given")
         self.device = next(model.parameters()).device
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.parts = _const(KEY_PARTS, self.device)
         self.train_parsing = phase.trains("parsing") and bool(config.model.parsing_use_bn)
         nets = {name: getattr(model, name) for name in ("coarse", "parsing", *model.fine_names())}
         nets["disc"] = disc
@@ -373,6 +375,7 @@ class TorchTrainStep:
                         sharp,
                         labels,
                         has_labels,
+                        self.parts,
                         lcfg.structural_c,
                         lcfg.structural_adaptive,
                     )
