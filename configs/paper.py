@@ -114,6 +114,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 5_000  # steps between checkpoints (and at the end)
     config.train.keep_checkpoints = 3  # keep the last N checkpoints
     config.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # A workdir whose latest checkpoint initialises every net of a *fresh* run that it
+    # also has with the same shapes (e.g. G_c and P for a fine-phase ablation); "" = off.
+    config.train.init_from = ""
+    config.train.init_nets = ("coarse", "parsing", "fine")  # which nets init_from may give
     # Fault injection for crash/resume tests: SIGKILL this process right after (or, with
     # "during", right while) the checkpoint of this step is saved. -1 = off.
     config.train.fault_kill_step = -1

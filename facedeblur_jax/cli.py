@@ -1,4 +1,4 @@
-"""``facedeblur`` command line: ``train``, ``deblur``, ``demo``.
+"""``facedeblur`` command line: ``train``, ``deblur``, ``demo``, ``eval``, ``export``.
 
 Config overrides use big_vision's form: ``--config.model.features=16``.
 """
@@ -60,7 +60,49 @@ def _cmd_deblur(args, overrides) -> int:
         args.out,
         overwrite=args.overwrite,
         batch_size=args.batch_size,
+        align=not args.no_align,
+        upsample=args.upsample,
     )
+
+
+def _cmd_eval(args, overrides) -> int:
+    from facedeblur_jax import evaluate
+
+    if overrides:
+        raise ValueError("eval takes its config from the checkpoint; drop the --config.* args")
+    results = evaluate.run(
+        args.checkpoint,
+        args.data,
+        args.kernels,
+        args.out,
+        extra_checkpoints=evaluate.parse_extra(args.extra_checkpoint),
+        max_faces=args.max_faces,
+        batch_size=args.batch_size,
+        noise_sigma=args.noise_sigma,
+        overwrite=args.overwrite,
+        face_analysis=args.face_analysis,
+        face_analysis_per_face=args.face_analysis_per_face,
+        grid_rows=args.grid_rows,
+        progress=not args.no_progress,
+    )
+    print("\n".join(evaluate.table9_markdown(results["table"])))
+    print()
+    print("\n".join(evaluate.table10_markdown(results["table"])))
+    print(f"wrote {', '.join(evaluate.OUTPUT_FILES)} to {args.out}")
+    return 0
+
+
+def _cmd_export(args, overrides) -> int:
+    from facedeblur_jax import export
+
+    if overrides:
+        raise ValueError("export takes its config from the checkpoint; drop the --config.* args")
+    platforms = tuple(p for p in args.platforms.split(",") if p) if args.platforms else None
+    path = export.run(
+        args.checkpoint, args.out, upto=args.upto, platforms=platforms, overwrite=args.overwrite
+    )
+    print(f"wrote {path} and {path}.json")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,13 +124,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("deblur", help="deblur aligned face crops (files or folders)")
+    p = sub.add_parser(
+        "deblur",
+        help="deblur the faces in photos of any size (or aligned crops with --no-align)",
+        description="Finds the faces (dlib), aligns each to the model's input, deblurs it and "
+        "pastes it back with a feathered edge; outputs OUT/<stem>.png at the input's size.",
+    )
     p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="inputs are aligned face crops: resize each whole image to the model's input",
+    )
+    p.add_argument(
+        "--upsample",
+        type=int,
+        default=None,
+        help="face detector's upsample_num_times (default: 0 and 1 for images up to 1000 px, "
+        "0 above); 1 or 2 finds smaller faces, slower",
+    )
     p.set_defaults(func=_cmd_deblur)
+
+    p = sub.add_parser(
+        "eval", help="PSNR/SSIM on test faces × a kernel bank (paper Tables 9/10 layout)"
+    )
+    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument(
+        "--data", required=True, help="'sample', 'faces' (../shared/data/faces) or a folder"
+    )
+    p.add_argument("--kernels", required=True, help="bank from tools/make_test_kernels.py")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--extra-checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkpoint whose full model is compared (repeatable)",
+    )
+    p.add_argument("--max-faces", type=int, default=None, help="N test faces spread over the split")
+    p.add_argument("--batch-size", type=int, default=64, help="images per jitted call")
+    p.add_argument("--noise-sigma", type=float, default=0.01, help="noise std after blur")
+    p.add_argument("--grid-rows", type=int, default=8, help="examples in grid.png")
+    p.add_argument(
+        "--face-analysis",
+        action="store_true",
+        help="also run facedeblur_jax.face_analysis (detection, identity, recognition)",
+    )
+    p.add_argument(
+        "--face-analysis-per-face", type=int, default=1, help="kernels per face analysed"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="serialise the inference function as StableHLO")
+    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument("--out", required=True, help="file to write (bytes of jax.export)")
+    p.add_argument("--upto", choices=("fine", "coarse"), default="fine", help="output y or y_c")
+    p.add_argument(
+        "--platforms", default="", help="comma-separated, e.g. cpu,cuda (default: this backend)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -98,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = split_overrides(rest)
         return int(args.func(args, overrides) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"facedeblur {args.command}: error: {e}", file=sys.stderr)
         return 2
 

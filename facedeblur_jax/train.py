@@ -114,6 +114,38 @@ def _fault_injection(config, step: int, when: str, checkpointer) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState:
+    """Copies the nets of ``init_from``'s latest checkpoint into a fresh ``state`` where the
+    net is in ``nets`` and its param key exists in both with identical shapes; reports what
+    it took and skipped."""
+    from facedeblur_jax.inference import load_model
+    from facedeblur_jax.train_state import net_of
+
+    source = load_model(init_from)
+
+    def same(a, b):
+        sa = jax.tree.map(lambda x: (x.shape, x.dtype), a)
+        sb = jax.tree.map(lambda x: (x.shape, x.dtype), b)
+        return jax.tree.structure(a) == jax.tree.structure(b) and sa == sb
+
+    params, stats = dict(state.params), dict(state.batch_stats)
+    taken, skipped = [], []
+    for key, value in source.variables["params"].items():
+        if net_of(key) in nets and key in params and same(params[key], value):
+            params[key] = jax.device_put(value, sharding)
+            if key in stats and key in source.variables.get("batch_stats", {}):
+                stats[key] = jax.device_put(source.variables["batch_stats"][key], sharding)
+            taken.append(key)
+        else:
+            skipped.append(key)
+    if not taken:
+        raise ValueError(
+            f"train.init_from={init_from!r}: no net of its checkpoint matches this config"
+        )
+    print(f"initialised {taken} from {init_from} (step {source.step}); not taken: {skipped}")
+    return state.replace(params=params, batch_stats=stats)
+
+
 def _restore(checkpointer, state: TrainState, data) -> TrainState:
     """The latest checkpoint's state (and the data iterator's position), or ``state``."""
     start = checkpointer.latest_step()
@@ -161,7 +193,12 @@ def train(
     )(jax.random.key(config.seed))
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
     try:
-        state = _restore(checkpointer, state, data)
+        resumed = _restore(checkpointer, state, data)
+        if resumed is state and config.train.init_from:
+            resumed = _warm_start(
+                state, config.train.init_from, tuple(config.train.init_nets), replicated
+            )
+        state = resumed
     except BaseException:
         checkpointer.close()
         getattr(data, "close", lambda: None)()

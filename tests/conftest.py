@@ -25,3 +25,16 @@ def shared_faces_dir():
     if not (SHARED_FACES / "labels.csv").is_file():
         pytest.skip(f"{SHARED_FACES} not present on this machine")
     return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A training workdir of the tiny config, shared by the eval and export tests: a real
+    ``train()`` run of the coarse phase only (2 steps; P and G_f keep their initial weights,
+    which is all these tests need), so it costs one step compilation instead of four."""
+    from facedeblur_jax.config import load_config
+    from facedeblur_jax.train import train
+
+    workdir = tmp_path_factory.mktemp("tiny_checkpoint")
+    train(load_config("tiny", {"phase_order": ("coarse",)}), workdir, progress=False)
+    return workdir

@@ -36,7 +36,8 @@ def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, demo_run, tmp_pa
     (src / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     ckpt = str(demo_run / "w")
-    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 0
+    aligned = "--no-align"  # the bundled faces are aligned crops: resize, no face detection
+    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out), aligned]) == 0
     printed = capsys.readouterr().out
     assert "broken.png" in printed and "deblurred 3 image(s)" in printed
     written = sorted(p.name for p in out.iterdir())
@@ -45,12 +46,12 @@ def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, demo_run, tmp_pa
 
     assert Image.open(out / faces[0].path.name).size == (112, 112)  # back to input size
     before = (out / faces[0].path.name).read_bytes()
-    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 1
+    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out), aligned]) == 1
     assert "would overwrite" in capsys.readouterr().out
     assert (out / faces[0].path.name).read_bytes() == before
     # Writing into the input folder replaces nothing without --overwrite.
     original = (src / faces[0].path.name).read_bytes()
-    cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(src)])
+    cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(src), aligned])
     assert "it is an input" in capsys.readouterr().out
     assert (src / faces[0].path.name).read_bytes() == original
 

@@ -132,3 +132,28 @@ def test_missing_vgg_weights_fail_at_start(tmp_path):
     with pytest.raises(ValueError, match=r"vgg_weights_path is empty.*loss\.vgg_weight=0"):
         train(config, tmp_path / "w", progress=False)
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_init_from_copies_matching_nets(straight, tmp_path, capsys):
+    """A fine-only run warm-started from another run takes its G_c and P, not G_f."""
+    config = load_config(
+        "tiny",
+        {
+            "train.init_from": str(straight),
+            "train.init_nets": ("coarse", "parsing"),
+            "phase_order": ("fine",),
+            "model.num_fine_stages": 2,
+        },
+    )
+    train(config, tmp_path / "w", progress=False)
+    assert "initialised ['coarse', 'parsing']" in capsys.readouterr().out
+    # fine_0 has the same shapes in both runs, but init_nets left it out: it is fresh.
+    assert not np.array_equal(
+        jax.tree.leaves(_params(straight)["params"]["fine_0"])[0],
+        jax.tree.leaves(_params(tmp_path / "w")["params"]["fine_0"])[0],
+    )
+    source, warm = _params(straight), _params(tmp_path / "w")
+    _assert_same(source["params"]["coarse"], warm["params"]["coarse"])
+    _assert_same(source["params"]["parsing"], warm["params"]["parsing"])
+    _assert_same(source["batch_stats"], warm["batch_stats"])
+    assert set(warm["params"]) == {"coarse", "parsing", "fine_0", "fine_1"}

@@ -227,25 +227,34 @@ def folder_source(
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             report.skip(path, f"not an image file (suffix {path.suffix!r})")
             continue
-        try:
-            header = validate.check_image(path, verify)
-        except ImageError as e:
-            report.skip(path, str(e))
-            continue
-        report.note_mode(header.mode)
-        entries.append(
-            Entry(
-                name=_relative_name(path, root),
-                image=str(path),
-                labels=find_index_labels(path, root, labels, header, verify, num_classes, report),
-                identity=identity_of.get(path.relative_to(root).as_posix()),
-            )
-        )
+        entry = _scanned_entry(
+            path, root, labels, verify, num_classes, report,
+            identity_of.get(path.relative_to(root).as_posix()),
+        )  # fmt: skip
+        if entry is not None:
+            entries.append(entry)
     source = ImageSource(
         entries, identities=identities, num_classes=num_classes, description=report.what
     )
     report.summarize(len(source), source.num_labelled)
     return source
+
+
+def _scanned_entry(path, root, labels, verify, num_classes, report, identity) -> Entry | None:
+    """The :class:`Entry` of an image file whose header (or decode) checks out, or ``None``
+    after reporting why it is skipped."""
+    try:
+        header = validate.check_image(path, verify)
+    except ImageError as e:
+        report.skip(path, str(e))
+        return None
+    report.note_mode(header.mode)
+    return Entry(
+        name=_relative_name(path, root),
+        image=str(path),
+        labels=find_index_labels(path, root, labels, header, verify, num_classes, report),
+        identity=identity,
+    )
 
 
 def faces_source(
@@ -280,20 +289,11 @@ def faces_source(
         if not path.is_file():
             report.skip(path, "listed in labels.csv but missing")
             continue
-        try:
-            header = validate.check_image(path, verify)
-        except ImageError as e:
-            report.skip(path, str(e))
-            continue
-        report.note_mode(header.mode)
-        entries.append(
-            Entry(
-                name=_relative_name(path, root),
-                image=str(path),
-                labels=find_index_labels(path, root, labels, header, verify, num_classes, report),
-                identity=identity_index[row.identity],
-            )
+        entry = _scanned_entry(
+            path, root, labels, verify, num_classes, report, identity_index[row.identity]
         )
+        if entry is not None:
+            entries.append(entry)
     source = ImageSource(
         entries, identities=identities, num_classes=num_classes, description=report.what
     )

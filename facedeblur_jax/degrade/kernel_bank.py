@@ -1,0 +1,309 @@
+"""The fixed test-kernel bank (DESIGN.md §3, paper Tables 9/10): ``per_size`` Boracchi & Foi
+kernels for every support size, drawn from a seed that no training run uses, saved as one
+deterministic ``.npz``.
+
+Key derivation. Kernel ``i`` of support size ``k`` is ``sample_kernel(key(k, i), sizes=(k,))``
+with::
+
+    key(k, i) = fold_in(fold_in(fold_in(jax.random.key(BANK_SEED), BANK_TAG), k), i)
+
+``BANK_SEED = 2**31 − 1`` and ``BANK_TAG = 0x7E57_BA4C``. Training draws its kernels from
+``split(jax.random.key(config.seed))[1]`` folded with the step and then the sample index
+(``train_step.py``), i.e. from another root key *and* another derivation: the two streams
+share no key unless threefry collides. The test suite checks it directly for the first
+training steps. Because the key depends only on ``(k, i)``, kernel ``i`` of size ``k`` is
+the same whatever ``sizes`` or ``per_size`` a bank is built with (a 10-per-size bank starts
+with the 2-per-size one).
+
+File layout (``np.load(path, allow_pickle=False)``), rows ordered by size (ascending), then
+index::
+
+    kernels            f32[K, canvas, canvas]  each sums to 1, zero outside its centred k×k
+    sizes              i32[K]                  support size of each kernel
+    index              i32[K]                  i of each kernel within its size
+    seed, tag          i64[]                   BANK_SEED, BANK_TAG
+    anxiety            f64[]                   NaN = B&F's random 0.1·U per kernel
+    steps              i32[]                   trajectory samples (numT)
+    trajectory_length  f64[]                   path length L
+    canvas, per_size   i32[]
+    version            i32[]                   FORMAT_VERSION
+    provenance         str[]                   the same fields as JSON (for people)
+
+The zip is written by hand with fixed member order and a fixed 1980-01-01 timestamp, so the
+same arguments give byte-identical files (``np.savez`` stamps the current time). That holds
+for one JAX version and backend: threefry draws are platform-independent, but the float
+rounding of the trajectory scan may differ between backends or CPU types in the last bit, so
+``facedeblur eval`` records the bank file's sha256 next to its numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import pathlib
+import tempfile
+import zipfile
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from facedeblur_jax.degrade import kernels as kernels_lib
+
+BANK_SEED = 2**31 - 1
+BANK_TAG = 0x7E57_BA4C
+DEFAULT_PER_SIZE = 10
+FORMAT_VERSION = 1
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_SUM_TOL = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelBank:
+    """A test-kernel bank in memory.
+
+    Attributes:
+      kernels: ``f32[K, canvas, canvas]``.
+      sizes: ``i32[K]`` support size of each kernel (ascending, grouped).
+      index: ``i32[K]`` index of each kernel within its size.
+      seed, tag: root seed and tag of the key derivation (module docstring).
+      anxiety: B&F shake amount, or ``None`` for the random ``0.1·U`` per kernel.
+      num_steps, max_total_length: trajectory samples and path length.
+    """
+
+    kernels: np.ndarray
+    sizes: np.ndarray
+    index: np.ndarray
+    seed: int = BANK_SEED
+    tag: int = BANK_TAG
+    anxiety: float | None = kernels_lib.DEFAULT_ANXIETY
+    num_steps: int = kernels_lib.DEFAULT_NUM_STEPS
+    max_total_length: float = kernels_lib.DEFAULT_MAX_TOTAL_LENGTH
+
+    def __len__(self) -> int:
+        return int(self.kernels.shape[0])
+
+    @property
+    def canvas(self) -> int:
+        return int(self.kernels.shape[-1])
+
+    @property
+    def unique_sizes(self) -> tuple[int, ...]:
+        return tuple(int(k) for k in np.unique(self.sizes))
+
+    @property
+    def per_size(self) -> int:
+        return int(np.max(np.bincount(self.sizes))) if len(self) else 0
+
+    def provenance(self) -> dict:
+        """JSON-ready description of how the bank was drawn (no kernel values)."""
+        return {
+            "generator": "facedeblur_jax.degrade.kernel_bank",
+            "version": FORMAT_VERSION,
+            "seed": int(self.seed),
+            "tag": int(self.tag),
+            "key": "fold_in(fold_in(fold_in(jax.random.key(seed), tag), size), index)",
+            "sizes": list(self.unique_sizes),
+            "per_size": self.per_size,
+            "canvas": self.canvas,
+            "anxiety": self.anxiety,
+            "steps": int(self.num_steps),
+            "trajectory_length": float(self.max_total_length),
+            "num_kernels": len(self),
+        }
+
+
+def kernel_key(size: int, index: int, seed: int = BANK_SEED, tag: int = BANK_TAG) -> jax.Array:
+    """The PRNG key of kernel ``index`` of support ``size`` (module docstring)."""
+    key = jax.random.fold_in(jax.random.key(seed), tag)
+    return jax.random.fold_in(jax.random.fold_in(key, size), index)
+
+
+def _check_sizes(sizes: Sequence[int], canvas: int) -> tuple[int, ...]:
+    sizes = tuple(int(k) for k in sizes)
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"sizes must not repeat; got {sizes}")
+    kernels_lib._validate_canvas(canvas)
+    return tuple(sorted(kernels_lib._validate_sizes(sizes, canvas)))
+
+
+def make_bank(
+    sizes: Sequence[int] = kernels_lib.DEFAULT_SIZES,
+    per_size: int = DEFAULT_PER_SIZE,
+    *,
+    canvas: int = kernels_lib.DEFAULT_CANVAS,
+    anxiety: float | None = kernels_lib.DEFAULT_ANXIETY,
+    num_steps: int = kernels_lib.DEFAULT_NUM_STEPS,
+    max_total_length: float = kernels_lib.DEFAULT_MAX_TOTAL_LENGTH,
+    seed: int = BANK_SEED,
+    tag: int = BANK_TAG,
+) -> KernelBank:
+    """Draws the bank: ``per_size`` kernels for each size (sorted ascending).
+
+    Returns:
+      :class:`KernelBank` with ``len(sizes) · per_size`` kernels on a ``canvas`` grid.
+    """
+    sizes = _check_sizes(sizes, canvas)
+    if isinstance(per_size, bool) or not isinstance(per_size, int) or per_size < 1:
+        raise ValueError(f"per_size must be an int >= 1; got {per_size!r}")
+    if anxiety is not None and (not math.isfinite(anxiety) or anxiety < 0):
+        raise ValueError(f"anxiety must be finite and >= 0 (or None); got {anxiety!r}")
+    out_k, out_s, out_i = [], [], []
+    for k in sizes:
+
+        def draw(key, k=k):
+            kernel, _ = kernels_lib.sample_kernel(
+                key, (k,), canvas, anxiety, num_steps, max_total_length
+            )
+            return kernel
+
+        keys = jax.vmap(lambda i, k=k: kernel_key(k, i, seed, tag))(np.arange(per_size))
+        out_k.append(np.asarray(jax.jit(jax.vmap(draw))(keys), np.float32))
+        out_s.append(np.full(per_size, k, np.int32))
+        out_i.append(np.arange(per_size, dtype=np.int32))
+    return KernelBank(
+        kernels=np.concatenate(out_k),
+        sizes=np.concatenate(out_s),
+        index=np.concatenate(out_i),
+        seed=int(seed),
+        tag=int(tag),
+        anxiety=None if anxiety is None else float(anxiety),
+        num_steps=int(num_steps),
+        max_total_length=float(max_total_length),
+    )
+
+
+def bank_kwargs_from_config(config) -> dict:
+    """``make_bank`` keyword arguments matching a config's ``degrade`` section (the kernel
+    sizes, canvas, anxiety and trajectory the model was trained with)."""
+    d = config.degrade
+    return {
+        "sizes": tuple(int(k) for k in d.kernel_sizes),
+        "canvas": int(d.kernel_canvas),
+        "anxiety": None if d.anxiety is None else float(d.anxiety),
+        "num_steps": int(d.trajectory_steps),
+        "max_total_length": float(d.trajectory_length),
+    }
+
+
+def _arrays(bank: KernelBank) -> list[tuple[str, np.ndarray]]:
+    """The ``.npz`` members in their fixed order."""
+    anxiety = np.nan if bank.anxiety is None else bank.anxiety
+    return [
+        ("kernels", np.ascontiguousarray(bank.kernels, np.float32)),
+        ("sizes", np.asarray(bank.sizes, np.int32)),
+        ("index", np.asarray(bank.index, np.int32)),
+        ("seed", np.asarray(bank.seed, np.int64)),
+        ("tag", np.asarray(bank.tag, np.int64)),
+        ("anxiety", np.asarray(anxiety, np.float64)),
+        ("steps", np.asarray(bank.num_steps, np.int32)),
+        ("trajectory_length", np.asarray(bank.max_total_length, np.float64)),
+        ("canvas", np.asarray(bank.canvas, np.int32)),
+        ("per_size", np.asarray(bank.per_size, np.int32)),
+        ("version", np.asarray(FORMAT_VERSION, np.int32)),
+        ("provenance", np.asarray(json.dumps(bank.provenance(), sort_keys=True))),
+    ]
+
+
+def save_bank(
+    path: str | os.PathLike, bank: KernelBank, *, overwrite: bool = False
+) -> pathlib.Path:
+    """Writes ``bank`` to ``path`` (``.npz``) atomically and byte-deterministically.
+
+    Raises:
+      FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    path = pathlib.Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"the kernel bank file must end in .npz; got {str(path)!r}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite existing file {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, array in _arrays(bank):
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def load_bank(path: str | os.PathLike) -> KernelBank:
+    """Reads and checks a bank written by :func:`save_bank` (never unpickles).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a kernel bank, or kernels that are not valid PSFs of their size.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"kernel bank {str(path)!r} not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{str(path)!r} is not a kernel bank .npz: {e}") from e
+    required = {"kernels", "sizes", "index", "seed", "tag", "anxiety", "steps"}
+    missing = required - set(data)
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} is not a kernel bank (missing {sorted(missing)}); write one "
+            "with tools/make_test_kernels.py"
+        )
+    kernels, sizes = data["kernels"].astype(np.float32), data["sizes"].astype(np.int32)
+    if kernels.ndim != 3 or kernels.shape[1] != kernels.shape[2] or kernels.shape[1] % 2 == 0:
+        raise ValueError(f"{str(path)!r}: kernels must be f32[K, c, c], c odd; got {kernels.shape}")
+    if sizes.shape != kernels.shape[:1] or data["index"].shape != kernels.shape[:1]:
+        raise ValueError(f"{str(path)!r}: sizes/index must be i32[{kernels.shape[0]}]")
+    if len(kernels) == 0:
+        raise ValueError(f"{str(path)!r} holds no kernels")
+    canvas = kernels.shape[-1]
+    _check_sizes(np.unique(sizes).tolist(), canvas)
+    if not np.all(np.isfinite(kernels)) or kernels.min() < 0:
+        raise ValueError(f"{str(path)!r}: kernels must be finite and >= 0")
+    sums = kernels.sum(axis=(1, 2))
+    if np.max(np.abs(sums - 1.0)) > _SUM_TOL:
+        raise ValueError(f"{str(path)!r}: kernels must sum to 1 (got sums {sums.min()}..)")
+    for k in np.unique(sizes):
+        lo, hi = (canvas - k) // 2, (canvas + k) // 2
+        outside = kernels[sizes == k].copy()
+        outside[:, lo:hi, lo:hi] = 0
+        if np.any(outside != 0):
+            raise ValueError(f"{str(path)!r}: a kernel of size {k} is non-zero outside {k}×{k}")
+    anxiety = float(data["anxiety"])
+    return KernelBank(
+        kernels=kernels,
+        sizes=sizes,
+        index=data["index"].astype(np.int32),
+        seed=int(data["seed"]),
+        tag=int(data["tag"]),
+        anxiety=None if math.isnan(anxiety) else anxiety,
+        num_steps=int(data["steps"]),
+        max_total_length=float(data.get("trajectory_length", kernels_lib.DEFAULT_MAX_TOTAL_LENGTH)),
+    )
+
+
+def preview(bank: KernelBank, zoom: int = 4) -> np.ndarray:
+    """``uint8[H, W, 3]``: every kernel (max-normalised, ``zoom``× nearest), one row per size."""
+    from facedeblur_jax.data.parsing_palette import grid
+
+    peak = np.maximum(bank.kernels.max(axis=(1, 2), keepdims=True), 1e-12)
+    tiles = np.round(255 * bank.kernels / peak).astype(np.uint8)
+    tiles = np.repeat(np.repeat(tiles, zoom, axis=1), zoom, axis=2)
+    return grid([np.repeat(t[..., None], 3, -1) for t in tiles], columns=bank.per_size)

@@ -1,0 +1,195 @@
+"""Helpers for exploring what the learned parsing prior does (the notebooks use these).
+
+* :func:`held_back` — the evaluation faces of a config's data source with their parsing
+  labels, blurred with a fixed key (no augmentation), so every notebook sees the same data.
+* :func:`parse` — P applied directly to any images (clear, blurred or deblurred: Fig. 5).
+* :func:`f_scores` — per-class F-scores (Table 3 layout).
+* priors for G_f (Table 2 analogue): :func:`one_hot_prior` (ground truth),
+  :func:`zero_prior`, :func:`channel_shuffled_prior` (classes permuted: a map with the
+  right shapes and the wrong meaning) and :func:`other_face_prior` (the map of the next
+  face in the batch), fed with :func:`deblur_with_prior`.
+* :func:`part_error_maps` — |y − y_GT| restricted to each key part (where L_s acts).
+* :func:`demo_workdir` — a trained checkpoint: ``runs/demo`` from the README's main command
+  if it exists, else one trained here (tiny config when ``FACEDEBLUR_NOTEBOOK_TINY=1``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facedeblur_jax.degrade.synthesize import Degraded, synthesize
+from facedeblur_jax.inference import LoadedModel
+from facedeblur_jax.losses import KEY_PARTS
+from facedeblur_jax.models.parsing_net import ParsingNet
+
+CLASS_NAMES = (
+    "background", "skin", "left brow", "right brow", "left eye", "right eye", "nose",
+    "upper lip", "inner mouth", "lower lip", "hair",
+)  # fmt: skip
+TINY_ENV = "FACEDEBLUR_NOTEBOOK_TINY"
+
+
+def official_test_kernel() -> np.ndarray | None:
+    """The paper's released 27×27 test kernel from ``../shared/reference`` beside the
+    checkout, or ``None`` where that folder does not exist (a user's machine)."""
+    path = (
+        pathlib.Path(__file__).resolve().parents[2]
+        / "shared" / "reference" / "official_test_kernel_27.npy"
+    )  # fmt: skip
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def tiny_mode() -> bool:
+    """True when notebooks should run their tiny settings (the test suite sets this)."""
+    return os.environ.get(TINY_ENV, "") not in ("", "0")
+
+
+RUNS_ENV = "FACEDEBLUR_RUNS_DIR"
+
+
+def runs_dir() -> pathlib.Path:
+    """Where notebooks keep their runs: ``$FACEDEBLUR_RUNS_DIR``, else the repository's
+    ``runs/`` (the README's demo writes ``runs/demo``) when run from ``notebooks/``, else
+    ``./runs``."""
+    if os.environ.get(RUNS_ENV):
+        return pathlib.Path(os.environ[RUNS_ENV])
+    cwd = pathlib.Path.cwd()
+    return (cwd.parent if cwd.name == "notebooks" else cwd) / "runs"
+
+
+def demo_workdir() -> pathlib.Path:
+    """A workdir with a trained checkpoint for the notebooks.
+
+    Tiny mode trains ``configs/tiny.py`` into ``runs/notebook_tiny`` (~1 min). Otherwise it
+    uses ``runs/demo`` (what ``facedeblur demo`` writes) and trains ``configs/demo.py`` there
+    (a few minutes) when it is missing. Finished workdirs are reused (training resumes and
+    finds nothing left to do).
+    """
+    from facedeblur_jax.config import load_config
+    from facedeblur_jax.train import train
+
+    name = "notebook_tiny" if tiny_mode() else "demo"
+    workdir = runs_dir() / name
+    train(load_config("tiny" if tiny_mode() else "demo"), workdir, progress=False)
+    return workdir
+
+
+@dataclasses.dataclass
+class HeldBack:
+    """Evaluation faces at the config's size: ``sharp f32[N,S,S,3]``, ``labels i32[N,S,S]``,
+    ``has_labels bool[N]``, ``identity i32[N]``, ``names``, and their fixed degradation."""
+
+    sharp: np.ndarray
+    labels: np.ndarray
+    has_labels: np.ndarray
+    identity: np.ndarray
+    names: list[str]
+    degraded: Degraded
+
+
+def held_back(
+    config: ml_collections.ConfigDict,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 1234,
+) -> HeldBack:
+    """Loads ``split`` of ``config.data`` and blurs it with ``key(seed)`` (no augmentation)."""
+    from facedeblur_jax.data.pipeline import make_eval_batches
+
+    parts = {k: [] for k in ("image", "labels", "has_labels", "identity", "name")}
+    for batch in make_eval_batches(config, split, batch_size=16):
+        keep = batch["valid"]
+        for k in parts:
+            parts[k].append(batch[k][keep])
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    if limit is not None:
+        arrays = {k: v[:limit] for k, v in arrays.items()}
+    degrade_cfg = config.degrade.copy_and_resolve_references()
+    with degrade_cfg.unlocked():
+        degrade_cfg.augment = False
+    labels = arrays["labels"].astype(np.int32)
+    degraded = jax.jit(lambda k, s, lb: synthesize(k, s, lb, degrade_cfg))(
+        jax.random.key(seed), jnp.asarray(arrays["image"]), jnp.asarray(labels)
+    )
+    return HeldBack(
+        sharp=np.asarray(degraded.sharp),
+        labels=labels,
+        has_labels=arrays["has_labels"],
+        identity=arrays["identity"],
+        names=[str(n) for n in arrays["name"]],
+        degraded=degraded,
+    )
+
+
+def parse(loaded: LoadedModel, images: jax.Array) -> jax.Array:
+    """P's logits ``f32[B, S, S, K]`` for any images ``f32[B, S, S, 3]`` (P in eval mode)."""
+    cfg = loaded.config.model
+    net = ParsingNet(
+        num_classes=cfg.num_classes,
+        features=tuple(cfg.parsing_features),
+        use_bn=cfg.parsing_use_bn,
+    )
+    variables = {"params": loaded.variables["params"]["parsing"]}
+    if "batch_stats" in loaded.variables:
+        variables["batch_stats"] = loaded.variables["batch_stats"]["parsing"]
+    return jax.jit(lambda v, x: net.apply(v, x))(variables, jnp.asarray(images))
+
+
+def f_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int = 11) -> np.ndarray:
+    """Per-class F-score ``2TP / (2TP + FP + FN)`` over all pixels of ``int[..]`` maps;
+    NaN for a class absent from both."""
+    pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
+    out = np.full(num_classes, np.nan)
+    for k in range(num_classes):
+        tp = np.sum((pred == k) & (gt == k))
+        denom = np.sum(pred == k) + np.sum(gt == k)
+        if denom:
+            out[k] = 2 * tp / denom
+    return out
+
+
+def one_hot_prior(labels: jax.Array, num_classes: int = 11) -> jax.Array:
+    """Ground-truth prior: ``int[B,S,S] -> f32[B,S,S,K]`` one-hot."""
+    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+
+def zero_prior(prior: jax.Array) -> jax.Array:
+    return jnp.zeros_like(prior)
+
+
+def channel_shuffled_prior(prior: jax.Array, key: jax.Array) -> jax.Array:
+    """The same map with its K class channels randomly permuted (fixed permutation)."""
+    perm = jax.random.permutation(key, prior.shape[-1])
+    return prior[..., perm]
+
+
+def other_face_prior(prior: jax.Array) -> jax.Array:
+    """Each face gets the prior of the next face in the batch (a plausible, wrong map)."""
+    return jnp.roll(prior, 1, axis=0)
+
+
+def deblur_with_prior(loaded: LoadedModel, x: jax.Array, prior: jax.Array | None = None):
+    """Full model on ``x`` with G_f fed ``prior`` (``None``: P's own softmax)."""
+    fn = jax.jit(lambda v, x, p: loaded.model.apply(v, x, prior=p))
+    if prior is None:
+        return jax.jit(lambda v, x: loaded.model.apply(v, x))(loaded.variables, x)
+    return fn(loaded.variables, x, prior)
+
+
+def part_error_maps(
+    y: np.ndarray, gt: np.ndarray, labels: np.ndarray, parts=KEY_PARTS
+) -> dict[str, np.ndarray]:
+    """``{part name: f32[B,S,S]}``: per-pixel L1 error (channels summed) inside each key
+    part of the ground-truth labels, zero elsewhere; plus ``"all"`` without the mask."""
+    err = np.abs(np.asarray(y, np.float32) - np.asarray(gt, np.float32)).sum(-1)
+    out = {"all": err}
+    for k in parts:
+        out[CLASS_NAMES[k]] = np.where(np.asarray(labels) == k, err, 0.0)
+    return out

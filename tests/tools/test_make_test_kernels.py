@@ -1,0 +1,56 @@
+"""tools/make_test_kernels.py: options, config matching, byte-identical output, no overwrite."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from facedeblur_jax.degrade import kernel_bank
+
+TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools"
+sys.path.insert(0, str(TOOLS))
+import make_test_kernels as tool  # noqa: E402
+
+ARGS = ["--sizes", "3,5", "--per-size", "2", "--steps", "100"]
+
+
+def test_a_fresh_process_writes_the_same_bytes(tmp_path):
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    assert tool.main([*ARGS, "--out", str(here)]) == 0
+    subprocess.run(
+        [sys.executable, str(TOOLS / "make_test_kernels.py"), *ARGS, "--out", str(there)],
+        check=True,
+        capture_output=True,
+    )
+    assert here.read_bytes() == there.read_bytes()
+    bank = kernel_bank.load_bank(here)
+    assert bank.canvas == 5  # --sizes without --canvas: the largest size
+    assert bank.sizes.tolist() == [3, 3, 5, 5] and bank.num_steps == 100
+
+
+def test_config_sets_sizes_canvas_and_steps_flags_override(tmp_path, capsys):
+    out = tmp_path / "tiny.npz"
+    preview = tmp_path / "tiny.png"
+    argv = ["--config", "tiny", "--per-size", "1", "--out", str(out), "--preview", str(preview)]
+    assert tool.main(argv) == 0
+    bank = kernel_bank.load_bank(out)
+    assert bank.unique_sizes == (3, 5, 7) and bank.canvas == 7 and bank.num_steps == 200
+    assert preview.is_file()
+    assert "3 kernels, sizes [3, 5, 7] × 1 on a 7×7 canvas" in capsys.readouterr().out
+    out2 = tmp_path / "override.npz"
+    argv = ["--config", "tiny", "--sizes", "5", "--anxiety", "none", "--out", str(out2)]
+    assert tool.main([*argv, "--per-size", "1"]) == 0
+    bank2 = kernel_bank.load_bank(out2)
+    assert bank2.unique_sizes == (5,) and bank2.canvas == 7 and bank2.anxiety is None
+    assert np.isnan(np.load(out2)["anxiety"])
+
+
+def test_never_overwrites(tmp_path, capsys):
+    out = tmp_path / "bank.npz"
+    out.write_bytes(b"keep me")
+    assert tool.main([*ARGS, "--out", str(out)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert tool.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
+    assert len(kernel_bank.load_bank(out)) == 4
