@@ -13,6 +13,17 @@ Degradation runs inside the step. Randomness: the per-step key is
 or 256 devices with the same global batch sees exactly the same blur, so it computes the
 same update (tested) and a run can resume on a different topology.
 
+Gradients cross devices in exactly one all-reduce per step (checked on the compiled HLO
+by ``tests/test_train_step_hlo.py``): the step differentiates with respect to a
+device-*varying* view of the replicated params (``lax.pcast(..., to="varying")``), so the
+gradients stay per-device, then every trained net's gradients — the generator's and D's —
+are flattened into one ``f32[n_trainable]`` vector (``ravel_pytree``) that is ``pmean``-ed
+once and unflattened. Differentiating the replicated params directly would let
+``shard_map`` transpose their implicit replicated→varying broadcast into a ``psum`` per
+leaf: one all-reduce per parameter array, and the *sum* over devices, not the mean.
+The other collectives of a step are small: P's synchronised BatchNorm statistics
+(forward and backward) and the scalar metrics.
+
 A step whose loss or gradient norm is NaN/Inf (after the cross-device mean, so every
 replica agrees) leaves params, optimiser states and BatchNorm statistics unchanged and
 increments ``state.nonfinite``; the step counter still advances.
@@ -27,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -71,6 +83,17 @@ def make_step_body(
 
     def pmean(x):
         return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+    def varying(tree):
+        # A per-device view of replicated params: their gradients stay local (see module doc).
+        return tree if axis_name is None else jax.lax.pcast(tree, axis_name, to="varying")
+
+    def pmean_flat(grads):
+        # All gradients (G and D) as one vector: a single all-reduce per step.
+        if axis_name is None:
+            return grads
+        flat, unravel = ravel_pytree(grads)
+        return unravel(jax.lax.pmean(flat, axis_name))
 
     def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params):
         params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
@@ -139,22 +162,22 @@ def make_step_body(
         trained = {k: state.params[k] for k in gen_keys}
         frozen = {k: v for k, v in state.params.items() if k not in trained}
         (total, (terms, new_stats, y)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
-            trained, frozen, state.batch_stats, deg, has_labels, vgg_params
+            varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params
         )
-        grads = pmean(grads)
         metric = {f"loss/{k}": v for k, v in terms.items()}
         metric["loss/total"] = total
         metric["psnr"] = jnp.mean(metrics.psnr(y, deg.sharp))
         ok_values = [total]
         if phase.trains("disc"):
             (d_loss, logits), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
-                state.params["disc"], deg.sharp, jax.lax.stop_gradient(y)
+                varying(state.params["disc"]), deg.sharp, jax.lax.stop_gradient(y)
             )
-            grads["disc"] = pmean(d_grads)
+            grads["disc"] = d_grads
             metric["loss/disc"] = d_loss
             metric["disc/real_prob"] = jnp.mean(jax.nn.sigmoid(logits[:local_b]))
             metric["disc/fake_prob"] = jnp.mean(jax.nn.sigmoid(logits[local_b:]))
             ok_values.append(d_loss)
+        grads = pmean_flat(grads)  # local → global-batch mean: the step's one gradient all-reduce
         metric = pmean(metric)
         metric["grad_norm"] = optax.tree.norm(grads)
         ok = jnp.isfinite(metric["grad_norm"])

@@ -3,11 +3,14 @@
     python tools/bench_throughput.py --config configs/paper.py --framework both \\
         --batch-sizes 1,16,64,256 --dtypes fp32,bf16 [--torch-compile] \\
         --out bench.json --markdown bench.md [--repeats 5] [--config.model.upsample=subpixel]
+    python tools/bench_throughput.py --config configs/paper.py --mode train --framework both \
+        [--batch-sizes 16,64,256] [--phases coarse,joint] [--devices N] [--torch-compile] \
+        [--config.loss.vgg_weights_path=vgg_face.npz | --config.loss.vgg_weight=0]
 
-Modes (``--mode``) are entries of :data:`BENCHMARKS`, each a function ``ctx -> rows``;
-only ``inference`` exists so far (the full model G_c → P → G_f, eval mode, on random
-inputs of the config's ``image_size``). ``train`` (per training phase) is to be added
-there; it raises ``NotImplementedError`` until then.
+Modes (``--mode``) are entries of :data:`BENCHMARKS`, each a function ``ctx -> rows``:
+``inference`` (the full model G_c → P → G_f, eval mode, on random inputs of the config's
+``image_size``) and ``train`` (one training step of each phase of the schedule, on-device
+degradation included; see "How it measures (``train``)" below).
 
 How it measures (``inference``):
 
@@ -39,6 +42,43 @@ How it measures (``inference``):
   peak so far, so batch sizes run in increasing order) and XLA's ``memory_analysis()``
   of each compiled program; ``torch.cuda.max_memory_allocated()`` after a reset per
   row. Null on CPU.
+
+How it measures (``train``), per phase of ``config.phase_order`` (``--phases``) × dtype ×
+global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 on a CPU):
+
+* JAX: the real step, ``facedeblur_jax.train_step.build_train_step(config, phase, mesh,
+  vgg_apply)`` — ``jit(shard_map(...))`` on a mesh of all local devices (``--devices N``:
+  the first N) — lowered and compiled (``compile_s``), then timed like inference with
+  ``jax.block_until_ready`` on the returned (donated) state. The batch is synthetic:
+  random ``uint8`` sharp faces and label maps (``has_labels`` all true) already on the
+  devices, so no data loading is timed; everything else of a training step is: kernel
+  sampling, blur, noise and augmentation on the device, forward, losses, backward, the
+  gradient all-reduce, Adam, the NaN/Inf guard. State: random float32 weights
+  (``random_flax_variables``), fresh Adam moments.
+* Degradation share: ``synthesize`` alone, jitted and sharded the same way (per-sample
+  keys as in the step), timed for the same global batch: ``degrade_ms`` and
+  ``degrade_pct_of_step`` = its share of the step's time (target ≤ 5 %), timed right
+  after the step. Measured apart, so it ignores overlap with the rest of the step. It does
+  not depend on the phase or the compute dtype (degradation runs in float32): compiled
+  once per batch size.
+* PyTorch: ``tools/torch_train_reference.py``, one device: the same work per phase
+  (degradation on the device, batched; forward/backward of the trained nets; Adam), eager
+  and with ``--torch-compile`` its loss functions compiled (failures recorded in the row's
+  ``error``); bf16 by autocast. Same initial weights as JAX (G and D).
+* L_VGG: without ``loss.vgg_weights_path`` a phase with L_VGG uses VGG-Face with
+  **random weights** in both frameworks — it measures speed, not quality; each such row
+  says ``"vgg": "random weights (speed only)"``. ``--config.loss.vgg_weight=0`` leaves
+  the perceptual loss out instead (``"vgg": "off"``).
+* FLOPs per image: ``cost_analysis()["flops"]`` of the compiled *training step* (the
+  per-device program, divided by the per-device batch): the forward of every net the
+  phase runs, the backward of the trained ones, D's and VGG's passes, degradation and the
+  optimiser update. MFU divides the achieved FLOP/s by the peak of all devices used. The
+  PyTorch rows use the JAX count of the same phase.
+* Memory: as inference; JAX's ``peak_bytes_in_use`` is the process-wide peak so far
+  (rows run phase by phase with batch sizes increasing), ``xla_memory`` is per program.
+
+``tools/bench_scaling.py`` runs the joint-phase step on 1, 2, 4, 8 fake CPU devices at a
+fixed per-device batch (weak scaling) with these functions.
 
 Both frameworks can share one GPU: JAX's preallocation is switched off
 (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) before JAX is imported.
@@ -109,11 +149,13 @@ class BenchContext:
     config: Any
     config_name: str
     frameworks: tuple[str, ...]
-    batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...] | None  # None: the mode's default (see *_batch_sizes)
     dtypes: tuple[str, ...]
     repeats: int
     min_time_s: float
     torch_compile: bool
+    phases: tuple[str, ...] | None = None  # training phases to run; None = the schedule's
+    num_devices: int | None = None  # JAX training mesh size; None = all local devices
     cache: dict = dataclasses.field(default_factory=dict)
 
     def config_for(self, dtype: str):
@@ -146,32 +188,40 @@ def _latency_ms(run, sync, n: int) -> float:
     return statistics.median(times)
 
 
-def _timed_row(run, sync, ctx: BenchContext, batch: int, first_call_s: float) -> dict:
-    """Iteration count from the warm-up call, then throughput and latency numbers."""
+def _timed_row(
+    run, sync, ctx: BenchContext, batch: int, first_call_s: float, latency: bool = True
+) -> dict:
+    """Iteration count from the warm-up call, then throughput (and latency) numbers."""
     t0 = time.perf_counter()
     sync(run())  # a second warm call: the first may include lazy initialisation
     per_call = max(time.perf_counter() - t0, 1e-6)
     iters = max(1, math.ceil(ctx.min_time_s / per_call))
     ms, all_ms = _median_ms(run, sync, iters, ctx.repeats)
-    return {
+    row = {
         "warmup_s": first_call_s,
         "iters_per_repeat": iters,
         "ms_per_batch": ms,
         "ms_per_batch_all": all_ms,
         "images_per_s": batch * 1e3 / ms,
-        "latency_ms": _latency_ms(run, sync, max(ctx.repeats, min(iters, 20))),
     }
+    if latency:
+        row["latency_ms"] = _latency_ms(run, sync, max(ctx.repeats, min(iters, 20)))
+    return row
 
 
-def _add_flops(row: dict, flops_per_image: float | None, peaks: dict | None, dtype: str):
+def _add_flops(
+    row: dict, flops_per_image: float | None, peaks: dict | None, dtype: str, devices: int = 1
+):
+    """FLOP/s achieved and MFU against ``devices`` × the per-device peak."""
     row["flops_per_image"] = flops_per_image
     ips = row.get("images_per_s")
     achieved = flops_per_image * ips if flops_per_image and ips else None
     row["tflops_per_s"] = achieved / 1e12 if achieved else None
-    peak = peaks.get(dtype) if peaks else None
+    peak = peaks.get(dtype) * devices if peaks and peaks.get(dtype) else None
     row["peak_flops"] = peak
     row["mfu"] = achieved / peak if achieved and peak else None
     measured = peaks.get(f"{dtype}_measured") if peaks else None
+    measured = measured * devices if measured else None
     row["mfu_vs_measured_peak"] = achieved / measured if achieved and measured else None
 
 
@@ -322,6 +372,346 @@ def torch_inference_row(ctx: BenchContext, batch: int, dtype: str, compiled: boo
 
 
 # --------------------------------------------------------------------------------------
+# Training (--mode train)
+# --------------------------------------------------------------------------------------
+
+VGG_RANDOM = "random weights (speed only)"
+TRAIN_NOTES = (
+    "One optimisation step per phase on a synthetic batch already on the device(s): "
+    "on-device degradation (kernels, blur, noise, augmentation), forward, losses, backward, "
+    "gradient all-reduce (JAX), Adam; no data loading.",
+    "degrade_ms: degradation alone (jitted / eager torch) for the same global batch; "
+    "degrade_pct_of_step = its share of the step (target <= 5 %), measured apart from the "
+    "step (no overlap counted).",
+    "flops_per_image: XLA cost analysis of the compiled JAX training step of the phase "
+    "(per-device program / per-device batch), used for the torch rows too.",
+    "vgg = 'random weights (speed only)': no VGG-Face file was given, so the perceptual "
+    "loss ran on random weights; the numbers measure speed, not quality.",
+    "PyTorch: one device; JAX: a mesh of `devices` devices (data parallel).",
+)
+
+
+def inference_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
+    return tuple(sorted(ctx.batch_sizes or (1, 16, 64, 256)))
+
+
+def train_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
+    """``--batch-sizes``, else 16, 64, 256 on an accelerator and 2 on a CPU."""
+    if ctx.batch_sizes:
+        return tuple(sorted(ctx.batch_sizes))
+    return (16, 64, 256) if device_info()["accelerator"] else (2,)
+
+
+def _phases(cfg) -> dict:
+    from facedeblur_jax.schedule import phases_from_config
+
+    return {p.name: p for p in phases_from_config(cfg)}
+
+
+def train_phases(ctx: BenchContext) -> tuple[str, ...]:
+    """The schedule's phases (``config.phase_order``), or those of ``--phases``."""
+    names = tuple(_phases(ctx.config))
+    if ctx.phases is None:
+        return names
+    unknown = [p for p in ctx.phases if p not in names]
+    if unknown:
+        raise SystemExit(f"--phases: unknown phase(s) {unknown}; the schedule has {names}")
+    return tuple(p for p in names if p in ctx.phases)
+
+
+def _train_config(ctx: BenchContext, dtype: str, batch: int):
+    cfg = ctx.config_for(dtype)
+    with cfg.unlocked():
+        cfg.train.global_batch_size = batch
+    return cfg
+
+
+def train_mesh(ctx: BenchContext, n: int | None = None):
+    """A ``"data"`` mesh over the first ``n`` (``--devices``; default all) local devices."""
+    from facedeblur_jax.train import make_mesh
+
+    devices = jax.devices()
+    n = n or ctx.num_devices or len(devices)
+    if n > len(devices):
+        raise ValueError(f"{n} devices asked for, {len(devices)} available")
+    return make_mesh(devices[:n])
+
+
+def _host_train_state(ctx: BenchContext):
+    """A random float32 ``TrainState`` as numpy arrays (G as the inference rows, random D,
+    zero Adam moments), shared by every row and, converted, by torch."""
+    if "train_state" not in ctx.cache:
+        import torch_reference as tr
+
+        from facedeblur_jax.models.factory import build_discriminator
+        from facedeblur_jax.train_state import TrainState, make_optimizer
+
+        cfg = ctx.config_for("fp32")
+        size = cfg.image_size
+        x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
+        gen = jax.device_get(_jax_variables(ctx))
+        disc = tr.random_flax_variables(build_discriminator(cfg.model), x, seed=cfg.seed + 1)
+        params = {**gen["params"], "disc": disc["params"]}
+        tx = make_optimizer(cfg.optim)
+        ctx.cache["train_state"] = TrainState(
+            step=np.zeros((), np.int32),
+            params=params,
+            batch_stats=dict(gen.get("batch_stats", {})),
+            opt_state=jax.device_get({k: tx.init(v) for k, v in params.items()}),
+            rng=np.asarray(jax.random.key_data(jax.random.key(cfg.seed))),
+            nonfinite=np.zeros((), np.int32),
+        )
+    return ctx.cache["train_state"]
+
+
+def _train_batch(cfg, batch: int) -> dict[str, np.ndarray]:
+    """Synthetic sharp faces and label maps (random; the work does not depend on them)."""
+    rng = np.random.default_rng(cfg.seed)
+    size = cfg.image_size
+    return {
+        "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+        "labels": rng.integers(0, cfg.model.num_classes, (batch, size, size), dtype=np.uint8),
+        "has_labels": np.ones((batch,), bool),
+    }
+
+
+def _vgg_note(cfg, phase) -> str | None:
+    if phase.loss["vgg"] <= 0:
+        return "off"
+    return f"weights: {cfg.loss.vgg_weights_path}" if cfg.loss.vgg_weights_path else VGG_RANDOM
+
+
+def _jax_vgg(ctx: BenchContext, cfg, phase):
+    """``(vgg_apply, vgg_params)`` for a phase with L_VGG, else ``(None, None)``; random
+    weights when the config names no file (``VGG_RANDOM``, benchmark only)."""
+    if phase.loss["vgg"] <= 0:
+        return None, None
+    from facedeblur_jax.models.factory import compute_dtype
+    from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
+
+    layers = tuple(cfg.loss.vgg_layers)
+    net = VGGFace(layers=layers, dtype=compute_dtype(cfg.model))
+    if cfg.loss.vgg_weights_path:
+        params = load_vgg_face(cfg.loss.vgg_weights_path)
+    else:
+        key = ("jax_vgg_random", layers)
+        if key not in ctx.cache:
+            import torch_reference as tr
+
+            size = cfg.image_size
+            x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
+            variables = tr.random_flax_variables(VGGFace(layers=layers), x, seed=7, gain=1.0)
+            ctx.cache[key] = variables["params"]
+        params = ctx.cache[key]
+    return (lambda p, images: net.apply({"params": p}, images)), params
+
+
+def _n_trainable(state, phase) -> int:
+    from facedeblur_jax.train_state import net_of
+
+    return sum(
+        int(np.prod(leaf.shape))
+        for key, net in state.params.items()
+        if phase.trains(net_of(key))
+        for leaf in jax.tree.leaves(net)
+    )
+
+
+def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
+    """Time of ``synthesize`` alone for the global batch, sharded as in the step. Compiled
+    once per batch and mesh (it depends on neither the phase nor the compute dtype), timed
+    afresh beside every step so that both see the same machine load."""
+    key = ("jax_degrade", batch, mesh.size)
+    if key not in ctx.cache:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        from facedeblur_jax.degrade.synthesize import synthesize
+        from facedeblur_jax.train_step import AXIS
+
+        def body(rng, images, labels):  # the first lines of train_step's body
+            local_b = images.shape[0]
+            step_key = jax.random.fold_in(jax.random.wrap_key_data(rng), 0)
+            first = jax.lax.axis_index(AXIS) * local_b
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+                step_key, first + jax.numpy.arange(local_b)
+            )
+            deg = synthesize(keys, images, labels, cfg.degrade)
+            return deg.blurred, deg.sharp, deg.labels
+
+        fn = jax.jit(
+            jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+        )
+        host = _train_batch(cfg, batch)
+        shard = NamedSharding(mesh, P(AXIS))
+        args = (
+            jax.device_put(
+                np.asarray(jax.random.key_data(jax.random.key(0))), NamedSharding(mesh, P())
+            ),
+            jax.device_put(host["image"], shard),
+            jax.device_put(host["labels"], shard),
+        )
+        t0 = time.perf_counter()
+        compiled = fn.lower(*args).compile()
+        ctx.cache[key] = compiled, args, time.perf_counter() - t0
+    compiled, args, compile_s = ctx.cache[key]
+    run = lambda: compiled(*args)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    timed = _timed_row(run, jax.block_until_ready, ctx, batch, time.perf_counter() - t0, False)
+    return {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": compile_s}
+
+
+def _degrade_share(row: dict, degrade: dict) -> None:
+    row.update(degrade)
+    row["degrade_pct_of_step"] = 100.0 * degrade["degrade_ms"] / row["ms_per_batch"]
+
+
+def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None) -> dict:
+    """One phase's sharded train step at global batch ``batch`` on ``mesh``."""
+    import hlo_collectives
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from facedeblur_jax.train_step import AXIS, build_train_step
+
+    mesh = train_mesh(ctx) if mesh is None else mesh
+    n = mesh.size
+    if batch % n:
+        raise ValueError(f"global batch {batch} does not divide over {n} devices (--devices)")
+    cfg = _train_config(ctx, dtype, batch)
+    phase = _phases(cfg)[phase_name]
+    vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    state = jax.device_put(_host_train_state(ctx), replicated)
+    data = {k: jax.device_put(v, sharded) for k, v in _train_batch(cfg, batch).items()}
+    vgg_params = None if vgg_params is None else jax.device_put(vgg_params, replicated)
+
+    t0 = time.perf_counter()
+    step = build_train_step(cfg, phase, mesh, vgg_apply)
+    compiled = step.lower(state, data, vgg_params).compile()
+    compile_s = time.perf_counter() - t0
+    holder = [state]
+
+    def run():  # the state is donated: carry the new one
+        holder[0], _ = compiled(holder[0], data, vgg_params)
+        return holder[0]
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    first_s = time.perf_counter() - t0
+    row = {"devices": n, "per_device_batch": batch // n, "compile_s": compile_s}
+    row.update(_timed_row(run, jax.block_until_ready, ctx, batch, first_s, latency=False))
+    flops = _cost_flops(compiled)
+    row["xla_flops_per_image_this_program"] = flops / (batch // n) if flops else None
+    row["xla_memory"] = _jax_memory(compiled)
+    row["peak_device_bytes"] = _jax_peak_bytes()
+    row["nonfinite_steps"] = int(jax.device_get(holder[0].nonfinite))
+    row["vgg"] = _vgg_note(cfg, phase)
+    summary = hlo_collectives.gradient_all_reduce_summary(
+        compiled.as_text(), _n_trainable(holder[0], phase)
+    )
+    row["all_reduces"] = summary["all_reduces"]
+    row["gradient_all_reduces"] = summary["gradient_all_reduces"]
+    _degrade_share(row, _jax_degrade(ctx, cfg, batch, mesh))
+    return row
+
+
+def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
+    """FLOPs per image of a phase's JAX step: from the first JAX row of that phase, else
+    from compiling the float32 step on one device (for torch-only runs)."""
+    key = ("train_flops", phase_name)
+    if key not in ctx.cache:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        from facedeblur_jax.train_step import AXIS, build_train_step
+
+        batch = min(train_batch_sizes(ctx))
+        mesh = train_mesh(ctx, 1)
+        cfg = _train_config(ctx, "fp32", batch)
+        phase = _phases(cfg)[phase_name]
+        vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
+        state = jax.device_put(_host_train_state(ctx), NamedSharding(mesh, P()))
+        sharded = NamedSharding(mesh, P(AXIS))
+        data = {k: jax.device_put(v, sharded) for k, v in _train_batch(cfg, batch).items()}
+        step = build_train_step(cfg, phase, mesh, vgg_apply)
+        flops = _cost_flops(step.lower(state, data, vgg_params).compile())
+        ctx.cache[key] = flops / batch if flops else None
+    return ctx.cache[key]
+
+
+def _torch_train_nets(ctx: BenchContext):
+    """Fresh train-mode copies of G (the inference rows' weights) and D (the JAX rows'
+    random D), so that rows do not train each other's weights."""
+    import copy
+
+    import torch_reference as tr
+
+    if "torch_disc" not in ctx.cache:
+        cfg = ctx.config_for("fp32")
+        disc = {"params": _host_train_state(ctx).params["disc"]}
+        ctx.cache["torch_disc"] = tr.load_flax_params(tr.build_discriminator(cfg), disc).to(
+            _torch_device()
+        )
+    return copy.deepcopy(_torch_model(ctx)), copy.deepcopy(ctx.cache["torch_disc"])
+
+
+def _torch_degrade(ctx: BenchContext, step, inputs, sync, batch: int) -> dict:
+    """Eager torch degradation alone for ``batch``, timed beside its step."""
+    run = lambda: step.degrade(*inputs[:2])
+    t0 = time.perf_counter()
+    sync(run())
+    timed = _timed_row(run, sync, ctx, batch, time.perf_counter() - t0, latency=False)
+    return {"degrade_ms": timed["ms_per_batch"], "degrade_compile_s": None}
+
+
+def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, compiled: bool):
+    import torch
+    import torch_train_reference as ttr
+
+    device = _torch_device()
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    cfg = _train_config(ctx, dtype, batch)
+    phase = _phases(cfg)[phase_name]
+    model, disc = _torch_train_nets(ctx)
+    vgg = ttr.VGGFace(tuple(cfg.loss.vgg_layers)).to(device) if phase.loss["vgg"] > 0 else None
+    if compiled:
+        torch._dynamo.reset()  # a fresh, static-shape compile per row
+    step = ttr.TorchTrainStep(
+        cfg, phase, model, disc, vgg, dtype=dtype, compile=compiled, seed=cfg.seed
+    )
+    host = _train_batch(cfg, batch)
+    inputs = tuple(torch.from_numpy(host[k]).to(device) for k in ("image", "labels", "has_labels"))
+    run = lambda: step.step(*inputs)
+    sync = lambda _: torch.cuda.synchronize() if cuda else None
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    sync(run())  # torch.compile traces and compiles here
+    row = {"devices": 1, "per_device_batch": batch}
+    row.update(_timed_row(run, sync, ctx, batch, time.perf_counter() - t0, latency=False))
+    row["compile_s"] = row["warmup_s"] - row["ms_per_batch"] / 1e3 if compiled else None
+    row["peak_device_bytes"] = int(torch.cuda.max_memory_allocated()) if cuda else None
+    row["vgg"] = _vgg_note(cfg, phase)
+    _degrade_share(row, _torch_degrade(ctx, step, inputs, sync, batch))
+    return row
+
+
+def _train_variants(ctx: BenchContext) -> list[tuple[str, str, Callable]]:
+    out = []
+    if "jax" in ctx.frameworks:
+        out.append(("jax", "jit", jax_train_row))
+    if "torch" in ctx.frameworks:
+        out.append(("torch", "eager", lambda c, p, b, d: torch_train_row(c, p, b, d, False)))
+        if ctx.torch_compile:
+            out.append(("torch", "compile", lambda c, p, b, d: torch_train_row(c, p, b, d, True)))
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Benchmarks (modes)
 # --------------------------------------------------------------------------------------
 
@@ -348,7 +738,7 @@ def bench_inference(ctx: BenchContext) -> list[dict]:
     rows = []
     for framework, variant, fn in _variants(ctx):
         for dtype in ctx.dtypes:
-            for batch in sorted(ctx.batch_sizes):
+            for batch in inference_batch_sizes(ctx):
                 row = {"framework": framework, "variant": variant, "dtype": dtype}
                 row["batch_size"] = batch
                 print(f"[inference] {framework}/{variant} {dtype} batch {batch} ...", flush=True)
@@ -371,11 +761,41 @@ def bench_inference(ctx: BenchContext) -> list[dict]:
 
 
 def bench_train(ctx: BenchContext) -> list[dict]:
-    """Training throughput per phase of the schedule: not written yet."""
-    raise NotImplementedError(
-        "training throughput (--mode train) is not implemented yet: add bench_train(ctx) in "
-        "tools/bench_throughput.py once train.py and schedule.py exist (DESIGN.md §8)"
-    )
+    """Rows of one training step per phase, every framework × dtype × phase × batch."""
+    peaks = peak_flops(device_info()["accelerator"])
+    phases, batches = train_phases(ctx), train_batch_sizes(ctx)
+    rows = []
+    for framework, variant, fn in _train_variants(ctx):
+        for dtype in ctx.dtypes:
+            for phase in phases:
+                for batch in batches:
+                    row = {"framework": framework, "variant": variant, "dtype": dtype}
+                    row.update(phase=phase, batch_size=batch)
+                    print(f"[train] {framework}/{variant} {dtype} {phase} batch {batch} ...")
+                    try:
+                        row.update(fn(ctx, phase, batch, dtype))
+                        row["error"] = None
+                    except Exception as e:  # OOM, a failed torch.compile, batch vs devices
+                        row["error"] = _error(e)
+                        print(f"  failed: {row['error']}", file=sys.stderr)
+                        traceback.print_exc(file=sys.stderr)
+                    fpi = row.get("xla_flops_per_image_this_program")
+                    if fpi and ("train_flops", phase) not in ctx.cache:
+                        ctx.cache[("train_flops", phase)] = fpi
+                    if not fpi and row["error"] is None:
+                        try:
+                            fpi = _jax_train_flops(ctx, phase)
+                        except Exception as e:
+                            print(f"FLOP count failed: {_error(e)}", file=sys.stderr)
+                    _add_flops(row, fpi, peaks, dtype, row.get("devices", 1))
+                    if row["error"] is None:
+                        print(
+                            f"  {row['images_per_s']:.1f} images/s, {row['ms_per_batch']:.1f} "
+                            f"ms/step, degradation {row['degrade_pct_of_step']:.1f} % of it",
+                            flush=True,
+                        )
+                    rows.append(row)
+    return rows
 
 
 BENCHMARKS: dict[str, Callable[[BenchContext], list[dict]]] = {
@@ -447,15 +867,15 @@ def markdown(report: dict) -> str:
         "",
         f"- device: {env['device']} (jax {env['jax_version']} on {env['jax_platform']}, "
         f"torch {env.get('torch_version')} on {env.get('torch_device')})",
-        f"- generator parameters: {report['generator_params']:,}; FLOPs/image (XLA): "
+        f"- generator parameters: {report['generator_params']:,}; inference FLOPs/image (XLA): "
         f"{_fmt(report['flops_per_image'] and report['flops_per_image'] / 1e9, '.2f')} G",
         f"- median of {report['settings']['repeats']} runs; {report['timestamp']}",
         "",
     ]
     for mode, rows in report["results"].items():
         lines += [f"## {mode}", ""]
-        if isinstance(rows, dict):  # a mode that failed as a whole
-            lines += [f"not measured: {rows.get('error')}", ""]
+        if mode == "train":
+            lines += _train_markdown(rows, report.get("notes", {}).get("train", ()))
             continue
         lines += [
             "| framework | variant | dtype | batch | images/s | ms/batch | latency ms | "
@@ -478,6 +898,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _train_markdown(rows: list[dict], notes) -> list[str]:
+    lines = [
+        "| framework | variant | dtype | phase | batch | devices | images/s | ms/step | "
+        "compile s | degradation ms (% of step) | peak mem MiB | GFLOP/image | TFLOP/s | MFU |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        head = (
+            f"| {r['framework']} | {r['variant']} | {r['dtype']} | {r['phase']} | "
+            f"{r['batch_size']} |"
+        )
+        if r.get("error"):
+            lines.append(f"{head} error: {r['error'][:120]} ||||||||")
+            continue
+        mem, fpi = r.get("peak_device_bytes"), r.get("flops_per_image")
+        lines.append(
+            f"{head} {r['devices']} | {r['images_per_s']:.2f} | {r['ms_per_batch']:.1f} | "
+            f"{_fmt(r.get('compile_s'), '.1f')} | {r['degrade_ms']:.1f} "
+            f"({r['degrade_pct_of_step']:.1f} %) | {_fmt(mem and mem / 2**20, '.0f')} | "
+            f"{_fmt(fpi and fpi / 1e9, '.4g')} | {_fmt(r['tflops_per_s'], '.3f')} | "
+            f"{_fmt(r['mfu'], '.1%')} |"
+        )
+    vgg = sorted({r["vgg"] for r in rows if r.get("vgg") and r["vgg"] != "off"})
+    lines += ["", *(f"- {n}" for n in notes)]
+    if vgg:
+        lines.append(f"- L_VGG in these rows: {', '.join(vgg)}")
+    lines.append("")
+    return lines
+
+
 def _csv(text: str, cast=str) -> tuple:
     return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
 
@@ -487,9 +937,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="paper", help="config file or built-in name")
     p.add_argument("--mode", choices=[*BENCHMARKS, "all"], default="inference")
     p.add_argument("--framework", choices=["jax", "torch", "both"], default="both")
-    p.add_argument("--batch-sizes", default="1,16,64,256", help="comma-separated")
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated; default inference 1,16,64,256, train 16,64,256 (2 on a CPU)",
+    )
+    p.add_argument("--phases", default=None, help="train: comma-separated (default: all)")
+    p.add_argument("--devices", type=int, default=None, help="train: JAX mesh size (all)")
     p.add_argument("--dtypes", default="fp32,bf16", help=f"comma-separated of {list(DTYPES)}")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (CPU runs on a busy machine: 1 avoids spinning threads)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed run")
     p.add_argument("--out", default=None, help="JSON report path")
@@ -505,12 +967,18 @@ def main(argv: list[str] | None = None) -> int:
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or not dtypes:
         raise SystemExit(f"--dtypes must be a comma-separated subset of {list(DTYPES)}")
-    batch_sizes = _csv(args.batch_sizes, int)
-    if not batch_sizes or min(batch_sizes) < 1:
+    batch_sizes = _csv(args.batch_sizes, int) if args.batch_sizes else None
+    if batch_sizes is not None and (not batch_sizes or min(batch_sizes) < 1):
         raise SystemExit("--batch-sizes must be positive integers")
+    if args.devices is not None and not 1 <= args.devices <= jax.device_count():
+        raise SystemExit(f"--devices must be in [1, {jax.device_count()}]")
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     ctx = BenchContext(
         config=config,
         config_name=args.config,
@@ -520,16 +988,13 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         min_time_s=args.min_time,
         torch_compile=args.torch_compile,
+        phases=_csv(args.phases) if args.phases else None,
+        num_devices=args.devices,
     )
     modes = list(BENCHMARKS) if args.mode == "all" else [args.mode]
-    results: dict[str, Any] = {}
-    for mode in modes:
-        try:
-            results[mode] = BENCHMARKS[mode](ctx)
-        except NotImplementedError as e:
-            if args.mode != "all":
-                raise
-            results[mode] = {"error": _error(e)}
+    if "train" in modes:
+        train_phases(ctx)  # fail on a bad --phases before anything runs
+    results: dict[str, Any] = {mode: BENCHMARKS[mode](ctx) for mode in modes}
     env = device_info()
     variables = _jax_variables(ctx)
     report = {
@@ -548,13 +1013,19 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "mode": args.mode,
             "frameworks": list(frameworks),
-            "batch_sizes": list(batch_sizes),
+            "batch_sizes": {
+                m: list(inference_batch_sizes(ctx) if m == "inference" else train_batch_sizes(ctx))
+                for m in modes
+            },
+            "phases": list(train_phases(ctx)) if "train" in modes else None,
+            "devices": args.devices,
             "dtypes": list(dtypes),
             "repeats": args.repeats,
             "min_time_s": args.min_time,
             "torch_compile": args.torch_compile,
         },
         "results": results,
+        "notes": {"train": list(TRAIN_NOTES)} if "train" in modes else {},
     }
     text = json.dumps(
         report, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o)

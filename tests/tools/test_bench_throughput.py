@@ -90,16 +90,83 @@ def test_failed_torch_compile_is_recorded(tmp_path, monkeypatch):
     assert "error: RuntimeError: no C++ compiler here" in md
 
 
-def test_train_mode_is_not_implemented_yet(tmp_path):
-    with pytest.raises(NotImplementedError, match="--mode train"):
-        bench.main(["--config", "tiny", "--mode", "train"])
+TRAIN_NUMBERS = ("compile_s", "ms_per_batch", "images_per_s", "degrade_ms", "flops_per_image")
+
+
+def test_train_mode_both_frameworks(tmp_path, monkeypatch):
+    """Tiny config, batch 2 on one JAX device and in torch, the first and the last phase
+    (every phase's step itself is tested in tests/test_train_step.py and
+    test_torch_train_reference.py); a broken torch.compile is recorded, not raised."""
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
     report, md = _run(
         tmp_path,
-        *("--mode", "all", "--framework", "jax", "--batch-sizes", "1", "--dtypes", "fp32"),
+        *("--mode", "train", "--framework", "both", "--batch-sizes", "2", "--devices", "1"),
+        *("--dtypes", "fp32", "--torch-compile", "--phases", "joint,coarse"),
     )
-    assert len(report["results"]["inference"]) == 1
-    assert "NotImplementedError" in report["results"]["train"]["error"]
-    assert "## train" in md
+    phases = ("coarse", "joint")  # schedule order
+    assert report["settings"]["phases"] == list(phases)
+    assert report["settings"]["batch_sizes"] == {"train": [2]}
+    assert report["notes"]["train"] and "inference" not in report["results"]
+    rows = report["results"]["train"]
+    by_key = {(r["framework"], r["variant"], r["phase"]): r for r in rows}
+    assert set(by_key) == {
+        (f, v, p)
+        for f, v in (("jax", "jit"), ("torch", "eager"), ("torch", "compile"))
+        for p in phases
+    }
+    for phase in phases:
+        jax_row, eager = by_key["jax", "jit", phase], by_key["torch", "eager", phase]
+        for r in (jax_row, eager):
+            assert r["error"] is None, r
+            assert r["batch_size"] == 2 and r["devices"] == 1 and r["per_device_batch"] == 2
+            for key in TRAIN_NUMBERS:
+                assert _positive(r[key]) or (key == "compile_s" and r is eager), (key, r)
+            assert r["images_per_s"] == pytest.approx(2e3 / r["ms_per_batch"])
+            assert r["degrade_pct_of_step"] == pytest.approx(
+                100 * r["degrade_ms"] / r["ms_per_batch"]
+            )
+            assert r["vgg"] == "off"  # the tiny config has loss.vgg_weight = 0
+            assert r["mfu"] is None and _positive(r["tflops_per_s"])
+            assert "latency_ms" not in r
+        # One gradient all-reduce; the torch rows count the JAX step's FLOPs.
+        assert jax_row["gradient_all_reduces"] == 1 and jax_row["nonfinite_steps"] == 0
+        assert jax_row["flops_per_image"] == jax_row["xla_flops_per_image_this_program"]
+        assert eager["flops_per_image"] == jax_row["flops_per_image"]
+        assert "no C++ compiler here" in by_key["torch", "compile", phase]["error"]
+    # The joint step does more work than the coarse one.
+    assert (
+        by_key["jax", "jit", "joint"]["flops_per_image"]
+        > 2 * (by_key["jax", "jit", "coarse"]["flops_per_image"])
+    )
+    table = [line for line in md.splitlines() if line.startswith(("| jax", "| torch"))]
+    assert len(table) == len(rows) and "degradation ms (% of step)" in md
+    assert "error: RuntimeError: no C++ compiler here" in md
+
+
+def test_train_mode_sharded_bf16_with_random_vgg(tmp_path):
+    """Two JAX devices, bf16, L_VGG on without a weight file: random VGG weights, labelled;
+    a batch that does not divide over the devices is an error row, the rest goes on."""
+    report, md = _run(
+        tmp_path,
+        *("--mode", "train", "--framework", "both", "--batch-sizes", "2,3", "--devices", "2"),
+        *("--dtypes", "bf16", "--phases", "fine", "--config.loss.vgg_weight=1e-5"),
+    )
+    rows = {(r["framework"], r["batch_size"]): r for r in report["results"]["train"]}
+    assert set(rows) == {("jax", 2), ("jax", 3), ("torch", 2), ("torch", 3)}
+    assert "does not divide over 2 devices" in rows["jax", 3]["error"]
+    jax_row = rows["jax", 2]
+    assert jax_row["error"] is None and jax_row["dtype"] == "bf16" and jax_row["phase"] == "fine"
+    assert jax_row["devices"] == 2 and jax_row["per_device_batch"] == 1
+    assert jax_row["gradient_all_reduces"] == 1
+    for r in (jax_row, rows["torch", 2], rows["torch", 3]):
+        assert r["error"] is None, r
+        assert r["vgg"] == bench.VGG_RANDOM == "random weights (speed only)"
+        assert _positive(r["images_per_s"]) and _positive(r["degrade_ms"])
+    assert "L_VGG in these rows: random weights (speed only)" in md
 
 
 def test_bad_arguments_fail_clearly():
@@ -107,6 +174,26 @@ def test_bad_arguments_fail_clearly():
         bench.main(["--config", "tiny", "--dtypes", "fp16"])
     with pytest.raises(ValueError, match="unknown config override key"):
         bench.main(["--config", "tiny", "--config.model.featurs=4"])
+    with pytest.raises(SystemExit, match="--phases: unknown phase"):
+        bench.main(["--config", "tiny", "--mode", "train", "--phases", "coarse,nope"])
+    with pytest.raises(SystemExit, match="--devices"):
+        bench.main(["--config", "tiny", "--mode", "train", "--devices", "9"])
+
+
+def test_train_defaults_every_phase_and_small_cpu_batch():
+    ctx = bench.BenchContext(
+        config=bench.load_config("tiny"),
+        config_name="tiny",
+        frameworks=("jax",),
+        batch_sizes=None,
+        dtypes=("fp32",),
+        repeats=1,
+        min_time_s=0.0,
+        torch_compile=False,
+    )
+    assert bench.train_phases(ctx) == ("coarse", "parsing", "fine", "joint")
+    assert bench.train_batch_sizes(ctx) == (2,)  # a CPU; 16, 64, 256 on an accelerator
+    assert bench.inference_batch_sizes(ctx) == (1, 16, 64, 256)
 
 
 @pytest.mark.parametrize(
