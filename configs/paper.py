@@ -38,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.anxiety = 0.005  # authors' demo value; None = B&F's 0.1·U
     config.degrade.trajectory_steps = 2000
     config.degrade.trajectory_length = 60.0
+    # Steps per compiled loop iteration of the 2,000-step walk (same kernels up to rounding).
+    # 16 saved 15 % of the walk on an H100 for 20 s more compile per program; 1 until the
+    # joint phase is measured with it (docs/benchmarks/h100_2026-11-24.md).
+    config.degrade.trajectory_unroll = 1
     config.degrade.noise_sigma = 0.01
     config.degrade.blur_method = "grouped"  # "grouped" | "vmap" | "fft"
     config.degrade.augment = True

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-BUILTIN = ("paper", "demo", "tiny")
+BUILTIN = ("paper", "demo", "tiny", "gpu_short")
 
 
 def reference_config() -> ml_collections.ConfigDict:

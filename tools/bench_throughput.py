@@ -156,7 +156,14 @@ class BenchContext:
     torch_compile: bool
     phases: tuple[str, ...] | None = None  # training phases to run; None = the schedule's
     num_devices: int | None = None  # JAX training mesh size; None = all local devices
+    rows_log: str | None = None  # JSON-lines file: each row appended as soon as it is done
     cache: dict = dataclasses.field(default_factory=dict)
+
+    def emit(self, mode: str, row: dict) -> None:
+        """Appends ``row`` to ``rows_log`` (so a run cut short keeps what it measured)."""
+        if self.rows_log:
+            with open(self.rows_log, "a") as f:
+                f.write(json.dumps({"mode": mode, **row}, default=str) + "\n")
 
     def config_for(self, dtype: str):
         cfg = self.config.copy_and_resolve_references()
@@ -756,6 +763,7 @@ def bench_inference(ctx: BenchContext) -> list[dict]:
                         f"ms/batch, latency {row['latency_ms']:.2f} ms",
                         flush=True,
                     )
+                ctx.emit("inference", row)
                 rows.append(row)
     return rows
 
@@ -794,6 +802,7 @@ def bench_train(ctx: BenchContext) -> list[dict]:
                             f"ms/step, degradation {row['degrade_pct_of_step']:.1f} % of it",
                             flush=True,
                         )
+                    ctx.emit("train", row)
                     rows.append(row)
     return rows
 
@@ -956,6 +965,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed run")
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--markdown", default=None, help="Markdown table path")
+    p.add_argument(
+        "--rows-jsonl", default=None, help="append each row here as soon as it is measured"
+    )
     return p
 
 
@@ -990,6 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_compile=args.torch_compile,
         phases=_csv(args.phases) if args.phases else None,
         num_devices=args.devices,
+        rows_log=args.rows_jsonl,
     )
     modes = list(BENCHMARKS) if args.mode == "all" else [args.mode]
     if "train" in modes:

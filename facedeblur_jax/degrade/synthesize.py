@@ -124,6 +124,7 @@ def synthesize(
             anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
             num_steps=int(cfg.trajectory_steps),
             max_total_length=float(cfg.trajectory_length),
+            unroll=int(cfg.trajectory_unroll),
         )
         blurred = blur_lib.blur(image, kernel, method=cfg.blur_method)
         blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))

@@ -267,3 +267,16 @@ def test_rasterize_bad_size_raises():
         K.rasterize(jnp.zeros((10, 2)), 12)
     with pytest.raises(ValueError, match="canvas"):
         K.rasterize(jnp.zeros((10, 2)), 13, canvas=26)
+
+
+def test_unrolled_walk_gives_the_same_kernels():
+    """``unroll`` only changes how the loop compiles: same kernels up to float rounding."""
+    key = jax.random.key(3)
+    sample = jax.jit(K.sample_kernels, static_argnames=(*STATIC, "unroll"))
+    base, sizes = sample(key, 4, num_steps=300)
+    for unroll in (7, 32):
+        other, other_sizes = sample(key, 4, num_steps=300, unroll=unroll)
+        np.testing.assert_array_equal(np.asarray(other_sizes), np.asarray(sizes))
+        np.testing.assert_allclose(np.asarray(other), np.asarray(base), atol=1e-5)
+    straight, _ = sample(key, 4, num_steps=300, anxiety=0.0)
+    assert float(jnp.max(jnp.abs(straight - base))) > 1e-3  # the comparison can fail

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The stages of one lease on a single-GPU machine, run from the repository root:
+#
+#   bash tools/gpu_session.sh STAGE [STAGE ...]     (results under $OUT, default /tmp/gpu_out)
+#
+# Stages: info | bench_inference | bench_train | bench_degrade | train | eval | variants.
+# The machine has JAX, PyTorch and most dependencies but no package index, so the wheels
+# this project needs beyond its image travel in .whl/ (see /work/.library/device/README.md
+# in this workplace), and the data for `train`/`eval` in .gpudata/ (a copy of the shared
+# face set with pseudo labels, and the test-kernel bank of tools/make_test_kernels.py).
+# Each stage runs under its own `timeout`, and benchmarks append every row to
+# $OUT/rows.jsonl as soon as it is measured, so a stage cut short keeps what it measured.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+# The wheels once per machine; this checkout every time (a warm machine keeps /tmp/site,
+# and a stale copy of the package there once ran an old config).
+if [ ! -d /tmp/site/grain ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+fi
+rm -rf /tmp/site/facedeblur_jax /tmp/site/facedeblur_jax-*
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
+  --target /tmp/site . >/dev/null || exit 1
+export PYTHONPATH=/tmp/site
+export PATH=/tmp/site/bin:$PATH
+FD=(python3 -P -c "import sys; from facedeblur_jax.cli import main; sys.exit(main())")
+BENCH=(python3 tools/bench_throughput.py --config paper --rows-jsonl "$OUT/rows.jsonl")
+
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  case $stage in
+    info)
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+      python3 -c "import jax, jaxlib, flax, optax, orbax.checkpoint as o, torch, grain; \
+print('python', __import__('sys').version.split()[0], 'jax', jax.__version__, 'flax', \
+flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
+'cuda', torch.version.cuda, jax.devices())"
+      ;;
+    bench_inference)
+      timeout "${T_INF:-300}" "${BENCH[@]}" --mode inference --framework "${INF_FRAMEWORK:-both}" \
+        --batch-sizes "${INF_BATCHES:-1,16,64,256}" --dtypes "${INF_DTYPES:-bf16,fp32}" \
+        ${INF_COMPILE:+--torch-compile} --repeats 3 --min-time 0.5 \
+        --out "$OUT/inference${TAG:-}.json" --markdown "$OUT/inference${TAG:-}.md" ;;
+    bench_train)
+      timeout "${T_TRAIN:-300}" "${BENCH[@]}" --mode train --framework "${TRAIN_FRAMEWORK:-both}" \
+        --phases "${TRAIN_PHASES:-coarse,parsing,fine,joint}" \
+        --batch-sizes "${TRAIN_BATCHES:-16,64}" --dtypes "${TRAIN_DTYPES:-bf16}" \
+        ${TRAIN_COMPILE:+--torch-compile} --repeats 3 --min-time 0.5 \
+        --config.loss.vgg_weight=0 ${TRAIN_ARGS:-} \
+        --out "$OUT/train${TAG:-}.json" --markdown "$OUT/train${TAG:-}.md" ;;
+    bench_degrade)
+      timeout "${T_DEG:-150}" python3 tools/bench_degrade.py --config paper \
+        --batch-sizes "${DEG_BATCHES:-16,64}" --unroll "${DEG_UNROLL:-1,16,64}" \
+        --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/degrade.json" ;;
+    train)
+      timeout "${T_RUN:-330}" "${FD[@]}" train --config gpu_short --workdir /tmp/run \
+        --config.data.root=.gpudata/faces ${RUN_ARGS:-} 2>&1 | tr '\r' '\n' \
+        | grep -v '^\s*$' | awk 'NR % 5 == 0 || /phase|Error|error|saved|done/' ;
+      cp /tmp/run/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null ;;
+    eval)
+      timeout "${T_EVAL:-150}" "${FD[@]}" eval --checkpoint /tmp/run --data .gpudata/faces \
+        --kernels .gpudata/kernels_paper.npz --out /tmp/eval --batch-size 256 --no-progress \
+        && cp /tmp/eval/results.json /tmp/eval/results.md "$OUT/" \
+        && cp /tmp/eval/*.png "$OUT/" 2>/dev/null ;;
+    variants)
+      # Each VARIANTS entry: "name|bench args" (inference/train rows tagged by name).
+      IFS=';' read -ra vs <<<"${VARIANTS:-}"
+      for v in "${vs[@]}"; do
+        name=${v%%|*}; args=${v#*|}
+        echo "--- variant $name: $args"
+        # shellcheck disable=SC2086
+        timeout "${T_VAR:-120}" python3 tools/bench_throughput.py --config paper \
+          --rows-jsonl "$OUT/variant_$name.jsonl" --framework jax --repeats 3 \
+          --min-time 0.5 $args | tail -n 8
+      done ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
+echo "=== end $(date +%T)"

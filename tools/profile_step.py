@@ -1,0 +1,213 @@
+"""Where the time of one jitted inference call or training step goes, kernel by kernel.
+
+    python tools/profile_step.py --config paper --mode inference --batch 64 --dtype bf16
+    python tools/profile_step.py --config paper --mode train --phase joint --batch 64 \\
+        --dtype bf16 --config.loss.vgg_weight=0 [--trace-dir DIR] [--json OUT.json]
+
+Builds the same compiled program as ``tools/bench_throughput.py`` (random weights, a
+synthetic batch already on the device), runs it ``--warmup`` times, then ``--iters`` times
+under ``jax.profiler.trace(..., create_perfetto_trace=True)``, reads the Perfetto JSON trace
+back and prints: device-busy time per call against wall time per call (the difference is
+idle device: launch gaps, host work), the share of each kernel class (convolution and
+matrix kernels, XLA fusions, reductions, copies, other) and the top kernels by total time.
+On a CPU the trace has no device streams and the tool says so.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import argparse
+import collections
+import gzip
+import json
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+import jax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import bench_throughput as bt
+
+from facedeblur_jax.cli import split_overrides
+from facedeblur_jax.config import load_config
+
+# Kernel classes by name (cuDNN / cuBLAS / CUTLASS kernel names; XLA's fusion names).
+CLASSES = (
+    (
+        "conv/matmul",
+        re.compile(r"conv|gemm|cutlass|xmma|cudnn|sm\d+_|implicit|wgrad|dgrad|fprop", re.I),
+    ),
+    ("reduction", re.compile(r"reduce|reduction", re.I)),
+    ("copy/transpose", re.compile(r"copy|transpose|memcpy|memset", re.I)),
+    ("fusion", re.compile(r"fusion|loop_|input_|wrapped_", re.I)),
+)
+
+
+def classify(name: str) -> str:
+    for label, pattern in CLASSES:
+        if pattern.search(name):
+            return label
+    return "other"
+
+
+def _find_trace(root: pathlib.Path) -> pathlib.Path | None:
+    found = sorted(root.rglob("*.trace.json.gz")) + sorted(root.rglob("perfetto_trace.json.gz"))
+    return found[-1] if found else None
+
+
+def device_kernels(trace: dict) -> list[dict]:
+    """Complete ('X') events on the device's processes (``/device:GPU:*`` and the like)."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {}
+    for e in events:
+        if e.get("ph") == "M" and e.get("name") == "process_name":
+            names[e.get("pid")] = str(e.get("args", {}).get("name", ""))
+    device_pids = {pid for pid, n in names.items() if "/device:" in n and "CPU" not in n.upper()}
+    return [e for e in events if e.get("ph") == "X" and e.get("pid") in device_pids and "dur" in e]
+
+
+def summarize(kernels: list[dict], iters: int, wall_ms_per_call: float, top: int) -> dict:
+    by_name = collections.defaultdict(lambda: [0.0, 0])
+    for e in kernels:
+        entry = by_name[e["name"]]
+        entry[0] += float(e["dur"]) / 1e3  # µs -> ms
+        entry[1] += 1
+    total = sum(v[0] for v in by_name.values())
+    by_class = collections.Counter()
+    for name, (ms, _) in by_name.items():
+        by_class[classify(name)] += ms
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][0])
+    return {
+        "wall_ms_per_call": wall_ms_per_call,
+        "device_busy_ms_per_call": total / iters,
+        "device_busy_pct_of_wall": 100 * total / iters / wall_ms_per_call,
+        "kernels_per_call": sum(v[1] for v in by_name.values()) / iters,
+        "classes_pct": {k: 100 * v / total for k, v in by_class.most_common()} if total else {},
+        "top": [
+            {
+                "name": n[:160],
+                "ms_per_call": ms / iters,
+                "pct": 100 * ms / total,
+                "launches_per_call": c / iters,
+                "class": classify(n),
+            }
+            for n, (ms, c) in ranked[:top]
+        ],
+    }
+
+
+def build(args, config):
+    """``(run, sync)`` of the compiled program ``--mode`` names."""
+    ctx = bt.BenchContext(
+        config=config,
+        config_name=args.config,
+        frameworks=("jax",),
+        batch_sizes=(args.batch,),
+        dtypes=(args.dtype,),
+        repeats=1,
+        min_time_s=0.1,
+        torch_compile=False,
+        phases=(args.phase,) if args.mode == "train" else None,
+    )
+    if args.mode == "inference":
+        size = config.image_size
+        variables = bt._jax_variables(ctx)
+        x = jax.random.uniform(jax.random.key(1), (args.batch, size, size, 3))
+        compiled, _ = bt._jax_compiled(ctx, args.dtype, args.batch)
+        return (lambda: compiled(variables, x)), (lambda o: o.block_until_ready())
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from facedeblur_jax.train_step import AXIS, build_train_step
+
+    mesh = bt.train_mesh(ctx)
+    cfg = bt._train_config(ctx, args.dtype, args.batch)
+    phase = bt._phases(cfg)[args.phase]
+    vgg_apply, vgg_params = bt._jax_vgg(ctx, cfg, phase)
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    holder = [jax.device_put(bt._host_train_state(ctx), replicated)]
+    data = {k: jax.device_put(v, sharded) for k, v in bt._train_batch(cfg, args.batch).items()}
+    vgg_params = None if vgg_params is None else jax.device_put(vgg_params, replicated)
+    compiled = (
+        build_train_step(cfg, phase, mesh, vgg_apply).lower(holder[0], data, vgg_params).compile()
+    )
+
+    def run():
+        holder[0], _ = compiled(holder[0], data, vgg_params)
+        return holder[0]
+
+    return run, jax.block_until_ready
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="paper")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference")
+    p.add_argument("--phase", default="joint", help="train: the phase whose step is profiled")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--dtype", choices=tuple(bt.DTYPES), default="bf16")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--trace-dir", default=None, help="keep the trace here (default: temp)")
+    p.add_argument("--json", default=None, help="write the summary here")
+    args, rest = p.parse_known_args(argv)
+    config = load_config(args.config, split_overrides(rest))
+    run, sync = build(args, config)
+    for _ in range(args.warmup):
+        sync(run())
+    t0 = time.perf_counter()
+    for _ in range(args.iters):
+        out = run()
+    sync(out)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / args.iters
+    trace_dir = pathlib.Path(args.trace_dir or tempfile.mkdtemp(prefix="profile_step_"))
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+        for _ in range(args.iters):
+            out = run()
+        sync(out)
+    path = _find_trace(trace_dir)
+    if path is None:
+        print(f"no Perfetto trace under {trace_dir}", file=sys.stderr)
+        return 1
+    with gzip.open(path, "rt") as f:
+        kernels = device_kernels(json.load(f))
+    if not kernels:
+        print(f"the trace {path} has no device kernels (a CPU run?)")
+        return 0
+    summary = summarize(kernels, args.iters, wall_ms, args.top)
+    summary.update(
+        mode=args.mode,
+        phase=args.phase if args.mode == "train" else None,
+        batch=args.batch,
+        dtype=args.dtype,
+        device=jax.devices()[0].device_kind,
+        overrides=rest,
+    )
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"{args.mode} {args.phase if args.mode == 'train' else ''} batch {args.batch} "
+        f"{args.dtype} on {summary['device']}: wall {wall_ms:.2f} ms/call (unprofiled), "
+        f"device busy {summary['device_busy_ms_per_call']:.2f} ms/call "
+        f"({summary['device_busy_pct_of_wall']:.0f} %), "
+        f"{summary['kernels_per_call']:.0f} kernels/call"
+    )
+    print("classes: " + ", ".join(f"{k} {v:.1f} %" for k, v in summary["classes_pct"].items()))
+    for t in summary["top"]:
+        print(
+            f"  {t['ms_per_call']:8.3f} ms {t['pct']:5.1f} % x{t['launches_per_call']:<4.0f}"
+            f" [{t['class']}] {t['name'][:110]}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
