@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 import time
 
@@ -22,25 +21,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bench_throughput
+
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 from facedeblur_jax.degrade.synthesize import synthesize
 
 
 def time_ms(fn, repeats: int, min_time_s: float) -> float:
+    """Warm-up, iteration count for ``min_time_s``, median ms per call (as the throughput
+    benchmark times its rows)."""
     jax.block_until_ready(fn())
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
-    one = max(time.perf_counter() - t0, 1e-6)
-    iters = max(1, int(min_time_s / one))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            out = fn()
-        jax.block_until_ready(out)
-        runs.append((time.perf_counter() - t0) * 1e3 / iters)
-    return statistics.median(runs)
+    iters = max(1, int(min_time_s / max(time.perf_counter() - t0, 1e-6)))
+    return bench_throughput._median_ms(fn, jax.block_until_ready, iters, repeats)[0]
 
 
 def main(argv=None) -> int:
