@@ -574,18 +574,22 @@ def _degrade_share(row: dict, degrade: dict) -> None:
     row["degrade_pct_of_step"] = 100.0 * degrade["degrade_ms"] / row["ms_per_batch"]
 
 
-def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None) -> dict:
-    """One phase's sharded train step at global batch ``batch`` on ``mesh``."""
-    import hlo_collectives
+def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None):
+    """One phase's sharded train step at global batch ``batch``, compiled, on device data.
+
+    Returns ``(run, holder, compiled, cfg, phase, mesh, compile_s)``: ``run()`` takes one
+    step and returns the new (donated-in) state, which it keeps in ``holder[0]``.
+    """
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     from facedeblur_jax.train_step import AXIS, build_train_step
 
     mesh = train_mesh(ctx) if mesh is None else mesh
-    n = mesh.size
-    if batch % n:
-        raise ValueError(f"global batch {batch} does not divide over {n} devices (--devices)")
+    if batch % mesh.size:
+        raise ValueError(
+            f"global batch {batch} does not divide over {mesh.size} devices (--devices)"
+        )
     cfg = _train_config(ctx, dtype, batch)
     phase = _phases(cfg)[phase_name]
     vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
@@ -604,6 +608,17 @@ def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, me
         holder[0], _ = compiled(holder[0], data, vgg_params)
         return holder[0]
 
+    return run, holder, compiled, cfg, phase, mesh, compile_s
+
+
+def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None) -> dict:
+    """One phase's sharded train step at global batch ``batch`` on ``mesh``."""
+    import hlo_collectives
+
+    run, holder, compiled, cfg, phase, mesh, compile_s = jax_train_program(
+        ctx, phase_name, batch, dtype, mesh
+    )
+    n = mesh.size
     t0 = time.perf_counter()
     jax.block_until_ready(run())
     first_s = time.perf_counter() - t0

@@ -122,27 +122,7 @@ def build(args, config):
         x = jax.random.uniform(jax.random.key(1), (args.batch, size, size, 3))
         compiled, _ = bt._jax_compiled(ctx, args.dtype, args.batch)
         return (lambda: compiled(variables, x)), (lambda o: o.block_until_ready())
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from facedeblur_jax.train_step import AXIS, build_train_step
-
-    mesh = bt.train_mesh(ctx)
-    cfg = bt._train_config(ctx, args.dtype, args.batch)
-    phase = bt._phases(cfg)[args.phase]
-    vgg_apply, vgg_params = bt._jax_vgg(ctx, cfg, phase)
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-    holder = [jax.device_put(bt._host_train_state(ctx), replicated)]
-    data = {k: jax.device_put(v, sharded) for k, v in bt._train_batch(cfg, args.batch).items()}
-    vgg_params = None if vgg_params is None else jax.device_put(vgg_params, replicated)
-    compiled = (
-        build_train_step(cfg, phase, mesh, vgg_apply).lower(holder[0], data, vgg_params).compile()
-    )
-
-    def run():
-        holder[0], _ = compiled(holder[0], data, vgg_params)
-        return holder[0]
-
+    run = bt.jax_train_program(ctx, args.phase, args.batch, args.dtype)[0]
     return run, jax.block_until_ready
 
 
