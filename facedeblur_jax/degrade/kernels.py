@@ -57,6 +57,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from facedeblur_jax.degrade import walk_pallas
+
 DEFAULT_SIZES: tuple[int, ...] = (13, 15, 17, 19, 21, 23, 25, 27)
 DEFAULT_CANVAS = 27
 DEFAULT_ANXIETY = 0.005
@@ -64,6 +66,9 @@ DEFAULT_NUM_STEPS = 2000
 DEFAULT_MAX_TOTAL_LENGTH = 60.0
 # B&F's default anxiety when none is given: 0.1·U(0, 1), drawn per trajectory.
 BF_DEFAULT_ANXIETY_SCALE = 0.1
+# How the walk runs: "scan" (lax.scan, any backend), "pallas" (one Triton kernel on CUDA,
+# Pallas' interpreter elsewhere), "auto" (the kernel when lowering for CUDA, else the scan).
+TRAJECTORY_IMPLS = ("scan", "pallas", "auto")
 
 _EPS = 1e-12
 
@@ -110,6 +115,11 @@ def _validate_static(
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
     _validate_num_steps(num_steps)
     return _validate_sizes(sizes, canvas)
+
+
+def _validate_impl(impl: str) -> None:
+    if impl not in TRAJECTORY_IMPLS:
+        raise ValueError(f"trajectory impl must be one of {TRAJECTORY_IMPLS}, got {impl!r}")
 
 
 def _validate_scalar(name: str, value, *, allow_zero: bool) -> None:
@@ -175,8 +185,9 @@ def trajectory_from_noise(
     anxiety: float | jax.Array = DEFAULT_ANXIETY,
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
+    impl: str = "scan",
 ) -> jax.Array:
-    """The ``createTrajectory.m`` random walk for given random numbers, as a ``lax.scan``.
+    """The ``createTrajectory.m`` random walk for given random numbers.
 
     Args:
       noise: :class:`TrajectoryNoise` for ``T`` samples.
@@ -185,6 +196,11 @@ def trajectory_from_noise(
       unroll: steps per iteration of the compiled loop (``lax.scan(unroll=...)``, static).
         The same walk whatever its value (up to float rounding, ~1e-6). On an H100, 16
         cut the walk's time by 15 % for 20 s more compile (docs/benchmarks/h100_2026-11-24.md).
+        Only used by the scan.
+      impl: ``"scan"`` (``lax.scan``), ``"pallas"`` (``walk_pallas``: one Triton kernel on
+        CUDA, Pallas' interpreter on other backends) or ``"auto"`` (the kernel when lowering
+        for CUDA, the scan for any other platform; chosen per lowering platform with
+        ``lax.platform_dependent``). Static. All give the same walk up to float rounding.
 
     Returns:
       ``f32[T, 2]``: positions ``(x, y) = (re, im)`` in pixels, starting at the origin; not
@@ -192,9 +208,40 @@ def trajectory_from_noise(
     """
     _validate_scalar("anxiety", anxiety, allow_zero=True)
     _validate_scalar("max_total_length", max_total_length, allow_zero=False)
+    _validate_impl(impl)
     chex.assert_shape(noise.params_u, (4,))
     chex.assert_rank([noise.shake_u, noise.angle_u, noise.normals], [1, 1, 2])
     chex.assert_equal_shape_prefix([noise.shake_u, noise.angle_u, noise.normals], 1)
+    if impl == "scan":
+        return _trajectory_scan(noise, anxiety, max_total_length, unroll)
+
+    def kernel(n, a, m):
+        return walk_pallas.trajectory_pallas(n, a, m, interpret=False)
+
+    def interpreted(n, a, m):
+        return walk_pallas.trajectory_pallas(n, a, m, interpret=True)
+
+    def scan(n, a, m):
+        return _trajectory_scan(n, a, m, unroll)
+
+    # Only the branch of the platform being lowered for is lowered, so the Triton kernel is
+    # never lowered for CPU/TPU (where only Pallas' interpreter could run it).
+    return jax.lax.platform_dependent(
+        noise,
+        jnp.asarray(anxiety, jnp.float32),
+        jnp.asarray(max_total_length, jnp.float32),
+        cuda=kernel,
+        default=interpreted if impl == "pallas" else scan,
+    )
+
+
+def _trajectory_scan(
+    noise: TrajectoryNoise,
+    anxiety: float | jax.Array,
+    max_total_length: float | jax.Array,
+    unroll: int,
+) -> jax.Array:
+    """:func:`trajectory_from_noise` as a ``lax.scan`` (``f32[T, 2]``)."""
     num_steps = noise.shake_u.shape[0] + 1
 
     anxiety = jnp.asarray(anxiety, jnp.float32)
@@ -234,6 +281,7 @@ def sample_trajectory(
     num_steps: int = DEFAULT_NUM_STEPS,
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
+    impl: str = "scan",
 ) -> jax.Array:
     """One Boracchi & Foi camera-shake trajectory (``createTrajectory.m``).
 
@@ -245,13 +293,14 @@ def sample_trajectory(
       num_steps: number of samples ``numT`` (static).
       max_total_length: path length ``L`` (sum of step lengths), scalar (may be traced).
       unroll: loop unrolling of the walk (static; see :func:`trajectory_from_noise`).
+      impl: the walk's implementation (static; see :func:`trajectory_from_noise`).
 
     Returns:
       ``f32[num_steps, 2]``: positions ``(x, y) = (re, im)`` in pixels, starting at the
       origin; not centred or scaled (see :func:`rasterize`).
     """
     noise = draw_trajectory_noise(key, num_steps)
-    return trajectory_from_noise(noise, anxiety, max_total_length, unroll)
+    return trajectory_from_noise(noise, anxiety, max_total_length, unroll, impl)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +366,7 @@ def sample_kernel(
     num_steps: int = DEFAULT_NUM_STEPS,
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
+    impl: str = "scan",
 ) -> tuple[jax.Array, jax.Array]:
     """One kernel: size uniform over ``sizes``, B&F trajectory, rasterised on the canvas.
 
@@ -334,7 +384,7 @@ def sample_kernel(
     size = jnp.asarray(sizes, jnp.int32)[jax.random.randint(k_size, (), 0, len(sizes))]
     if anxiety is None:
         anxiety = BF_DEFAULT_ANXIETY_SCALE * jax.random.uniform(k_anx, ())
-    traj = sample_trajectory(k_traj, anxiety, num_steps, max_total_length, unroll)
+    traj = sample_trajectory(k_traj, anxiety, num_steps, max_total_length, unroll, impl)
     return rasterize(traj, size, canvas), size
 
 
@@ -347,6 +397,7 @@ def sample_kernels(
     num_steps: int = DEFAULT_NUM_STEPS,
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
+    impl: str = "scan",
 ) -> tuple[jax.Array, jax.Array]:
     """A batch of random motion-blur kernels (Boracchi & Foi 2012), jittable and vmappable.
 
@@ -364,6 +415,8 @@ def sample_kernels(
       num_steps: trajectory samples ``numT`` (static).
       max_total_length: trajectory path length ``L`` before scaling.
       unroll: loop unrolling of the trajectory walk (static; same kernels up to rounding).
+      impl: how the walk runs, ``"scan" | "pallas" | "auto"`` (static; same kernels up to
+        rounding; see :func:`trajectory_from_noise`).
 
     Returns:
       ``(kernels f32[B, canvas, canvas], sizes i32[B])``. Each kernel is ``>= 0``, sums to 1
@@ -372,7 +425,9 @@ def sample_kernels(
     sizes = _validate_static(batch, sizes, canvas, num_steps)
     keys = jax.random.split(key, batch)
     kernels, chosen = jax.vmap(
-        lambda k: sample_kernel(k, sizes, canvas, anxiety, num_steps, max_total_length, unroll)
+        lambda k: sample_kernel(
+            k, sizes, canvas, anxiety, num_steps, max_total_length, unroll, impl
+        )
     )(keys)
     chex.assert_shape(kernels, (batch, canvas, canvas))
     chex.assert_shape(chosen, (batch,))

@@ -125,6 +125,7 @@ def synthesize(
             num_steps=int(cfg.trajectory_steps),
             max_total_length=float(cfg.trajectory_length),
             unroll=int(cfg.trajectory_unroll),
+            impl=str(cfg.trajectory_impl),
         )
         blurred = blur_lib.blur(image, kernel, method=cfg.blur_method)
         blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))
