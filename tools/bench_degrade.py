@@ -1,12 +1,14 @@
 """Time the on-device degradation alone (kernels → blur → noise → augmentation).
 
     python tools/bench_degrade.py --config paper --batch-sizes 16,64 --unroll 1,8,32,128 \\
-        --blur-methods grouped,fft [--json OUT.json]
+        --blur-methods grouped,fft --impls scan,auto [--json OUT.json]
 
 For each combination: ``jax.jit(synthesize)`` on a uint8 batch already on the device,
 compile time, then the median of ``--repeats`` runs of back-to-back calls ended by
-``block_until_ready``. Also checks that every ``--unroll`` value gives the same kernels as
-``unroll=1`` (it must: unrolling only changes how the loop is compiled).
+``block_until_ready``. Also checks that every ``--unroll`` value and walk implementation
+(``--impls``: ``config.degrade.trajectory_impl``; ``unroll`` applies to the scan only, so
+the kernel runs once per batch and blur method) gives the same kernels as the first
+combination (it must: up to float rounding).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", default="16,64")
     p.add_argument("--unroll", default="1,8,32,128")
     p.add_argument("--blur-methods", default=None, help="default: the config's")
+    p.add_argument("--impls", default=None, help="walk implementations; default: the config's")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--min-time", type=float, default=0.5)
     p.add_argument("--json", default=None)
@@ -52,6 +55,13 @@ def main(argv=None) -> int:
     config = load_config(args.config, split_overrides(rest))
     size = config.image_size
     methods = (args.blur_methods or config.degrade.blur_method).split(",")
+    impls = (args.impls or config.degrade.trajectory_impl).split(",")
+    combos = [
+        (impl, unroll)
+        for impl in impls
+        for unroll in (int(u) for u in args.unroll.split(","))
+        if impl == "scan" or unroll == int(args.unroll.split(",")[0])
+    ]
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         rng = np.random.default_rng(0)
@@ -60,9 +70,10 @@ def main(argv=None) -> int:
         key = jax.random.key(0)
         reference = None
         for method in methods:
-            for unroll in (int(u) for u in args.unroll.split(",")):
+            for impl, unroll in combos:
                 cfg = config.degrade.copy_and_resolve_references()
                 cfg.blur_method, cfg.trajectory_unroll = method, unroll
+                cfg.trajectory_impl = impl
                 fn = jax.jit(lambda k, s, lab, cfg=cfg: synthesize(k, s, lab, cfg))
                 t0 = time.perf_counter()
                 compiled = fn.lower(key, sharp, labels).compile()
@@ -78,6 +89,7 @@ def main(argv=None) -> int:
                 row = dict(
                     batch=batch,
                     blur_method=method,
+                    trajectory_impl=impl,
                     unroll=unroll,
                     ms=ms,
                     compile_s=compile_s,
@@ -86,7 +98,8 @@ def main(argv=None) -> int:
                 )
                 rows.append(row)
                 print(
-                    f"batch {batch:4d} blur {method:8s} unroll {unroll:4d}: {ms:8.3f} ms "
+                    f"batch {batch:4d} blur {method:8s} walk {impl:6s} unroll {unroll:4d}: "
+                    f"{ms:8.3f} ms "
                     f"(compile {compile_s:5.1f} s, max |Δkernel| {diff:.1e})",
                     flush=True,
                 )

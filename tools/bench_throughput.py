@@ -28,8 +28,11 @@ How it measures (``inference``):
   compiler on CPU, is recorded in the row's ``error`` and the run goes on). Timing is
   closed by ``torch.cuda.synchronize()``.
   ``torch.backends.cudnn.benchmark`` is on (XLA autotunes its convolutions too).
-* FLOPs per image: XLA's ``cost_analysis()["flops"]`` of the compiled float32 program at
-  batch 1 (the same model in both frameworks; a multiply-add counts 2). XLA leaves out
+* FLOPs per image: XLA's ``cost_analysis()["flops"]`` of the float32 program at batch 1
+  compiled for the host CPU (the same model in both frameworks; a multiply-add counts 2).
+  Always the CPU backend's count: the GPU backend's analysis leaves out the convolutions
+  that become cuDNN calls (0.06 GFLOP/image on an H100). ``xla_flops_per_image_this_program``
+  in each row is what the backend running the row reports, for comparison only. XLA leaves out
   the taps that fall on SAME padding: 111.1 GFLOP/image for the paper model at 128 px,
   against 113.8 G from the naive ``2·k²·C_in·C_out·H·W`` (transposed convs counted
   without the inserted zeros).
@@ -69,8 +72,9 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
   **random weights** in both frameworks — it measures speed, not quality; each such row
   says ``"vgg": "random weights (speed only)"``. ``--config.loss.vgg_weight=0`` leaves
   the perceptual loss out instead (``"vgg": "off"``).
-* FLOPs per image: ``cost_analysis()["flops"]`` of the compiled *training step* (the
-  per-device program, divided by the per-device batch): the forward of every net the
+* FLOPs per image: ``cost_analysis()["flops"]`` of the *training step* compiled for the
+  host CPU (on a CPU run: the row's own per-device program; divided by the per-device
+  batch): the forward of every net the
   phase runs, the backward of the trained ones, D's and VGG's passes, degradation and the
   optimiser update. MFU divides the achieved FLOP/s by the peak of all devices used. The
   PyTorch rows use the JAX count of the same phase.
@@ -282,10 +286,39 @@ def _jax_compiled(ctx: BenchContext, dtype: str, batch: int):
     return ctx.cache[key]
 
 
+def _on_cpu(tree):
+    """``ShapeDtypeStruct`` twins of ``tree``'s arrays placed on the host CPU device: lowering
+    with them compiles for the CPU backend whatever the default backend is."""
+    from jax.sharding import SingleDeviceSharding
+
+    cpu = SingleDeviceSharding(jax.devices("cpu")[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), tree)
+
+
+# The FLOP counts come from XLA's cost analysis of the program compiled for the host CPU:
+# the GPU backend's analysis leaves out convolutions that become cuDNN custom calls (it
+# reported 0.06 GFLOP/image for the paper model on an H100).
+FLOPS_COUNTED_ON = "cpu"
+
+
+def _runs_on_flops_backend() -> bool:
+    """Whether the rows run on the backend the FLOPs are counted on (then a row's own
+    compiled program gives the count)."""
+    return jax.default_backend() == FLOPS_COUNTED_ON
+
+
 def flops_per_image(ctx: BenchContext) -> float | None:
-    """XLA's FLOP count of the float32 forward pass at batch 1."""
+    """XLA's FLOP count of the float32 forward pass at batch 1 (compiled for the CPU)."""
     if "flops_per_image" not in ctx.cache:
-        ctx.cache["flops_per_image"] = _cost_flops(_jax_compiled(ctx, "fp32", 1)[0])
+        if _runs_on_flops_backend():
+            compiled = _jax_compiled(ctx, "fp32", 1)[0]
+        else:
+            cfg = ctx.config_for("fp32")
+            size = cfg.image_size
+            x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
+            variables = _on_cpu(_jax_variables(ctx))
+            compiled = _jax_apply(cfg).lower(variables, _on_cpu(x)).compile()
+        ctx.cache["flops_per_image"] = _cost_flops(compiled)
     return ctx.cache["flops_per_image"]
 
 
@@ -640,23 +673,31 @@ def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, me
 
 
 def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
-    """FLOPs per image of a phase's JAX step: from the first JAX row of that phase, else
-    from compiling the float32 step on one device (for torch-only runs)."""
+    """FLOPs per image of a phase's JAX training step: XLA's count of the float32 step on a
+    one-device mesh of the host CPU (see ``FLOPS_COUNTED_ON``), whatever runs the rows."""
     key = ("train_flops", phase_name)
     if key not in ctx.cache:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
+        from facedeblur_jax.train import make_mesh
         from facedeblur_jax.train_step import AXIS, build_train_step
 
         batch = min(train_batch_sizes(ctx))
-        mesh = train_mesh(ctx, 1)
+        mesh = make_mesh(jax.devices("cpu")[:1])
         cfg = _train_config(ctx, "fp32", batch)
         phase = _phases(cfg)[phase_name]
         vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
-        state = jax.device_put(_host_train_state(ctx), NamedSharding(mesh, P()))
-        sharded = NamedSharding(mesh, P(AXIS))
-        data = {k: jax.device_put(v, sharded) for k, v in _train_batch(cfg, batch).items()}
+
+        def spec(tree, sharding):
+            return jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree
+            )
+
+        replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+        state = spec(_host_train_state(ctx), replicated)
+        data = spec(_train_batch(cfg, batch), sharded)
+        vgg_params = None if vgg_params is None else spec(vgg_params, replicated)
         step = build_train_step(cfg, phase, mesh, vgg_apply)
         flops = _cost_flops(step.lower(state, data, vgg_params).compile())
         ctx.cache[key] = flops / batch if flops else None
@@ -802,9 +843,12 @@ def bench_train(ctx: BenchContext) -> list[dict]:
                         row["error"] = _error(e)
                         print(f"  failed: {row['error']}", file=sys.stderr)
                         traceback.print_exc(file=sys.stderr)
+                    # On a CPU the row's own program count is the CPU count; elsewhere
+                    # (GPU cost analysis misses cuDNN convs) count on the CPU backend.
                     fpi = row.get("xla_flops_per_image_this_program")
-                    if fpi and ("train_flops", phase) not in ctx.cache:
+                    if fpi and _runs_on_flops_backend() and ("train_flops", phase) not in ctx.cache:
                         ctx.cache[("train_flops", phase)] = fpi
+                    fpi = ctx.cache.get(("train_flops", phase))
                     if not fpi and row["error"] is None:
                         try:
                             fpi = _jax_train_flops(ctx, phase)
@@ -1036,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
             sum(np.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
         ),
         "flops_per_image": ctx.cache.get("flops_per_image"),
+        "flops_counted_on": FLOPS_COUNTED_ON,
         "peak_flops": peak_flops(env["accelerator"]),
         "env": env,
         "settings": {

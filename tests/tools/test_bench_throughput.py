@@ -147,6 +147,26 @@ def test_train_mode_both_frameworks(tmp_path, monkeypatch):
     assert "error: RuntimeError: no C++ compiler here" in md
 
 
+def test_flops_counted_for_the_cpu_backend_when_rows_run_elsewhere(tmp_path, monkeypatch):
+    """On a GPU the counts come from lowering with CPU-placed shape specs (the GPU's cost
+    analysis misses cuDNN convs). Pretend the rows run elsewhere: the spec path must give
+    the same count as the row's own (CPU) program."""
+    monkeypatch.setattr(bench, "_runs_on_flops_backend", lambda: False)
+    report, _ = _run(tmp_path, *("--framework", "jax", "--batch-sizes", "1", "--dtypes", "fp32"))
+    (row,) = report["results"]["inference"]
+    assert report["flops_counted_on"] == "cpu"
+    assert _positive(report["flops_per_image"])
+    assert report["flops_per_image"] == pytest.approx(row["xla_flops_per_image_this_program"])
+    report, _ = _run(
+        tmp_path,
+        *("--mode", "train", "--framework", "jax", "--batch-sizes", "2", "--devices", "1"),
+        *("--dtypes", "fp32", "--phases", "coarse"),
+    )
+    (row,) = report["results"]["train"]
+    assert _positive(row["flops_per_image"])
+    assert row["flops_per_image"] == pytest.approx(row["xla_flops_per_image_this_program"])
+
+
 def test_train_mode_sharded_bf16_with_random_vgg(tmp_path):
     """Two JAX devices, bf16, L_VGG on without a weight file: random VGG weights, labelled;
     a batch that does not divide over the devices is an error row, the rest goes on."""
