@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from facedeblur_jax import checkpoint as ckpt_lib
 from facedeblur_jax import schedule as schedule_lib
+from facedeblur_jax.compile_cache import enable_compilation_cache
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.train_state import TrainState, create_train_state
 from facedeblur_jax.train_step import AXIS, build_train_step
@@ -172,6 +173,8 @@ def train(
     # 1. Devices and mesh. ------------------------------------------------------------
     if config.train.distributed:
         jax.distributed.initialize()
+    if config.train.compilation_cache_dir:
+        enable_compilation_cache(config.train.compilation_cache_dir)
     mesh = make_mesh() if mesh is None else mesh
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

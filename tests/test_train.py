@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -69,7 +70,10 @@ def test_straight_run_checkpoints_and_logs(straight):
 
 
 def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
-    killed = _cli(tmp_path, ("train.fault_kill_step", 3))
+    # Both runs share a persistent compilation cache: the resumed run loads the parsing
+    # step the killed one compiled, and must still end bit-identical to the straight run.
+    cache = ("train.compilation_cache_dir", str(tmp_path.parent / f"{tmp_path.name}_xla"))
+    killed = _cli(tmp_path, ("train.fault_kill_step", 3), cache)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "SIGKILL at step 3" in killed.stdout
     ckpt = Checkpointer(tmp_path, async_save=False)
@@ -78,9 +82,13 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     ckpt.close()
     assert (meta["phase"], meta["phase_step"]) == ("parsing", 1)
 
-    resumed = _cli(tmp_path)
+    cached = sorted(p.name for p in pathlib.Path(cache[1]).iterdir())
+    assert cached  # the killed run wrote its compiled steps
+
+    resumed = _cli(tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout and "step 3" in resumed.stdout
+    assert set(cached) < {p.name for p in pathlib.Path(cache[1]).iterdir()}  # fine, joint
     _assert_same(_params(straight), _params(tmp_path))
 
     # The next batch after the resumed run is the one an uninterrupted iterator gives.

@@ -1034,6 +1034,10 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     overrides = split_overrides(rest)
     config = load_config(args.config, overrides)
+    if config.train.compilation_cache_dir:  # a second run shows the cache's compile_s
+        from facedeblur_jax.compile_cache import enable_compilation_cache
+
+        enable_compilation_cache(config.train.compilation_cache_dir)
     dtypes = _csv(args.dtypes)
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or not dtypes:

@@ -3,7 +3,12 @@
 #
 #   bash tools/gpu_session.sh STAGE [STAGE ...]     (results under $OUT, default /tmp/gpu_out)
 #
-# Stages: info | bench_inference | bench_train | bench_degrade | train | eval | variants.
+# Stages: info | bench_inference | bench_train | bench_degrade | walk | train | eval |
+#         variants | profile.
+# The next session's #7 work, one call each (the whole lease is 30 min, 10 min per call):
+#   walk              the Pallas walk vs the scan, degradation alone (bench_degrade --impls)
+#   variants          the default VARIANTS below: each a JAX-only bench run, rows tagged
+#   profile           tools/profile_step.py on the joint step (per-kernel GPU time)
 # The machine has JAX, PyTorch and most dependencies but no package index, so the wheels
 # this project needs beyond its image travel in .whl/ (see /work/.library/device/README.md
 # in this workplace), and the data for `train`/`eval` in .gpudata/ (a copy of the shared
@@ -56,6 +61,16 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
       timeout "${T_DEG:-150}" python3 tools/bench_degrade.py --config paper \
         --batch-sizes "${DEG_BATCHES:-16,64}" --unroll "${DEG_UNROLL:-1,16,64}" \
         --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/degrade.json" ;;
+    walk)
+      timeout "${T_DEG:-200}" python3 tools/bench_degrade.py --config paper \
+        --batch-sizes "${DEG_BATCHES:-16,64,256}" --unroll 1 --impls scan,auto \
+        --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/walk.json" ;;
+    profile)
+      for mode in inference train; do
+        timeout "${T_PROF:-200}" python3 tools/profile_step.py --config paper --mode $mode \
+          --phase "${PROF_PHASE:-joint}" --batch "${PROF_BATCH:-64}" --dtype bf16 \
+          --config.loss.vgg_weight=0 ${PROF_ARGS:-} --json "$OUT/profile_$mode.json"
+      done ;;
     train)
       timeout "${T_RUN:-330}" "${FD[@]}" train --config gpu_short --workdir /tmp/run \
         --config.data.root=.gpudata/faces ${RUN_ARGS:-} 2>&1 | tr '\r' '\n' \
@@ -67,8 +82,20 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
         && cp /tmp/eval/results.json /tmp/eval/results.md "$OUT/" \
         && cp /tmp/eval/*.png "$OUT/" 2>/dev/null ;;
     variants)
-      # Each VARIANTS entry: "name|bench args" (inference/train rows tagged by name).
-      IFS=';' read -ra vs <<<"${VARIANTS:-}"
+      # Each VARIANTS entry: "name|bench args" (inference/train rows tagged by name). The
+      # default measures the joint phase at batch 64, bf16, L_VGG off, with one change each.
+      J="--mode train --phases joint --batch-sizes 64 --dtypes bf16 --config.loss.vgg_weight=0"
+      DEFAULT_VARIANTS="base|$J;walk_auto|$J --config.degrade.trajectory_impl=auto"
+      DEFAULT_VARIANTS+=";walk_auto_fft|$J --config.degrade.trajectory_impl=auto"
+      DEFAULT_VARIANTS+=" --config.degrade.blur_method=fft"
+      DEFAULT_VARIANTS+=";subpixel|$J --config.model.upsample=subpixel"
+      DEFAULT_VARIANTS+=";remat|$J --config.model.remat=True"
+      DEFAULT_VARIANTS+=";cache_cold|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
+      DEFAULT_VARIANTS+=";cache_warm|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
+      DEFAULT_VARIANTS+=";inf_subpixel|--mode inference --batch-sizes 1,256 --dtypes bf16"
+      DEFAULT_VARIANTS+=" --config.model.upsample=subpixel"
+      rm -rf /tmp/xla_cache
+      IFS=';' read -ra vs <<<"${VARIANTS:-$DEFAULT_VARIANTS}"
       for v in "${vs[@]}"; do
         name=${v%%|*}; args=${v#*|}
         echo "--- variant $name: $args"

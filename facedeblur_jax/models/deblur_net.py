@@ -46,6 +46,7 @@ class ScaleNet(nn.Module):
     num_resblocks: int = 6
     kernel_size: int = 5
     zero_init_out: bool = False
+    remat: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -53,8 +54,11 @@ class ScaleNet(nn.Module):
         fk = (self.first_kernel, self.first_kernel)
         h = nn.Conv(self.features, fk, padding="SAME", dtype=self.dtype, name="conv_in")(inputs)
         h = nn.relu(h)
+        # remat: keep only each ResBlock's input for the backward pass and recompute its
+        # inner activation (same params, same values; less memory, ~1/3 more conv work).
+        block = nn.remat(ResBlock) if self.remat else ResBlock
         for i in range(self.num_resblocks):
-            h = ResBlock(self.features, self.kernel_size, self.dtype, name=f"res{i}")(h)
+            h = block(self.features, self.kernel_size, self.dtype, name=f"res{i}")(h)
         k = (self.kernel_size, self.kernel_size)
         out_init = nn.initializers.zeros if self.zero_init_out else nn.linear.default_kernel_init
         return nn.Conv(
@@ -73,6 +77,7 @@ class MultiScaleDeblurNet(nn.Module):
       kernel_size: kernel of all but the first conv (paper: 5).
       upsample: ``"transposed"`` | ``"subpixel"`` | ``"bicubic"``, see ``Upsample2x``.
       residual: add each scale's blurred input to its prediction.
+      remat: rematerialise each ResBlock in the backward pass (``nn.remat``; same function).
       dtype: compute dtype (params stay float32).
     """
 
@@ -83,6 +88,7 @@ class MultiScaleDeblurNet(nn.Module):
     kernel_size: int = 5
     upsample: str = "transposed"
     residual: bool = True
+    remat: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -147,6 +153,7 @@ class MultiScaleDeblurNet(nn.Module):
                 self.num_resblocks,
                 self.kernel_size,
                 zero_init_out=self.residual,
+                remat=self.remat,
                 dtype=self.dtype,
                 name=f"scale{s}",
             )(inputs)

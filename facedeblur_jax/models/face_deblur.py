@@ -63,8 +63,8 @@ class FaceDeblurModel(nn.Module):
       num_classes: K parsing classes (11).
       num_fine_stages: N cascaded fine nets (paper default 1; Table 8 tries 2, 3).
       share_fine_weights: one set of G_f weights for all N stages (Table 8, "shared").
-      first_kernel, features, num_resblocks, num_scales, kernel_size, upsample, residual:
-        forwarded to both deblurring nets (see ``MultiScaleDeblurNet``).
+      first_kernel, features, num_resblocks, num_scales, kernel_size, upsample, residual,
+      remat: forwarded to both deblurring nets (see ``MultiScaleDeblurNet``).
       parsing_features, parsing_use_bn, bn_axis_name: forwarded to ``ParsingNet``.
       dtype: compute dtype of all nets (params float32).
     """
@@ -79,6 +79,7 @@ class FaceDeblurModel(nn.Module):
     kernel_size: int = 5
     upsample: str = "transposed"
     residual: bool = True
+    remat: bool = False
     parsing_features: Sequence[int] = (64, 128, 256, 320, 320, 320)
     parsing_use_bn: bool = True
     bn_axis_name: str | None = None
@@ -93,6 +94,7 @@ class FaceDeblurModel(nn.Module):
             kernel_size=self.kernel_size,
             upsample=self.upsample,
             residual=self.residual,
+            remat=self.remat,
             dtype=self.dtype,
             name=name,
         )

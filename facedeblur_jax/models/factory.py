@@ -38,6 +38,7 @@ def build_model(
         kernel_size=model_cfg.kernel_size,
         upsample=model_cfg.upsample,
         residual=model_cfg.residual,
+        remat=bool(model_cfg.remat),
         parsing_features=tuple(model_cfg.parsing_features),
         parsing_use_bn=model_cfg.parsing_use_bn,
         bn_axis_name=bn_axis_name,
