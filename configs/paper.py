@@ -45,9 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 16 saved 15 % of the walk on an H100 for 20 s more compile per program; 1 until the
     # joint phase is measured with it (docs/benchmarks/h100_2026-11-24.md).
     config.degrade.trajectory_unroll = 1
-    # How the walk runs: "scan" (lax.scan; measured), "pallas" (the whole walk in one Triton
-    # kernel on CUDA; facedeblur_jax/degrade/walk_pallas.py) or "auto" (that kernel when
-    # compiling for CUDA, the scan elsewhere). "scan" until the kernel is timed on a GPU.
+    # How the walk runs: "scan" (lax.scan; measured) or "auto" (the whole walk in one
+    # Triton kernel when compiling for CUDA, facedeblur_jax/degrade/walk_pallas.py; the scan
+    # elsewhere). "scan" until the kernel is timed on a GPU.
     config.degrade.trajectory_impl = "scan"
     config.degrade.noise_sigma = 0.01
     config.degrade.blur_method = "grouped"  # "grouped" | "vmap" | "fft"

@@ -17,6 +17,10 @@ from facedeblur_jax.degrade import augment as augment_lib
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernels as kernels_lib
 
+# The walk implementations a config may name (kernels.TRAJECTORY_IMPLS less "pallas", whose
+# off-CUDA interpreter JAX cannot run inside shard_map).
+CONFIG_TRAJECTORY_IMPLS = ("scan", "auto")
+
 
 @flax.struct.dataclass
 class Degraded:
@@ -46,6 +50,12 @@ def check_degrade_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown degrade config key(s): {sorted(unknown)}")
     if missing:
         raise ValueError(f"degrade config is missing key(s): {sorted(missing)}")
+    if cfg.trajectory_impl not in CONFIG_TRAJECTORY_IMPLS:
+        raise ValueError(
+            f"degrade.trajectory_impl must be one of {CONFIG_TRAJECTORY_IMPLS}, got "
+            f"{cfg.trajectory_impl!r} ('pallas' — Pallas' interpreter off CUDA — cannot run "
+            "inside the sharded train step; 'auto' runs the kernel on CUDA)"
+        )
 
 
 def to_float_images(images: jax.Array) -> jax.Array:

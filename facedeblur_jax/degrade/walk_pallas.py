@@ -1,12 +1,12 @@
 """The Boracchi–Foi random walk as one Pallas kernel (the whole 2,000-step loop on device).
 
-Why: ``kernels.trajectory_from_noise(impl="scan")`` runs the walk as a ``lax.scan``. On a GPU, XLA
-compiles each of the ``T − 1`` steps into ~5 tiny kernels (the body's fusions), so a batch
-of kernels costs ``~10·T`` launches: 17–20 ms per training step on an H100 whatever the
-batch (docs/benchmarks/h100_2026-11-24.md), 42–67 % of a step. Unrolling the scan does not
-help much (XLA still emits one fusion per op chain per step). Here the loop runs inside one
-Triton kernel: one program per trajectory, the carry ``(x, v)`` in registers, four scalar
-loads and two scalar stores per step. The random numbers are the same
+Why: ``kernels.trajectory_from_noise(impl="scan")`` runs the walk as a ``lax.scan``,
+whose body XLA compiles into several separate fusions (5 in the CPU program; a GPU launches
+each as a kernel), once per step of ``T − 1``. On an H100 that cost 17–20 ms per batch
+whatever its size, ~9 µs per step (docs/benchmarks/h100_2026-11-24.md), 42–67 % of a
+training step; unrolling the scan saved only 15 % (the fusions stay per step). Here the
+loop runs inside one Triton kernel: one program per trajectory, the carry ``(x, v)`` in
+registers, four scalar loads and two scalar stores per step. The random numbers are the same
 :class:`~facedeblur_jax.degrade.kernels.TrajectoryNoise` draws, so both implementations
 give the same walk up to float rounding (the GPU may contract ``a·b + c`` into FMAs).
 
@@ -15,7 +15,8 @@ give the same walk up to float rounding (the GPU may contract ``a·b + c`` into 
 concurrently, so the time is that of one 2,000-step loop). On other backends the same
 kernel runs in Pallas' interpreter (slow; for tests). ``kernels.trajectory_from_noise``
 chooses between this and the scan (``impl``; ``"auto"`` = this kernel when lowering for
-CUDA, the scan for any other platform).
+CUDA, the scan for any other platform). JAX 0.10's interpreter cannot run inside
+``shard_map``, so the train step's config accepts only ``"scan"`` and ``"auto"``.
 
 Not yet timed on a GPU (no device in the session that wrote it); the Triton lowering for
 CUDA is checked on CPU by ``tests/degrade/test_walk_pallas.py``.
@@ -24,6 +25,7 @@ CUDA is checked on CPU by ``tests/degrade/test_walk_pallas.py``.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import chex
 import jax
@@ -102,6 +104,21 @@ def walk_params(
     ).astype(jnp.float32)
 
 
+def _out_struct(shape: tuple[int, ...], like: jax.Array) -> jax.ShapeDtypeStruct:
+    """``f32[shape]`` output type that varies over the same mesh axes as ``like``.
+
+    Inside ``shard_map`` (the train step) ``pallas_call`` needs to be told how its output
+    varies across the mesh; it varies like its inputs. The keyword is ``manual_axis_type``
+    in JAX 0.10 (``vma`` in earlier releases), so it is looked up rather than assumed.
+    """
+    aval = jax.typeof(like)
+    accepted = inspect.signature(jax.ShapeDtypeStruct).parameters
+    for name in ("manual_axis_type", "vma"):
+        if name in accepted and getattr(aval, name, None) is not None:
+            return jax.ShapeDtypeStruct(shape, jnp.float32, **{name: getattr(aval, name)})
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
 def trajectory_pallas(
     noise,
     anxiety: float | jax.Array,
@@ -130,7 +147,7 @@ def trajectory_pallas(
     ).astype(jnp.float32)
     traj = pl.pallas_call(
         functools.partial(_walk_kernel, num_steps=num_steps),
-        out_shape=jax.ShapeDtypeStruct((num_steps, 2), jnp.float32),
+        out_shape=_out_struct((num_steps, 2), packed),
         interpret=interpret,
         # One warp: the loop is scalar and sequential; more warps would only repeat it.
         compiler_params=None if interpret else pltriton.CompilerParams(num_warps=1, num_stages=1),
