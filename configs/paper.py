@@ -49,6 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Triton kernel when compiling for CUDA, facedeblur_jax/degrade/walk_pallas.py; the scan
     # elsewhere). "scan" until the kernel is timed on a GPU.
     config.degrade.trajectory_impl = "scan"
+    # 0: a fresh kernel for every sample of every step (DESIGN.md §3). N > 0: sample N
+    # kernels on the device once per run and draw from them (the paper's Table 1 trains on
+    # 20,000 fixed kernels); takes the sequential walk out of the step
+    # (facedeblur_jax/degrade/kernel_pool.py).
+    config.degrade.kernel_pool_size = 0
     config.degrade.noise_sigma = 0.01
     config.degrade.blur_method = "grouped"  # "grouped" | "vmap" | "fft"
     config.degrade.augment = True

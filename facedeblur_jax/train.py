@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 from facedeblur_jax import checkpoint as ckpt_lib
 from facedeblur_jax import schedule as schedule_lib
 from facedeblur_jax.compile_cache import enable_compilation_cache
+from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.train_state import TrainState, create_train_state
 from facedeblur_jax.train_step import AXIS, build_train_step
@@ -183,6 +184,14 @@ def train(
     total = schedule_lib.total_steps(phases)
     vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
 
+    # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone, so a
+    # resumed run rebuilds the same one.
+    kernel_pool = None
+    if config.degrade.kernel_pool_size:
+        t0 = time.time()
+        kernel_pool = jax.device_put(pool_from_config(config), NamedSharding(mesh, P()))
+        log.info("kernel pool: %d kernels sampled in %.1f s", kernel_pool.size, time.time() - t0)
+
     # 2. Data. -------------------------------------------------------------------------
     from facedeblur_jax.data.pipeline import make_train_iterator
 
@@ -227,7 +236,7 @@ def train(
             history: list[dict] = []
             t_log, steps_since = time.time(), 0
             while step < phase_end:
-                state, metrics = train_step(state, next(data), vgg_params)
+                state, metrics = train_step(state, next(data), vgg_params, kernel_pool)
                 step += 1
                 steps_since += 1
                 history.append(metrics)

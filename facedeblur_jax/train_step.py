@@ -66,7 +66,8 @@ def make_step_body(
     vgg_apply: VggApply | None = None,
     axis_name: str | None = AXIS,
 ) -> Callable[[TrainState, dict, PyTree], tuple[TrainState, dict]]:
-    """The per-device step ``(state, local batch, vgg_params) -> (state, metrics)``.
+    """The per-device step ``(state, local batch, vgg_params, kernel_pool=None) ->
+    (state, metrics)``.
 
     ``batch``: ``{"image": uint8[b, S, S, 3], "labels": uint8[b, S, S], "has_labels":
     bool[b]}`` — this device's shard. With ``axis_name=None`` it is a plain single-device
@@ -148,14 +149,14 @@ def make_step_body(
         b = real.shape[0]
         return losses.discriminator_loss(logits[:b], logits[b:]), logits
 
-    def body(state: TrainState, batch: dict, vgg_params: PyTree):
+    def body(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None):
         local_b = batch["image"].shape[0]
         step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_b
         keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
             step_key, first + jnp.arange(local_b)
         )
-        deg = synthesize(keys, batch["image"], batch["labels"], config.degrade)
+        deg = synthesize(keys, batch["image"], batch["labels"], config.degrade, kernel_pool)
         has_labels = batch["has_labels"]
 
         gen_keys = [k for k in state.params if k != "disc" and phase.trains(net_of(k))]
@@ -217,8 +218,10 @@ def build_train_step(
 ):
     """``jit(shard_map(step))`` for ``phase`` on ``mesh`` (axis ``"data"``).
 
-    Returns ``step(state, batch, vgg_params) -> (state, metrics)``; ``batch`` holds global
-    arrays sharded along ``"data"``, ``state`` is replicated and donated.
+    Returns ``step(state, batch, vgg_params, kernel_pool=None) -> (state, metrics)``;
+    ``batch`` holds global arrays sharded along ``"data"``, ``state`` is replicated and
+    donated, ``kernel_pool`` (replicated) is the run's pool when
+    ``degrade.kernel_pool_size > 0`` (``degrade/kernel_pool.py``).
     """
     n = mesh.shape[AXIS]
     if config.train.global_batch_size % n:
@@ -227,5 +230,11 @@ def build_train_step(
             f"by the {n} devices of the mesh axis {AXIS!r}"
         )
     body = make_step_body(config, phase, vgg_apply, AXIS)
-    sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
-    return jax.jit(sharded, donate_argnums=(0,))
+    sharded = jax.shard_map(
+        body, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P())
+    )
+
+    def step(state, batch, vgg_params, kernel_pool=None):
+        return sharded(state, batch, vgg_params, kernel_pool)
+
+    return jax.jit(step, donate_argnums=(0,))

@@ -159,3 +159,27 @@ def test_bf16_compute_trains_with_fp32_params(cfg):
     assert np.isfinite(float(metrics["loss/total"]))
     dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state))}
     assert dtypes <= {np.dtype("float32"), np.dtype("int32")}, dtypes
+
+
+def test_kernel_pool_step_matches_on_eight_and_one_device():
+    """With degrade.kernel_pool_size > 0 the step takes the replicated pool as its fourth
+    argument; per-sample draws are keyed by global sample index, so 8 devices == 1."""
+    from facedeblur_jax.degrade.kernel_pool import pool_from_config
+
+    c = load_config("tiny", {"degrade.kernel_pool_size": 16})
+    pool = pool_from_config(c)
+    phase = phases_from_config(c)[0]
+    results = []
+    for n in (8, 1):
+        mesh = _mesh(n)
+        step = build_train_step(c, phase, mesh)
+        replicated = jax.device_put(pool, NamedSharding(mesh, P()))
+        state, metrics = step(_state(c, mesh), _batch(mesh), None, replicated)
+        assert float(metrics["skipped"]) == 0.0
+        results.append((_copy(state.params["coarse"]), float(metrics["loss/total"])))
+    (eight, loss8), (one, loss1) = results
+    assert loss8 == pytest.approx(loss1, rel=1e-4)
+    for a, b in zip(jax.tree.leaves(eight), jax.tree.leaves(one), strict=True):
+        np.testing.assert_allclose(a, b, atol=2 * 4e-5)
+    with pytest.raises(ValueError, match="no kernel pool was passed"):
+        build_train_step(c, phase, _mesh(1))(_state(c, _mesh(1)), _batch(_mesh(1)), None)

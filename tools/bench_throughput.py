@@ -64,6 +64,10 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
   after the step. Measured apart, so it ignores overlap with the rest of the step. It does
   not depend on the phase or the compute dtype (degradation runs in float32): compiled
   once per batch size.
+* Kernel pool (``--config.degrade.kernel_pool_size=N``, the paper's fixed 20,000 training
+  kernels): the pool is sampled once (``kernel_pool.sample_s`` in the report, not part of
+  any row) and every step and degradation row draws from it; the PyTorch rows get the same
+  pool as a tensor and draw from it the same way.
 * PyTorch: ``tools/torch_train_reference.py``, one device: the same work per phase
   (degradation on the device, batched; forward/backward of the trained nets; Adam), eager
   and with ``--torch-compile`` its loss functions compiled (failures recorded in the row's
@@ -466,6 +470,26 @@ def _train_config(ctx: BenchContext, dtype: str, batch: int):
     return cfg
 
 
+def _kernel_pool(ctx: BenchContext, cfg, mesh=None):
+    """The run's kernel pool when ``degrade.kernel_pool_size > 0`` (sampled once per
+    benchmark, as a training run does at start-up), replicated on ``mesh``; else ``None``."""
+    from facedeblur_jax.degrade.kernel_pool import pool_from_config
+
+    if not cfg.degrade.kernel_pool_size:
+        return None
+    if "kernel_pool" not in ctx.cache:
+        t0 = time.perf_counter()
+        ctx.cache["kernel_pool"] = jax.device_get(pool_from_config(cfg))
+        ctx.cache["kernel_pool_s"] = time.perf_counter() - t0
+    pool = ctx.cache["kernel_pool"]
+    if mesh is None:
+        return pool
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    return jax.device_put(pool, NamedSharding(mesh, P()))
+
+
 def train_mesh(ctx: BenchContext, n: int | None = None):
     """A ``"data"`` mesh over the first ``n`` (``--devices``; default all) local devices."""
     from facedeblur_jax.train import make_mesh
@@ -569,18 +593,18 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
         from facedeblur_jax.degrade.synthesize import synthesize
         from facedeblur_jax.train_step import AXIS
 
-        def body(rng, images, labels):  # the first lines of train_step's body
+        def body(rng, images, labels, pool):  # the first lines of train_step's body
             local_b = images.shape[0]
             step_key = jax.random.fold_in(jax.random.wrap_key_data(rng), 0)
             first = jax.lax.axis_index(AXIS) * local_b
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
                 step_key, first + jax.numpy.arange(local_b)
             )
-            deg = synthesize(keys, images, labels, cfg.degrade)
+            deg = synthesize(keys, images, labels, cfg.degrade, pool)
             return deg.blurred, deg.sharp, deg.labels
 
         fn = jax.jit(
-            jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+            jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS), P()), out_specs=P(AXIS))
         )
         host = _train_batch(cfg, batch)
         shard = NamedSharding(mesh, P(AXIS))
@@ -590,6 +614,7 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
             ),
             jax.device_put(host["image"], shard),
             jax.device_put(host["labels"], shard),
+            _kernel_pool(ctx, cfg, mesh),
         )
         t0 = time.perf_counter()
         compiled = fn.lower(*args).compile()
@@ -630,15 +655,16 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
     state = jax.device_put(_host_train_state(ctx), replicated)
     data = {k: jax.device_put(v, sharded) for k, v in _train_batch(cfg, batch).items()}
     vgg_params = None if vgg_params is None else jax.device_put(vgg_params, replicated)
+    pool = _kernel_pool(ctx, cfg, mesh)
 
     t0 = time.perf_counter()
     step = build_train_step(cfg, phase, mesh, vgg_apply)
-    compiled = step.lower(state, data, vgg_params).compile()
+    compiled = step.lower(state, data, vgg_params, pool).compile()
     compile_s = time.perf_counter() - t0
     holder = [state]
 
     def run():  # the state is donated: carry the new one
-        holder[0], _ = compiled(holder[0], data, vgg_params)
+        holder[0], _ = compiled(holder[0], data, vgg_params, pool)
         return holder[0]
 
     return run, holder, compiled, cfg, phase, mesh, compile_s
@@ -698,8 +724,10 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
         state = spec(_host_train_state(ctx), replicated)
         data = spec(_train_batch(cfg, batch), sharded)
         vgg_params = None if vgg_params is None else spec(vgg_params, replicated)
+        pool = _kernel_pool(ctx, cfg)
+        pool = None if pool is None else spec(pool, replicated)
         step = build_train_step(cfg, phase, mesh, vgg_apply)
-        flops = _cost_flops(step.lower(state, data, vgg_params).compile())
+        flops = _cost_flops(step.lower(state, data, vgg_params, pool).compile())
         ctx.cache[key] = flops / batch if flops else None
     return ctx.cache[key]
 
@@ -742,8 +770,19 @@ def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, 
     vgg = ttr.VGGFace(tuple(cfg.loss.vgg_layers)).to(device) if phase.loss["vgg"] > 0 else None
     if compiled:
         torch._dynamo.reset()  # a fresh, static-shape compile per row
+    pool = _kernel_pool(ctx, cfg)
+    if pool is not None:  # the same kernels as the JAX rows
+        pool = torch.from_numpy(np.array(pool.kernels)).to(device)
     step = ttr.TorchTrainStep(
-        cfg, phase, model, disc, vgg, dtype=dtype, compile=compiled, seed=cfg.seed
+        cfg,
+        phase,
+        model,
+        disc,
+        vgg,
+        dtype=dtype,
+        compile=compiled,
+        seed=cfg.seed,
+        kernel_pool=pool,
     )
     host = _train_batch(cfg, batch)
     inputs = tuple(torch.from_numpy(host[k]).to(device) for k in ("image", "labels", "has_labels"))
@@ -1085,6 +1124,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "flops_per_image": ctx.cache.get("flops_per_image"),
         "flops_counted_on": FLOPS_COUNTED_ON,
+        "kernel_pool": {
+            "size": int(config.degrade.kernel_pool_size),
+            "sample_s": ctx.cache.get("kernel_pool_s"),
+        },
         "peak_flops": peak_flops(env["accelerator"]),
         "env": env,
         "settings": {

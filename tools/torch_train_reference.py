@@ -186,10 +186,17 @@ def blur(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 def degrade_batch(
-    gen: torch.Generator, images_u8: torch.Tensor, labels_u8: torch.Tensor, degrade_cfg
+    gen: torch.Generator,
+    images_u8: torch.Tensor,
+    labels_u8: torch.Tensor,
+    degrade_cfg,
+    kernel_pool: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``uint8[B, H, W, 3]``, ``uint8[B, H, W]`` on the device -> ``(blurred, sharp)`` as
-    ``f32[B, 3, H, W]`` channels_last and warped ``i64[B, H, W]`` labels."""
+    ``f32[B, 3, H, W]`` channels_last and warped ``i64[B, H, W]`` labels.
+
+    ``kernel_pool`` (``f32[N, c, c]`` on the device; ``degrade.kernel_pool_size = N``): each
+    sample takes a uniformly drawn pool kernel instead of a fresh walk, as the JAX step."""
     sharp = (images_u8.permute(0, 3, 1, 2).float() / 255.0).contiguous()
     labels = labels_u8.long()
     if degrade_cfg.augment:
@@ -201,7 +208,13 @@ def degrade_batch(
             float(degrade_cfg.max_shift),
             float(degrade_cfg.max_rotation_deg),
         )
-    kernels = sample_kernels(gen, sharp.shape[0], degrade_cfg, sharp.device)
+    if kernel_pool is not None:
+        index = torch.randint(
+            kernel_pool.shape[0], (sharp.shape[0],), generator=gen, device=sharp.device
+        )
+        kernels = kernel_pool[index]
+    else:
+        kernels = sample_kernels(gen, sharp.shape[0], degrade_cfg, sharp.device)
     blurred = blur(sharp, kernels)
     noise = torch.randn(blurred.shape, generator=gen, device=blurred.device)
     blurred = (blurred + float(degrade_cfg.noise_sigma) * noise).clamp(0.0, 1.0)
@@ -320,9 +333,28 @@ class TorchTrainStep:
     """
 
     def __init__(
-        self, config, phase, model, disc, vgg=None, *, dtype="fp32", compile=False, seed=0
+        self,
+        config,
+        phase,
+        model,
+        disc,
+        vgg=None,
+        *,
+        dtype="fp32",
+        compile=False,
+        seed=0,
+        kernel_pool: torch.Tensor | None = None,
     ):
         self.config, self.phase, self.model, self.disc, self.vgg = config, phase, model, disc, vgg
+        pool_size = int(config.degrade.kernel_pool_size)
+        if (kernel_pool is None) != (pool_size == 0) or (
+            kernel_pool is not None and kernel_pool.shape[0] != pool_size
+        ):
+            raise ValueError(
+                f"degrade.kernel_pool_size = {pool_size} needs a pool of that many kernels; "
+                f"got {None if kernel_pool is None else tuple(kernel_pool.shape)}"
+            )
+        self.kernel_pool = kernel_pool
         w = phase.loss
         if w["vgg"] > 0 and vgg is None:
             raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG network was given")
@@ -395,7 +427,7 @@ class TorchTrainStep:
         return _bce(logits[:b], 1.0) + _bce(logits[b:], 0.0)
 
     def degrade(self, images_u8, labels_u8):
-        return degrade_batch(self.gen, images_u8, labels_u8, self.config.degrade)
+        return degrade_batch(self.gen, images_u8, labels_u8, self.config.degrade, self.kernel_pool)
 
     def step(self, images_u8, labels_u8, has_labels) -> torch.Tensor:
         """Degrade, forward, backward, Adam; returns the generator loss (not synced)."""

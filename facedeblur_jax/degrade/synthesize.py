@@ -15,6 +15,7 @@ from facedeblur_jax.checks import check_images
 from facedeblur_jax.config import reference_config
 from facedeblur_jax.degrade import augment as augment_lib
 from facedeblur_jax.degrade import blur as blur_lib
+from facedeblur_jax.degrade import kernel_pool as pool_lib
 from facedeblur_jax.degrade import kernels as kernels_lib
 
 # The walk implementations a config may name (kernels.TRAJECTORY_IMPLS less "pallas", whose
@@ -85,6 +86,7 @@ def synthesize(
     sharp: jax.Array,
     labels: jax.Array | None,
     cfg: ml_collections.ConfigDict,
+    kernel_pool: pool_lib.KernelPool | None = None,
 ) -> Degraded:
     """Makes blurred inputs from sharp faces, as in the paper's training data (§3.5–3.6).
 
@@ -98,11 +100,25 @@ def synthesize(
       sharp: ``uint8[B, H, W, 3]`` or ``f32[B, H, W, 3]`` in [0, 1].
       labels: optional ``int[B, H, W]`` parsing labels, warped with the images.
       cfg: the config's ``degrade`` section (see ``configs/paper.py``).
+      kernel_pool: with ``cfg.kernel_pool_size = N > 0``, the run's :class:`KernelPool` of
+        N kernels (``kernel_pool.pool_from_config``); each sample draws one uniformly
+        instead of sampling a fresh kernel. Must be given exactly when N > 0.
 
     Returns:
       :class:`Degraded`.
     """
     check_degrade_config(cfg)
+    pool_size = int(cfg.kernel_pool_size)
+    if pool_size and kernel_pool is None:
+        raise ValueError(
+            f"degrade.kernel_pool_size = {pool_size} but no kernel pool was passed "
+            "(build it with kernel_pool.pool_from_config(config))"
+        )
+    if kernel_pool is not None and kernel_pool.kernels.shape[0] != pool_size:
+        raise ValueError(
+            f"the kernel pool holds {kernel_pool.kernels.shape[0]} kernels but "
+            f"degrade.kernel_pool_size = {pool_size}"
+        )
     if sharp.ndim != 4 or sharp.shape[-1] != 3:
         raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
     images = to_float_images(sharp)
@@ -126,17 +142,21 @@ def synthesize(
                 max_rotation_deg=float(cfg.max_rotation_deg),
                 fill_mode=cfg.fill_mode,
             )
-        kernel, size = kernels_lib.sample_kernels(
-            k_kernel,
-            1,
-            sizes=tuple(int(s) for s in cfg.kernel_sizes),
-            canvas=int(cfg.kernel_canvas),
-            anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
-            num_steps=int(cfg.trajectory_steps),
-            max_total_length=float(cfg.trajectory_length),
-            unroll=int(cfg.trajectory_unroll),
-            impl=str(cfg.trajectory_impl),
-        )
+        if kernel_pool is not None:
+            kernel, size = pool_lib.draw(kernel_pool, k_kernel)
+            kernel, size = kernel[None], size[None]
+        else:
+            kernel, size = kernels_lib.sample_kernels(
+                k_kernel,
+                1,
+                sizes=tuple(int(s) for s in cfg.kernel_sizes),
+                canvas=int(cfg.kernel_canvas),
+                anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
+                num_steps=int(cfg.trajectory_steps),
+                max_total_length=float(cfg.trajectory_length),
+                unroll=int(cfg.trajectory_unroll),
+                impl=str(cfg.trajectory_impl),
+            )
         blurred = blur_lib.blur(image, kernel, method=cfg.blur_method)
         blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))
         label = None if label is None else label[0].astype(jnp.int32)

@@ -167,6 +167,23 @@ def test_flops_counted_for_the_cpu_backend_when_rows_run_elsewhere(tmp_path, mon
     assert row["flops_per_image"] == pytest.approx(row["xla_flops_per_image_this_program"])
 
 
+def test_train_mode_with_a_kernel_pool(tmp_path, monkeypatch):
+    """--config.degrade.kernel_pool_size: sampled once (reported apart), drawn from by the
+    JAX and torch rows; FLOPs counted with the pool as an input."""
+    monkeypatch.setattr(bench, "_runs_on_flops_backend", lambda: False)
+    report, _ = _run(
+        tmp_path,
+        *("--mode", "train", "--framework", "both", "--batch-sizes", "2", "--devices", "2"),
+        *("--dtypes", "fp32", "--phases", "coarse", "--config.degrade.kernel_pool_size=6"),
+    )
+    assert report["kernel_pool"]["size"] == 6 and _positive(report["kernel_pool"]["sample_s"])
+    rows = {r["framework"]: r for r in report["results"]["train"]}
+    for r in rows.values():
+        assert r["error"] is None, r
+        assert _positive(r["images_per_s"]) and _positive(r["degrade_ms"])
+        assert _positive(r["flops_per_image"])
+
+
 def test_train_mode_sharded_bf16_with_random_vgg(tmp_path):
     """Two JAX devices, bf16, L_VGG on without a weight file: random VGG weights, labelled;
     a batch that does not divide over the devices is an error row, the rest goes on."""

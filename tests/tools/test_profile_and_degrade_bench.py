@@ -54,7 +54,7 @@ def test_profile_step_runs_on_cpu(capsys):
 def test_bench_degrade_rows(tmp_path):
     out = tmp_path / "degrade.json"
     argv = ["--config", "tiny", "--batch-sizes", "2", "--unroll", "1,4", "--repeats", "1"]
-    argv += ["--impls", "scan,auto"]
+    argv += ["--impls", "scan,auto", "--pool-sizes", "0,5"]
     assert bench_degrade.main([*argv, "--min-time", "0", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     # unroll applies to the scan only: the kernel runs once.
@@ -62,8 +62,13 @@ def test_bench_degrade_rows(tmp_path):
         ("scan", 1),
         ("scan", 4),
         ("auto", 1),
+        (None, None),
     ]
     assert all(r["ms"] > 0 and r["compile_s"] > 0 for r in rows)
     assert rows[0]["max_kernel_diff_vs_first"] == 0.0
     assert rows[1]["max_kernel_diff_vs_first"] < 1e-5
     assert rows[2]["max_kernel_diff_vs_first"] == 0.0  # "auto" is the scan on a CPU
+    pool_row = rows[3]
+    assert pool_row["kernel_pool_size"] == 5 and pool_row["pool_sample_s"] > 0
+    assert pool_row["max_kernel_diff_vs_first"] is None
+    assert [r["kernel_pool_size"] for r in rows[:3]] == [0, 0, 0]

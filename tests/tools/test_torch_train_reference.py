@@ -100,3 +100,32 @@ def test_step_updates_only_the_trained_nets(phase_index):
                 assert changed == (phase.trains("parsing") and net == "parsing"), name
             else:
                 assert changed == phase.trains(net), (phase.name, name)
+
+
+def test_degrade_batch_draws_from_a_kernel_pool():
+    """degrade.kernel_pool_size > 0: each sample's kernel is a pool kernel (no walk)."""
+    cfg = load_config(
+        "tiny",
+        {"degrade.kernel_pool_size": 2, "degrade.augment": False, "degrade.noise_sigma": 0.0},
+    ).degrade
+    gen = torch.Generator().manual_seed(0)
+    u8 = torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    labels = torch.zeros((6, 32, 32), dtype=torch.uint8)
+    delta = torch.zeros(7, 7)
+    delta[3, 3] = 1.0
+    blurred, sharp, _ = ttr.degrade_batch(gen, u8, labels, cfg, torch.stack([delta, delta]))
+    torch.testing.assert_close(blurred, sharp, atol=1e-6, rtol=0)  # a pool of deltas
+    box = torch.full((7, 7), 1 / 49)
+    blurred, sharp, _ = ttr.degrade_batch(gen, u8, labels, cfg, torch.stack([box, box]))
+    torch.testing.assert_close(blurred, ttr.blur(sharp, box.expand(6, 7, 7)), atol=1e-6, rtol=0)
+    assert not torch.allclose(blurred, sharp, atol=1e-2)
+
+
+def test_step_checks_the_pool_against_the_config():
+    cfg = load_config("tiny", {"degrade.kernel_pool_size": 3})
+    phase = phases_from_config(cfg)[0]
+    model, disc = tr.build_model(cfg), tr.build_discriminator(cfg)
+    with pytest.raises(ValueError, match="kernel_pool_size = 3 needs a pool of that many"):
+        ttr.TorchTrainStep(cfg, phase, model, disc, None)
+    with pytest.raises(ValueError, match="kernel_pool_size = 3 needs a pool .* got \\(2, 7, 7\\)"):
+        ttr.TorchTrainStep(cfg, phase, model, disc, None, kernel_pool=torch.zeros(2, 7, 7))
