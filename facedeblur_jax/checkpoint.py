@@ -121,14 +121,20 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
-    """The config a checkpoint was trained with (tuples come back as tuples)."""
+    """The config a checkpoint was trained with (tuples come back as tuples).
+
+    Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
+    their default values, so older checkpoints keep loading; every key the checkpoint
+    stored keeps its stored value.
+    """
     raw = json.loads(meta["config"])
 
     def fix(node, ref):
         if isinstance(node, dict):
-            return {
-                k: fix(v, ref.get(k) if isinstance(ref, dict) else None) for k, v in node.items()
-            }
+            ref = ref if isinstance(ref, dict) else {}
+            merged = {k: v for k, v in ref.items() if k not in node}  # newer keys: defaults
+            merged.update({k: fix(v, ref.get(k)) for k, v in node.items()})
+            return merged
         if isinstance(node, list) and (ref is None or isinstance(ref, tuple)):
             return tuple(node)
         return node

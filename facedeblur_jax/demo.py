@@ -36,6 +36,7 @@ def evaluate_held_back(workdir, out_dir: str | None = None) -> dict[str, tuple[f
     degrade_cfg = config.degrade.copy_and_resolve_references()
     with degrade_cfg.unlocked():
         degrade_cfg.augment = False
+        degrade_cfg.kernel_pool_size = 0  # held-out faces get fresh kernels, not the training pool
     data = jax.jit(lambda k, s: synthesize(k, s, None, degrade_cfg))(
         jax.random.key(EVAL_SEED), jnp.asarray(sharp)
     )

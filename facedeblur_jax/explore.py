@@ -114,6 +114,7 @@ def held_back(
     degrade_cfg = config.degrade.copy_and_resolve_references()
     with degrade_cfg.unlocked():
         degrade_cfg.augment = False
+        degrade_cfg.kernel_pool_size = 0  # held-out faces get fresh kernels, not the training pool
     labels = arrays["labels"].astype(np.int32)
     degraded = jax.jit(lambda k, s, lb: synthesize(k, s, lb, degrade_cfg))(
         jax.random.key(seed), jnp.asarray(arrays["image"]), jnp.asarray(labels)

@@ -6,8 +6,10 @@
 # Stages: info | bench_inference | bench_train | bench_degrade | walk | train | eval |
 #         variants | profile.
 # The next session's #7 work, one call each (the whole lease is 30 min, 10 min per call):
-#   walk              the Pallas walk vs the scan, degradation alone (bench_degrade --impls)
+#   walk              degradation alone: the scan, the Pallas walk, a 20,000-kernel pool
 #   variants          the default VARIANTS below: each a JAX-only bench run, rows tagged
+#                     (each compiles the joint step, ~100 s on an H100: run them in 3–4
+#                     calls, e.g. VARIANTS="$(...)" with a subset, T_VAR per variant)
 #   profile           tools/profile_step.py on the joint step (per-kernel GPU time)
 # The machine has JAX, PyTorch and most dependencies but no package index, so the wheels
 # this project needs beyond its image travel in .whl/ (see /work/.library/device/README.md
@@ -64,6 +66,7 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
     walk)
       timeout "${T_DEG:-200}" python3 tools/bench_degrade.py --config paper \
         --batch-sizes "${DEG_BATCHES:-16,64,256}" --unroll 1 --impls scan,auto \
+        --pool-sizes 0,20000 \
         --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/walk.json" ;;
     profile)
       for mode in inference train; do
@@ -87,6 +90,9 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
       J="--mode train --phases joint --batch-sizes 64 --dtypes bf16 --config.loss.vgg_weight=0"
       DEFAULT_VARIANTS="base|$J;walk_auto|$J --config.degrade.trajectory_impl=auto"
       DEFAULT_VARIANTS+=";walk_auto_fft|$J --config.degrade.trajectory_impl=auto"
+      DEFAULT_VARIANTS+=" --config.degrade.blur_method=fft"
+      DEFAULT_VARIANTS+=";pool20k|$J --config.degrade.kernel_pool_size=20000"
+      DEFAULT_VARIANTS+=";pool20k_fft|$J --config.degrade.kernel_pool_size=20000"
       DEFAULT_VARIANTS+=" --config.degrade.blur_method=fft"
       DEFAULT_VARIANTS+=";subpixel|$J --config.model.upsample=subpixel"
       DEFAULT_VARIANTS+=";remat|$J --config.model.remat=True"

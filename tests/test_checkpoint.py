@@ -1,0 +1,28 @@
+"""Checkpoint metadata: the stored config comes back whole, also from older checkpoints."""
+
+import json
+
+from facedeblur_jax.checkpoint import config_from_meta, config_to_json
+from facedeblur_jax.config import load_config
+
+
+def test_stored_config_round_trips():
+    config = load_config("tiny", {"degrade.kernel_sizes": (3, 5), "model.features": 6})
+    back = config_from_meta({"config": config_to_json(config)})
+    assert back.to_dict() == config.to_dict()
+    assert back.degrade.kernel_sizes == (3, 5)  # tuples stay tuples
+
+
+def test_keys_newer_than_the_checkpoint_take_their_defaults():
+    """A checkpoint written before model.remat / degrade.kernel_pool_size /
+    degrade.trajectory_impl existed still loads; its own values are kept."""
+    config = load_config("tiny", {"model.features": 6, "degrade.noise_sigma": 0.02})
+    raw = json.loads(config_to_json(config))
+    del raw["model"]["remat"]
+    del raw["degrade"]["kernel_pool_size"], raw["degrade"]["trajectory_impl"]
+    del raw["train"]["compilation_cache_dir"]
+    back = config_from_meta({"config": json.dumps(raw)})
+    assert back.model.remat is False and back.degrade.kernel_pool_size == 0
+    assert back.degrade.trajectory_impl == "scan" and back.train.compilation_cache_dir == ""
+    assert back.model.features == 6 and back.degrade.noise_sigma == 0.02
+    assert back.image_size == config.image_size  # tiny's stored value, not the paper's
