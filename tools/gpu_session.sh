@@ -85,28 +85,29 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
         && cp /tmp/eval/results.json /tmp/eval/results.md "$OUT/" \
         && cp /tmp/eval/*.png "$OUT/" 2>/dev/null ;;
     variants)
-      # Each VARIANTS entry: "name|bench args" (inference/train rows tagged by name). The
-      # default measures the joint phase at batch 64, bf16, L_VGG off, with one change each.
+      # Each VARIANTS entry: "name|bench args[|extra XLA_FLAGS]" (rows saved per name). The
+      # default measures the joint phase at batch 64, bf16, L_VGG off, with one change each
+      # from the paper config (FFT blur, scan walk, no pool, transposed conv, no remat).
       J="--mode train --phases joint --batch-sizes 64 --dtypes bf16 --config.loss.vgg_weight=0"
-      DEFAULT_VARIANTS="base|$J;walk_auto|$J --config.degrade.trajectory_impl=auto"
-      DEFAULT_VARIANTS+=";walk_auto_fft|$J --config.degrade.trajectory_impl=auto"
-      DEFAULT_VARIANTS+=" --config.degrade.blur_method=fft"
+      I="--mode inference --batch-sizes 1,256 --dtypes bf16"
+      DEFAULT_VARIANTS="base|$J;grouped_blur|$J --config.degrade.blur_method=grouped"
+      DEFAULT_VARIANTS+=";walk_auto|$J --config.degrade.trajectory_impl=auto"
       DEFAULT_VARIANTS+=";pool20k|$J --config.degrade.kernel_pool_size=20000"
-      DEFAULT_VARIANTS+=";pool20k_fft|$J --config.degrade.kernel_pool_size=20000"
-      DEFAULT_VARIANTS+=" --config.degrade.blur_method=fft"
       DEFAULT_VARIANTS+=";subpixel|$J --config.model.upsample=subpixel"
       DEFAULT_VARIANTS+=";remat|$J --config.model.remat=True"
       DEFAULT_VARIANTS+=";cache_cold|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
       DEFAULT_VARIANTS+=";cache_warm|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
-      DEFAULT_VARIANTS+=";inf_subpixel|--mode inference --batch-sizes 1,256 --dtypes bf16"
-      DEFAULT_VARIANTS+=" --config.model.upsample=subpixel"
-      rm -rf /tmp/xla_cache
-      IFS=';' read -ra vs <<<"${VARIANTS:-$DEFAULT_VARIANTS}"
+      DEFAULT_VARIANTS+=";inf_base|$I;inf_subpixel|$I --config.model.upsample=subpixel"
+      DEFAULT_VARIANTS+=";inf_cmdbuf|$I|--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUDNN"
+      list=${VARIANTS:-$DEFAULT_VARIANTS}
+      [[ $list == *"cache_cold|"* ]] && rm -rf /tmp/xla_cache
+      IFS=';' read -ra vs <<<"$list"
       for v in "${vs[@]}"; do
-        name=${v%%|*}; args=${v#*|}
-        echo "--- variant $name: $args"
+        IFS='|' read -r name args flags <<<"$v"
+        echo "--- variant $name: $args ${flags:+(XLA_FLAGS $flags)}"
         # shellcheck disable=SC2086
-        timeout "${T_VAR:-120}" python3 tools/bench_throughput.py --config paper \
+        XLA_FLAGS="${XLA_FLAGS:-} ${flags:-}" timeout "${T_VAR:-120}" \
+          python3 tools/bench_throughput.py --config paper \
           --rows-jsonl "$OUT/variant_$name.jsonl" --framework jax --repeats 3 \
           --min-time 0.5 $args | tail -n 8
       done ;;
