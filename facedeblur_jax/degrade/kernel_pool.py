@@ -54,21 +54,8 @@ def pool_key(seed: int) -> jax.Array:
 
 
 def _sampler(cfg: ml_collections.ConfigDict):
-    sizes = tuple(int(s) for s in cfg.kernel_sizes)
-
-    def one(key):
-        return kernels_lib.sample_kernel(
-            key,
-            sizes=sizes,
-            canvas=int(cfg.kernel_canvas),
-            anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
-            num_steps=int(cfg.trajectory_steps),
-            max_total_length=float(cfg.trajectory_length),
-            unroll=int(cfg.trajectory_unroll),
-            impl=str(cfg.trajectory_impl),
-        )
-
-    return one
+    kwargs = kernels_lib.config_kwargs(cfg)
+    return lambda key: kernels_lib.sample_kernel(key, **kwargs)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk", "sample"))

@@ -388,6 +388,20 @@ def sample_kernel(
     return rasterize(traj, size, canvas), size
 
 
+def config_kwargs(degrade_cfg) -> dict:
+    """:func:`sample_kernel` / :func:`sample_kernels` keyword arguments from a config's
+    ``degrade`` section (sizes, canvas, anxiety, trajectory settings)."""
+    return dict(
+        sizes=tuple(int(s) for s in degrade_cfg.kernel_sizes),
+        canvas=int(degrade_cfg.kernel_canvas),
+        anxiety=None if degrade_cfg.anxiety is None else float(degrade_cfg.anxiety),
+        num_steps=int(degrade_cfg.trajectory_steps),
+        max_total_length=float(degrade_cfg.trajectory_length),
+        unroll=int(degrade_cfg.trajectory_unroll),
+        impl=str(degrade_cfg.trajectory_impl),
+    )
+
+
 def sample_kernels(
     key: jax.Array,
     batch: int,

@@ -146,17 +146,7 @@ def synthesize(
             kernel, size = pool_lib.draw(kernel_pool, k_kernel)
             kernel, size = kernel[None], size[None]
         else:
-            kernel, size = kernels_lib.sample_kernels(
-                k_kernel,
-                1,
-                sizes=tuple(int(s) for s in cfg.kernel_sizes),
-                canvas=int(cfg.kernel_canvas),
-                anxiety=None if cfg.anxiety is None else float(cfg.anxiety),
-                num_steps=int(cfg.trajectory_steps),
-                max_total_length=float(cfg.trajectory_length),
-                unroll=int(cfg.trajectory_unroll),
-                impl=str(cfg.trajectory_impl),
-            )
+            kernel, size = kernels_lib.sample_kernels(k_kernel, 1, **kernels_lib.config_kwargs(cfg))
         blurred = blur_lib.blur(image, kernel, method=cfg.blur_method)
         blurred = blur_lib.add_noise(k_noise, blurred, float(cfg.noise_sigma))
         label = None if label is None else label[0].astype(jnp.int32)
