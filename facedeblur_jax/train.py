@@ -33,6 +33,7 @@ from facedeblur_jax import checkpoint as ckpt_lib
 from facedeblur_jax import schedule as schedule_lib
 from facedeblur_jax.compile_cache import enable_compilation_cache
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
+from facedeblur_jax.degrade.synthesize import check_degrade_config
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.train_state import TrainState, create_train_state
 from facedeblur_jax.train_step import AXIS, build_train_step
@@ -183,6 +184,7 @@ def train(
     phases = schedule_lib.phases_from_config(config)
     total = schedule_lib.total_steps(phases)
     vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
+    check_degrade_config(config.degrade)  # e.g. a bad trajectory_impl, before any work
 
     # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone, so a
     # resumed run rebuilds the same one.

@@ -135,6 +135,16 @@ def test_resume_with_another_model_is_refused_and_keeps_the_checkpoint(straight,
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 
 
+def test_bad_degrade_settings_fail_at_start(tmp_path):
+    config = load_config("tiny", {"degrade.trajectory_impl": "pallas"})
+    with pytest.raises(ValueError, match="degrade.trajectory_impl must be one of"):
+        train(config, tmp_path / "w", progress=False)
+    config = load_config("tiny", {"degrade.kernel_pool_size": -1})
+    with pytest.raises(ValueError, match="degrade.kernel_pool_size must be >= 0"):
+        train(config, tmp_path / "w", progress=False)
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
 def test_missing_vgg_weights_fail_at_start(tmp_path):
     config = load_config("tiny", {"loss.vgg_weight": 1e-5})
     with pytest.raises(ValueError, match=r"vgg_weights_path is empty.*loss\.vgg_weight=0"):

@@ -51,6 +51,9 @@ def check_degrade_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown degrade config key(s): {sorted(unknown)}")
     if missing:
         raise ValueError(f"degrade config is missing key(s): {sorted(missing)}")
+    pool = cfg.kernel_pool_size
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+        raise ValueError(f"degrade.kernel_pool_size must be >= 0 (an int), got {pool!r}")
     if cfg.trajectory_impl not in CONFIG_TRAJECTORY_IMPLS:
         raise ValueError(
             f"degrade.trajectory_impl must be one of {CONFIG_TRAJECTORY_IMPLS}, got "
