@@ -22,8 +22,6 @@ tag: the streams share no key.
 
 from __future__ import annotations
 
-import functools
-
 import chex
 import flax
 import jax
@@ -53,17 +51,6 @@ def pool_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(int(seed)), POOL_TAG)
 
 
-def _sampler(cfg: ml_collections.ConfigDict):
-    kwargs = kernels_lib.config_kwargs(cfg)
-    return lambda key: kernels_lib.sample_kernel(key, **kwargs)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk", "sample"))
-def _chunk(key: jax.Array, start: jax.Array, *, chunk: int, sample) -> tuple[jax.Array, ...]:
-    indices = start + jnp.arange(chunk)
-    return jax.vmap(lambda i: sample(jax.random.fold_in(key, i)))(indices)
-
-
 def make_kernel_pool(
     key: jax.Array,
     size: int,
@@ -89,46 +76,22 @@ def make_kernel_pool(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk!r}")
     chunk = min(chunk, size)
-    # A hashable stand-in for the config section, so the jitted chunk is cached per config.
-    sample = _HashableSampler(cfg)
-    parts = [
-        _chunk(key, jnp.int32(start), chunk=chunk, sample=sample) for start in range(0, size, chunk)
-    ]
+    kwargs = kernels_lib.config_kwargs(cfg)
+
+    @jax.jit
+    def sample_chunk(root, start):  # compiled once: every chunk has the same shape
+        indices = start + jnp.arange(chunk)
+        return jax.vmap(lambda i: kernels_lib.sample_kernel(jax.random.fold_in(root, i), **kwargs))(
+            indices
+        )
+
+    parts = [sample_chunk(key, jnp.int32(start)) for start in range(0, size, chunk)]
     kernels = jnp.concatenate([p[0] for p in parts])[:size]
     sizes = jnp.concatenate([p[1] for p in parts])[:size]
     canvas = int(cfg.kernel_canvas)
     chex.assert_shape(kernels, (size, canvas, canvas))
     chex.assert_shape(sizes, (size,))
     return KernelPool(kernels=kernels, sizes=sizes)
-
-
-class _HashableSampler:
-    """``sample_kernel`` bound to a ``degrade`` config, hashable by the settings it reads."""
-
-    _FIELDS = (
-        "kernel_sizes",
-        "kernel_canvas",
-        "anxiety",
-        "trajectory_steps",
-        "trajectory_length",
-        "trajectory_unroll",
-        "trajectory_impl",
-    )
-
-    def __init__(self, cfg: ml_collections.ConfigDict):
-        self._key = tuple(
-            tuple(cfg[f]) if isinstance(cfg[f], list | tuple) else cfg[f] for f in self._FIELDS
-        )
-        self._fn = _sampler(cfg)
-
-    def __call__(self, key):
-        return self._fn(key)
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, _HashableSampler) and self._key == other._key
 
 
 def draw(pool: KernelPool, key: jax.Array) -> tuple[jax.Array, jax.Array]:
