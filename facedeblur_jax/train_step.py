@@ -60,6 +60,16 @@ def _sum(values):
     return total
 
 
+def sample_keys(rng: jax.Array, step: jax.Array, local_b: int, axis_name: str | None):
+    """This device's per-sample degradation keys of a step: ``fold_in(fold_in(rng, step),
+    global sample index)``, the index being ``axis_index · local_b + i`` (so a sample's key
+    does not depend on how the batch is split over devices). ``rng``: raw key data
+    (``TrainState.rng``). Returns ``key[local_b]``."""
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_b
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, first + jnp.arange(local_b))
+
+
 def make_step_body(
     config: ml_collections.ConfigDict,
     phase: Phase,
@@ -151,11 +161,7 @@ def make_step_body(
 
     def body(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None):
         local_b = batch["image"].shape[0]
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_b
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            step_key, first + jnp.arange(local_b)
-        )
+        keys = sample_keys(state.rng, state.step, local_b, axis_name)
         deg = synthesize(keys, batch["image"], batch["labels"], config.degrade, kernel_pool)
         has_labels = batch["has_labels"]
 

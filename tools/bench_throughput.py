@@ -290,13 +290,19 @@ def _jax_compiled(ctx: BenchContext, dtype: str, batch: int):
     return ctx.cache[key]
 
 
+def _specs(tree, sharding):
+    """``ShapeDtypeStruct`` twins of ``tree``'s arrays with ``sharding``: lowering with CPU
+    shardings compiles for the CPU backend whatever the default backend is."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree
+    )
+
+
 def _on_cpu(tree):
-    """``ShapeDtypeStruct`` twins of ``tree``'s arrays placed on the host CPU device: lowering
-    with them compiles for the CPU backend whatever the default backend is."""
+    """:func:`_specs` on the host CPU device."""
     from jax.sharding import SingleDeviceSharding
 
-    cpu = SingleDeviceSharding(jax.devices("cpu")[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), tree)
+    return _specs(tree, SingleDeviceSharding(jax.devices("cpu")[0]))
 
 
 # The FLOP counts come from XLA's cost analysis of the program compiled for the host CPU:
@@ -591,15 +597,10 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
         from jax.sharding import PartitionSpec as P
 
         from facedeblur_jax.degrade.synthesize import synthesize
-        from facedeblur_jax.train_step import AXIS
+        from facedeblur_jax.train_step import AXIS, sample_keys
 
         def body(rng, images, labels, pool):  # the first lines of train_step's body
-            local_b = images.shape[0]
-            step_key = jax.random.fold_in(jax.random.wrap_key_data(rng), 0)
-            first = jax.lax.axis_index(AXIS) * local_b
-            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-                step_key, first + jax.numpy.arange(local_b)
-            )
+            keys = sample_keys(rng, 0, images.shape[0], AXIS)
             deg = synthesize(keys, images, labels, cfg.degrade, pool)
             return deg.blurred, deg.sharp, deg.labels
 
@@ -715,17 +716,12 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
         phase = _phases(cfg)[phase_name]
         vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
 
-        def spec(tree, sharding):
-            return jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=sharding), tree
-            )
-
         replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-        state = spec(_host_train_state(ctx), replicated)
-        data = spec(_train_batch(cfg, batch), sharded)
-        vgg_params = None if vgg_params is None else spec(vgg_params, replicated)
+        state = _specs(_host_train_state(ctx), replicated)
+        data = _specs(_train_batch(cfg, batch), sharded)
+        vgg_params = None if vgg_params is None else _specs(vgg_params, replicated)
         pool = _kernel_pool(ctx, cfg)
-        pool = None if pool is None else spec(pool, replicated)
+        pool = None if pool is None else _specs(pool, replicated)
         step = build_train_step(cfg, phase, mesh, vgg_apply)
         flops = _cost_flops(step.lower(state, data, vgg_params, pool).compile())
         ctx.cache[key] = flops / batch if flops else None
