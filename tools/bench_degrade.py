@@ -91,21 +91,35 @@ def main(argv=None) -> int:
                         made = jax.block_until_ready(pool_from_config(full))
                         pool_cache[pool_size] = made, time.perf_counter() - t0
                     pool, pool_s = pool_cache[pool_size]
-                fn = jax.jit(lambda k, s, lab, p, cfg=cfg: synthesize(k, s, lab, cfg, p))
-                t0 = time.perf_counter()
-                compiled = fn.lower(key, sharp, labels, pool).compile()
-                compile_s = time.perf_counter() - t0
-                out = compiled(key, sharp, labels, pool)
-                kernels = np.asarray(out.kernels)
-                if reference is None and not pool_size:
-                    reference = kernels
-                # Pool rows draw other kernels: compared with nothing.
-                diff = None if pool_size else float(np.max(np.abs(kernels - reference)))
-                ms = time_ms(
-                    lambda c=compiled, a=(key, sharp, labels, pool): c(*a),
-                    args.repeats,
-                    args.min_time,
-                )
+                try:
+                    fn = jax.jit(lambda k, s, lab, p, cfg=cfg: synthesize(k, s, lab, cfg, p))
+                    t0 = time.perf_counter()
+                    compiled = fn.lower(key, sharp, labels, pool).compile()
+                    compile_s = time.perf_counter() - t0
+                    out = compiled(key, sharp, labels, pool)
+                    kernels = np.asarray(out.kernels)
+                    if reference is None and not pool_size:
+                        reference = kernels
+                    # Pool rows draw other kernels: compared with nothing.
+                    diff = None if pool_size else float(np.max(np.abs(kernels - reference)))
+                    ms = time_ms(
+                        lambda c=compiled, a=(key, sharp, labels, pool): c(*a),
+                        args.repeats,
+                        args.min_time,
+                    )
+                except Exception as e:  # one failing variant keeps the others
+                    # (e.g. the Pallas walk failing to compile on some GPU): the row says why.
+                    print(f"batch {batch} blur {method} impl {impl} pool {pool_size}: {e!r}")
+                    rows.append(
+                        dict(
+                            batch=batch,
+                            blur_method=method,
+                            trajectory_impl=impl,
+                            kernel_pool_size=pool_size,
+                            error=repr(e)[:2000],
+                        )
+                    )
+                    continue
                 row = dict(
                     batch=batch,
                     blur_method=method,
@@ -119,6 +133,8 @@ def main(argv=None) -> int:
                     device=jax.devices()[0].device_kind,
                 )
                 rows.append(row)
+                if args.json:  # after every row: a run cut short keeps what it measured
+                    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
                 print(
                     f"batch {batch:4d} blur {method:8s} "
                     + (f"pool {pool_size:6d}    " if pool_size else f"walk {impl:6s} ")

@@ -10,7 +10,8 @@
 #   variants          the default VARIANTS below: each a JAX-only bench run, rows tagged
 #                     (each compiles the joint step, ~100 s on an H100: run them in 3–4
 #                     calls, e.g. VARIANTS="$(...)" with a subset, T_VAR per variant)
-#   profile           tools/profile_step.py on the joint step (per-kernel GPU time)
+#   profile           tools/profile_step.py: inference b256 and b1, the joint step b64
+#                     (per-kernel GPU time; PROF_RUNS="mode:batch ...", PROF_ARGS)
 # The machine has JAX, PyTorch and most dependencies but no package index, so the wheels
 # this project needs beyond its image travel in .whl/ (see /work/.library/device/README.md
 # in this workplace), and the data for `train`/`eval` in .gpudata/ (a copy of the shared
@@ -34,6 +35,14 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile
   --target /tmp/site . >/dev/null || exit 1
 export PYTHONPATH=/tmp/site
 export PATH=/tmp/site/bin:$PATH
+# XLA's per-fusion autotune cache, shared by every process of this call: the variants compile
+# the same convolutions again and again (~100 s per joint step). Only set when this XLA
+# knows the flag (an unknown XLA flag aborts the process). Results are the same either way.
+if [ -n "${AUTOTUNE_CACHE:-1}" ] && XLA_FLAGS="--xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune" \
+  python3 -c "import jax, jax.numpy as jnp; jnp.ones(2).block_until_ready()" 2>/dev/null; then
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune"
+  echo "autotune cache: /tmp/xla_autotune"
+fi
 FD=(python3 -P -c "import sys; from facedeblur_jax.cli import main; sys.exit(main())")
 BENCH=(python3 tools/bench_throughput.py --config paper --rows-jsonl "$OUT/rows.jsonl")
 
@@ -69,10 +78,19 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
         --pool-sizes 0,20000 \
         --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/walk.json" ;;
     profile)
-      for mode in inference train; do
-        timeout "${T_PROF:-200}" python3 tools/profile_step.py --config paper --mode $mode \
-          --phase "${PROF_PHASE:-joint}" --batch "${PROF_BATCH:-64}" --dtype bf16 \
-          --config.loss.vgg_weight=0 ${PROF_ARGS:-} --json "$OUT/profile_$mode.json"
+      # PROF_RUNS: "mode:batch" entries; the trace of each (gzip'd Perfetto JSON) comes back
+      # when it is small enough (the device tool returns files up to 16 MB).
+      for run in ${PROF_RUNS:-inference:256 inference:1 train:64}; do
+        mode=${run%%:*} batch=${run##*:}
+        iters=10; [ "$mode" = train ] && iters=3
+        rm -rf "/tmp/prof_${mode}_$batch"
+        # shellcheck disable=SC2086
+        timeout "${T_PROF:-200}" python3 tools/profile_step.py --config paper --mode "$mode" \
+          --phase "${PROF_PHASE:-joint}" --batch "$batch" --dtype bf16 --iters $iters \
+          --config.loss.vgg_weight=0 ${PROF_ARGS:-} --trace-dir "/tmp/prof_${mode}_$batch" \
+          --json "$OUT/profile_${mode}_b$batch.json"
+        find "/tmp/prof_${mode}_$batch" -name '*.json.gz' -size -12M \
+          -exec cp {} "$OUT/trace_${mode}_b$batch.json.gz" \;
       done ;;
     train)
       timeout "${T_RUN:-330}" "${FD[@]}" train --config gpu_short --workdir /tmp/run \

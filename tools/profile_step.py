@@ -62,15 +62,52 @@ def _find_trace(root: pathlib.Path) -> pathlib.Path | None:
     return found[-1] if found else None
 
 
-def device_kernels(trace: dict) -> list[dict]:
-    """Complete ('X') events on the device's processes (``/device:GPU:*`` and the like)."""
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    names = {}
+def _lane_names(events: list[dict]) -> tuple[dict, dict]:
+    procs, threads = {}, {}
     for e in events:
-        if e.get("ph") == "M" and e.get("name") == "process_name":
-            names[e.get("pid")] = str(e.get("args", {}).get("name", ""))
-    device_pids = {pid for pid, n in names.items() if "/device:" in n and "CPU" not in n.upper()}
-    return [e for e in events if e.get("ph") == "X" and e.get("pid") in device_pids and "dur" in e]
+        if e.get("ph") != "M":
+            continue
+        if e.get("name") == "process_name":
+            procs[e.get("pid")] = str(e.get("args", {}).get("name", ""))
+        elif e.get("name") == "thread_name":
+            threads[(e.get("pid"), e.get("tid"))] = str(e.get("args", {}).get("name", ""))
+    return procs, threads
+
+
+# Lanes of a device process that summarise kernels rather than being kernels (xprof's trace
+# puts the module and HLO-op spans beside the streams: counting them would count twice).
+SUMMARY_LANES = re.compile(r"XLA Modules|XLA Ops|Steps|TF Ops|Framework|Source", re.I)
+
+
+def device_kernels(trace: dict) -> list[dict]:
+    """Complete ('X') kernel events on the device's processes (``/device:GPU:*``).
+
+    Where the device process names its threads, only the stream lanes count (``Stream
+    #N``): the xprof trace also holds per-module and per-HLO-op lanes over the same time.
+    """
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    procs, threads = _lane_names(events)
+    device_pids = {pid for pid, n in procs.items() if "/device:" in n and "CPU" not in n.upper()}
+    out = []
+    for e in events:
+        if e.get("ph") != "X" or e.get("pid") not in device_pids or "dur" not in e:
+            continue
+        lane = threads.get((e.get("pid"), e.get("tid")), "")
+        if lane and SUMMARY_LANES.search(lane) and "stream" not in lane.lower():
+            continue
+        out.append(e)
+    return out
+
+
+def lanes(trace: dict) -> list[str]:
+    """``"process / thread"`` names of the trace's device lanes (what was counted, checkable)."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    procs, threads = _lane_names(events)
+    return sorted(
+        f"{procs.get(pid, pid)} / {name}"
+        for (pid, _), name in threads.items()
+        if "/device:" in procs.get(pid, "")
+    )
 
 
 def summarize(kernels: list[dict], iters: int, wall_ms_per_call: float, top: int) -> dict:
@@ -158,7 +195,8 @@ def main(argv=None) -> int:
         print(f"no Perfetto trace under {trace_dir}", file=sys.stderr)
         return 1
     with gzip.open(path, "rt") as f:
-        kernels = device_kernels(json.load(f))
+        trace = json.load(f)
+    kernels = device_kernels(trace)
     if not kernels:
         print(f"the trace {path} has no device kernels (a CPU run?)")
         return 0
@@ -170,6 +208,7 @@ def main(argv=None) -> int:
         dtype=args.dtype,
         device=jax.devices()[0].device_kind,
         overrides=rest,
+        lanes=lanes(trace),
     )
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -15,13 +15,19 @@ def _trace():
     meta = [
         {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/host:CPU"}},
         {"ph": "M", "name": "process_name", "pid": 7, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 1, "args": {"name": "Stream #13"}},
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 2, "args": {"name": "XLA Modules"}},
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 3, "args": {"name": "XLA Ops"}},
     ]
     kernels = [
-        {"ph": "X", "pid": 7, "name": "sm90_xmma_fprop_implicit_gemm", "dur": 300.0},
-        {"ph": "X", "pid": 7, "name": "sm90_xmma_fprop_implicit_gemm", "dur": 300.0},
-        {"ph": "X", "pid": 7, "name": "loop_add_fusion", "dur": 200.0},
-        {"ph": "X", "pid": 7, "name": "input_reduce_fusion", "dur": 100.0},
-        {"ph": "X", "pid": 7, "name": "copy_transpose", "dur": 100.0},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "sm90_xmma_fprop_implicit_gemm", "dur": 300.0},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "sm90_xmma_fprop_implicit_gemm", "dur": 300.0},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "loop_add_fusion", "dur": 200.0},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "input_reduce_fusion", "dur": 100.0},
+        {"ph": "X", "pid": 7, "tid": 1, "name": "copy_transpose", "dur": 100.0},
+        # Summary lanes over the same time: the module span and an HLO-op span.
+        {"ph": "X", "pid": 7, "tid": 2, "name": "jit_step", "dur": 1000.0},
+        {"ph": "X", "pid": 7, "tid": 3, "name": "convolution.3", "dur": 600.0},
         {"ph": "X", "pid": 1, "name": "host thing", "dur": 9000.0},  # not a device event
     ]
     return {"traceEvents": meta + kernels}
@@ -29,7 +35,12 @@ def _trace():
 
 def test_device_kernels_and_summary_from_a_trace():
     kernels = profile_step.device_kernels(_trace())
-    assert len(kernels) == 5  # the host event is not counted
+    assert len(kernels) == 5  # neither the host event nor the summary lanes count
+    assert profile_step.lanes(_trace()) == [
+        "/device:GPU:0 / Stream #13",
+        "/device:GPU:0 / XLA Modules",
+        "/device:GPU:0 / XLA Ops",
+    ]
     s = profile_step.summarize(kernels, iters=2, wall_ms_per_call=1.0, top=3)
     assert s["device_busy_ms_per_call"] == pytest.approx(0.5)  # 1000 µs over 2 calls
     assert s["device_busy_pct_of_wall"] == pytest.approx(50.0)
