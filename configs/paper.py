@@ -42,13 +42,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.trajectory_steps = 2000
     config.degrade.trajectory_length = 60.0
     # Steps per compiled loop iteration of the 2,000-step walk (same kernels up to rounding).
-    # 16 saved 15 % of the walk on an H100 for 20 s more compile per program; 1 until the
-    # joint phase is measured with it (docs/benchmarks/h100_2026-11-24.md).
+    # Scan only. 16 saved 15 % of the scan walk on an H100 for 20 s more compile per program
+    # (docs/benchmarks/h100_2026-11-24.md); the Triton walk (below) made it moot.
     config.degrade.trajectory_unroll = 1
-    # How the walk runs: "scan" (lax.scan; measured) or "auto" (the whole walk in one
-    # Triton kernel when compiling for CUDA, facedeblur_jax/degrade/walk_pallas.py; the scan
-    # elsewhere). "scan" until the kernel is timed on a GPU.
-    config.degrade.trajectory_impl = "scan"
+    # How the walk runs: "auto" (the whole walk in one Triton kernel when compiling for
+    # CUDA, facedeblur_jax/degrade/walk_pallas.py; the scan elsewhere) or "scan" (lax.scan
+    # everywhere). On an H100 the kernel took degradation from 17.9 to 0.77 ms (batch 16),
+    # the joint step (batch 64, bf16) from 624 to 755 img/s, same kernels to 7e-5
+    # (docs/benchmarks/h100_2026-11-24_speedups.md). Checkpoints that predate this key ran
+    # the scan and keep it (checkpoint.LEGACY_DEFAULTS).
+    config.degrade.trajectory_impl = "auto"
     # 0: a fresh kernel for every sample of every step (DESIGN.md §3). N > 0: sample N
     # kernels on the device once per run and draw from them (the paper's Table 1 trains on
     # 20,000 fixed kernels); takes the sequential walk out of the step

@@ -120,12 +120,20 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(sort_keys=True)
 
 
+# Keys whose default changed after they were added: a checkpoint written before the key
+# existed ran with the value here, not with today's default (resuming it must not switch
+# implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
+# measurement of the Triton walk.
+LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan"}
+
+
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     """The config a checkpoint was trained with (tuples come back as tuples).
 
     Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
-    their default values, so older checkpoints keep loading; every key the checkpoint
-    stored keeps its stored value.
+    their default values, so older checkpoints keep loading, except keys in
+    :data:`LEGACY_DEFAULTS`, which take the value such a checkpoint was trained with; every
+    key the checkpoint stored keeps its stored value.
     """
     raw = json.loads(meta["config"])
 
@@ -141,4 +149,11 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
 
     from facedeblur_jax.config import reference_config
 
-    return ml_collections.ConfigDict(fix(raw, reference_config().to_dict()))
+    ref = reference_config().to_dict()
+    for dotted, value in LEGACY_DEFAULTS.items():
+        *parents, leaf = dotted.split(".")
+        node = ref
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return ml_collections.ConfigDict(fix(raw, ref))

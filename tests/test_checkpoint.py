@@ -23,6 +23,8 @@ def test_keys_newer_than_the_checkpoint_take_their_defaults():
     del raw["train"]["compilation_cache_dir"]
     back = config_from_meta({"config": json.dumps(raw)})
     assert back.model.remat is False and back.degrade.kernel_pool_size == 0
-    assert back.degrade.trajectory_impl == "scan" and back.train.compilation_cache_dir == ""
+    assert back.train.compilation_cache_dir == ""
+    # Such a checkpoint ran the scan walk: it keeps it although today's default is "auto".
+    assert config.degrade.trajectory_impl == "auto" and back.degrade.trajectory_impl == "scan"
     assert back.model.features == 6 and back.degrade.noise_sigma == 0.02
     assert back.image_size == config.image_size  # tiny's stored value, not the paper's

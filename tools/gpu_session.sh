@@ -5,7 +5,8 @@
 #
 # Stages: info | bench_inference | bench_train | bench_degrade | walk | train | eval |
 #         variants | profile.
-# The next session's #7 work, one call each (the whole lease is 30 min, 10 min per call):
+# The #7 speed-up stages (run 2026-11-24, docs/benchmarks/h100_2026-11-24_speedups.md;
+# the whole lease is 30 min, 10 min per call):
 #   walk              degradation alone: the scan, the Pallas walk, a 20,000-kernel pool
 #   variants          the default VARIANTS below: each a JAX-only bench run, rows tagged
 #                     (each compiles the joint step, ~100 s on an H100: run them in 3–4
@@ -105,11 +106,11 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
     variants)
       # Each VARIANTS entry: "name|bench args[|extra XLA_FLAGS]" (rows saved per name). The
       # default measures the joint phase at batch 64, bf16, L_VGG off, with one change each
-      # from the paper config (FFT blur, scan walk, no pool, transposed conv, no remat).
+      # from the paper config (FFT blur, Triton walk, no pool, transposed conv, no remat).
       J="--mode train --phases joint --batch-sizes 64 --dtypes bf16 --config.loss.vgg_weight=0"
       I="--mode inference --batch-sizes 1,256 --dtypes bf16"
       DEFAULT_VARIANTS="base|$J;grouped_blur|$J --config.degrade.blur_method=grouped"
-      DEFAULT_VARIANTS+=";walk_auto|$J --config.degrade.trajectory_impl=auto"
+      DEFAULT_VARIANTS+=";walk_scan|$J --config.degrade.trajectory_impl=scan"
       DEFAULT_VARIANTS+=";pool20k|$J --config.degrade.kernel_pool_size=20000"
       DEFAULT_VARIANTS+=";subpixel|$J --config.model.upsample=subpixel"
       DEFAULT_VARIANTS+=";remat|$J --config.model.remat=True"
