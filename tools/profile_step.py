@@ -74,16 +74,17 @@ def _lane_names(events: list[dict]) -> tuple[dict, dict]:
     return procs, threads
 
 
-# Lanes of a device process that summarise kernels rather than being kernels (xprof's trace
-# puts the module and HLO-op spans beside the streams: counting them would count twice).
+# Lanes of a device process that summarise kernels rather than being kernels (an xprof
+# trace may put module and HLO-op spans beside the streams: counting them counts twice).
 SUMMARY_LANES = re.compile(r"XLA Modules|XLA Ops|Steps|TF Ops|Framework|Source", re.I)
 
 
 def device_kernels(trace: dict) -> list[dict]:
     """Complete ('X') kernel events on the device's processes (``/device:GPU:*``).
 
-    Where the device process names its threads, only the stream lanes count (``Stream
-    #N``): the xprof trace also holds per-module and per-HLO-op lanes over the same time.
+    Lanes that summarise kernels (:data:`SUMMARY_LANES`: per-module, per-HLO-op spans over
+    the same time, which some xprof versions write beside the ``Stream #N`` lanes) do not
+    count; the H100 trace of jax 0.11.2 had only the stream lane.
     """
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     procs, threads = _lane_names(events)
