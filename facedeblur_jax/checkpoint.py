@@ -147,13 +147,7 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
             return tuple(node)
         return node
 
-    from facedeblur_jax.config import reference_config
+    from facedeblur_jax.config import apply_overrides, reference_config
 
-    ref = reference_config().to_dict()
-    for dotted, value in LEGACY_DEFAULTS.items():
-        *parents, leaf = dotted.split(".")
-        node = ref
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+    ref = apply_overrides(reference_config(), LEGACY_DEFAULTS).to_dict()
     return ml_collections.ConfigDict(fix(raw, ref))
