@@ -50,11 +50,11 @@ def _cmd_train(args, overrides) -> int:
 
 
 def _cmd_deblur(args, overrides) -> int:
-    from facedeblur_jax import deblur_files
+    from facedeblur_jax.faces import deblur_photos
 
     if overrides:
         raise ValueError("deblur takes its config from the checkpoint; drop the --config.* args")
-    return deblur_files.run(
+    return deblur_photos.run(
         args.checkpoint,
         args.inputs,
         args.out,
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--face-analysis",
         action="store_true",
-        help="also run facedeblur_jax.face_analysis (detection, identity, recognition)",
+        help="also run facedeblur_jax.faces.analysis (detection, identity, recognition)",
     )
     p.add_argument(
         "--face-analysis-per-face", type=int, default=1, help="kernels per face analysed"

@@ -76,7 +76,7 @@ BUILTIN_METHODS = (BLURRED, COARSE, FULL)
 EVAL_NOISE_SEED = 2**31 - 1
 EVAL_NOISE_TAG = 0x0015E  # differs from kernel_bank.BANK_TAG: noise never reuses a kernel key
 NOISE_SIGMA = 0.01
-FACE_ANALYSIS_MODULE = "facedeblur_jax.face_analysis"
+FACE_ANALYSIS_MODULE = "facedeblur_jax.faces.analysis"
 OUTPUT_FILES = (
     "results.json",
     "results.md",

@@ -4,7 +4,7 @@
 (``split,file,identity``), so the demo and tests run on a fresh machine. ``labels/`` holds a
 pseudo parsing-label PNG per face (same relative path; 11 Helen classes, written by
 ``tools/make_parsing_labels.py`` from dlib landmarks — see
-:mod:`facedeblur_jax.data.parsing_labels`), with that run's ``report.json``.
+:mod:`facedeblur_jax.faces.pseudo_labels`), with that run's ``report.json``.
 """
 
 from __future__ import annotations

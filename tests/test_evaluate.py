@@ -316,7 +316,7 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     # Without the module: a clear error before any work, nothing written.
     monkeypatch.setitem(__import__("sys").modules, evaluate.FACE_ANALYSIS_MODULE, None)
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "none", "--face-analysis") == 2
-    assert "needs the module facedeblur_jax.face_analysis" in capsys.readouterr().err
+    assert f"needs the module {evaluate.FACE_ANALYSIS_MODULE}" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
 
 

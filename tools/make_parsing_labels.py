@@ -6,7 +6,7 @@ python tools/make_parsing_labels.py --data DIR --out LABEL_DIR [--overlay grid.p
 Walks DIR for images (.png, .jpg, …; LABEL_DIR itself is skipped when it lies inside DIR),
 finds dlib's 68 landmarks (the fixed aligned-crop box when the detector finds no face) and
 writes ``LABEL_DIR/<relative path>.png`` (mode "L", pixel = class 0..10; see
-facedeblur_jax/data/parsing_labels.py for the classes and how each is drawn). Existing label
+facedeblur_jax/faces/pseudo_labels.py for the classes and how each is drawn). Existing label
 files are never overwritten unless --overwrite. Unreadable images are skipped with a warning
 naming the file. LABEL_DIR/report.json gets the counts: total, labelled, detected, fallback
 (no detection), failed_sanity (landmarks failing the sanity check — labelled anyway, listed
@@ -29,12 +29,12 @@ import numpy as np
 from PIL import Image
 
 from facedeblur_jax.data.label_io import save_labels
-from facedeblur_jax.data.parsing_labels import (
+from facedeblur_jax.data.parsing_palette import colorize, grid, overlay
+from facedeblur_jax.faces.pseudo_labels import (
     labels_from_landmarks,
     landmark_problems,
     landmarks,
 )
-from facedeblur_jax.data.parsing_palette import colorize, grid, overlay
 from facedeblur_jax.imageio import IMAGE_SUFFIXES, ImageError, load_image, safe_output_path
 
 GRID_TILES = 32

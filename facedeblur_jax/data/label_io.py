@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax.data.parsing_labels import NUM_CLASSES
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
 

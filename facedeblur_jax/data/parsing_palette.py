@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facedeblur_jax.data.parsing_labels import NUM_CLASSES
+from facedeblur_jax.data.labels import NUM_CLASSES
 
 # background, skin, l/r brow, l/r eye, nose, upper lip, inner mouth, lower lip, hair.
 # Left and right parts get different hues so that a side swap is visible in a grid.

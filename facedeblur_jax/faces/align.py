@@ -9,7 +9,7 @@ pixels outside the crop's footprint are left exactly as they were.
 
 Template. :data:`TEMPLATE_5` is the mean of those five points found by dlib on the bundled
 sample faces (the 190 of 200 where the HOG detector finds the face; ``python -m
-facedeblur_jax.face_align`` recomputes it). On every fifth face of the full 3,271-face set it
+facedeblur_jax.faces.align`` recomputes it). On every fifth face of the full 3,271-face set it
 agrees within 0.35 px at 112 px; the usual ArcFace 112 × 112 template, which those crops
 were made with from another detector's points, is within 1.8 px of it.
 
@@ -220,7 +220,7 @@ def paste_back(
 def _mean_template() -> tuple[np.ndarray, int]:
     """The mean five points of the bundled faces the detector finds, as fractions."""
     from facedeblur_jax import imageio, sample_data
-    from facedeblur_jax.data import landmarks as lm
+    from facedeblur_jax.faces import landmarks as lm
 
     points = []
     for face in sample_data.sample_faces():

@@ -8,7 +8,7 @@ Fig. 13 (identity distance to the ground truth), with dlib in place of OpenFace 
   does not depend on the model's working resolution. The detector runs with
   ``upsample_num_times`` 0, then 1, … up to ``upsample`` until it returns a box; the image
   counts as detected when a box overlaps the aligned crop's expected face box
-  (:func:`facedeblur_jax.data.landmarks.fallback_box`) with IoU ≥ 0.3 (a box elsewhere is a
+  (:func:`facedeblur_jax.faces.landmarks.fallback_box`) with IoU ≥ 0.3 (a box elsewhere is a
   false detection). On the 200 bundled faces this finds 191 (112 px inputs), 190 (64 and
   128 px) and 184 (32 px) with ``upsample=1``; run at the image's own size with one fixed
   ``upsample_num_times`` the count swings between 173 and 190 with the pyramid's steps.
@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from facedeblur_jax import imageio
-from facedeblur_jax.data import landmarks as lm
+from facedeblur_jax.faces import landmarks as lm
 
 ANALYSIS_SIZE = 150
 RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"

@@ -2,7 +2,7 @@
 
 Default (photos): dlib's HOG detector finds the frontal faces in each image; each face's 68
 landmarks give a similarity transform onto the aligned-crop template
-(:mod:`facedeblur_jax.face_align`), the ``S × S`` crop (S = the model's input size) is
+(:mod:`facedeblur_jax.faces.align`), the ``S × S`` crop (S = the model's input size) is
 deblurred, and the result goes back into the full image through the inverse transform with
 a feathered mask. Everything outside the faces' crops is left as it was; the output has the
 input's size. An image in which no face is found is reported and skipped (nothing written).
@@ -23,7 +23,8 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 
-from facedeblur_jax import face_align, imageio
+from facedeblur_jax import imageio
+from facedeblur_jax.faces import align as face_align
 from facedeblur_jax.inference import deblur_array, load_model, make_deblur_fn
 
 # Photos are searched at most this large (longer side); larger ones on a shrunk copy.
@@ -62,7 +63,7 @@ def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.nda
     Returns:
       ``[f32[68, 2]]`` (x, y) pixel coordinates, one per face.
     """
-    from facedeblur_jax.data import landmarks as lm
+    from facedeblur_jax.faces import landmarks as lm
 
     dlib = lm._dlib()
     detector, predictor = lm._models()
@@ -233,7 +234,7 @@ def run(
     if not files:
         raise ValueError(f"no images found in {inputs}")
     if align:
-        from facedeblur_jax.data import landmarks as lm
+        from facedeblur_jax.faces import landmarks as lm
 
         try:
             lm._models()  # dlib and its landmark model, before the checkpoint is loaded

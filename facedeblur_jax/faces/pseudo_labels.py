@@ -56,7 +56,23 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from facedeblur_jax.data.landmarks import landmarks
+from facedeblur_jax.data.labels import (
+    BACKGROUND,
+    CLASS_NAMES,
+    HAIR,
+    INNER_MOUTH,
+    LEFT_BROW,
+    LEFT_EYE,
+    LOWER_LIP,
+    NOSE,
+    NUM_CLASSES,
+    PART_CLASSES,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    SKIN,
+    UPPER_LIP,
+)
+from facedeblur_jax.faces.landmarks import landmarks
 
 __all__ = [
     "CLASS_NAMES",
@@ -66,25 +82,6 @@ __all__ = [
     "landmark_problems",
     "landmarks",
 ]
-
-CLASS_NAMES = (
-    "background",
-    "skin",
-    "left_brow",
-    "right_brow",
-    "left_eye",
-    "right_eye",
-    "nose",
-    "upper_lip",
-    "inner_mouth",
-    "lower_lip",
-    "hair",
-)
-NUM_CLASSES = len(CLASS_NAMES)
-BACKGROUND, SKIN, LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE = 0, 1, 2, 3, 4, 5
-NOSE, UPPER_LIP, INNER_MOUTH, LOWER_LIP, HAIR = 6, 7, 8, 9, 10
-# The 8 key parts of the paper's L_s (DESIGN.md §4).
-PART_CLASSES = (LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE, NOSE, UPPER_LIP, INNER_MOUTH, LOWER_LIP)
 
 # Geometry, in units of the inter-ocular distance (IOD) unless said otherwise.
 FOREHEAD = 0.55  # how far the brows are raised to close the skin hull

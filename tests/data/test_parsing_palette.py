@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facedeblur_jax.data.parsing_labels import NUM_CLASSES
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.data.parsing_palette import colorize, grid, overlay, palette
 
 

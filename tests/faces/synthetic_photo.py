@@ -3,7 +3,8 @@ on a textured background, for the alignment and photo-deblurring tests."""
 
 import numpy as np
 
-from facedeblur_jax import face_align, imageio, sample_data
+from facedeblur_jax import imageio, sample_data
+from facedeblur_jax.faces import align as face_align
 
 
 def background(height: int, width: int) -> np.ndarray:

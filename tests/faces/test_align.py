@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from facedeblur_jax import face_align as fa
 from facedeblur_jax import imageio, sample_data
-from facedeblur_jax.data import landmarks as lm
-from tests.synthetic_photo import background, photo_with_face, sample_face
+from facedeblur_jax.faces import align as fa
+from facedeblur_jax.faces import landmarks as lm
+from tests.faces.synthetic_photo import background, photo_with_face, sample_face
 
 
 def _similarity(scale, angle_deg, shift):

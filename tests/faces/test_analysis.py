@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from facedeblur_jax import face_analysis as fa
 from facedeblur_jax import imageio, sample_data
+from facedeblur_jax.faces import analysis as fa
 
 
 def _load(split, per_identity=None):

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedeblur_jax import cli, deblur_files, face_align, imageio
-from tests.synthetic_photo import background, photo_with_face, place_face, placement, sample_face
+from facedeblur_jax import cli, imageio
+from facedeblur_jax.faces import align as face_align
+from facedeblur_jax.faces import deblur_photos
+from tests.faces.synthetic_photo import (
+    background,
+    photo_with_face,
+    place_face,
+    placement,
+    sample_face,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +37,9 @@ def _footprint(to_crop: np.ndarray, size: int, shape) -> np.ndarray:
 
 def test_find_faces_and_alignment_match_the_placement():
     photo, to_crop = photo_with_face(scale=1.4, angle_deg=12.0)
-    faces = deblur_files.find_faces(photo)
+    faces = deblur_photos.find_faces(photo)
     assert len(faces) == 1 and faces[0].shape == (68, 2)
-    found = deblur_files.alignment(faces[0], 112)
+    found = deblur_photos.alignment(faces[0], 112)
     # The crop's corners land within a few pixels of where the face was placed (the
     # template is a mean face; this face's landmarks differ from it by ~3 px).
     corners = np.array([[0, 0], [111, 0], [111, 111], [0, 111]], float)
@@ -41,7 +49,7 @@ def test_find_faces_and_alignment_match_the_placement():
         - face_align.apply_affine(inv(to_crop), corners)
     )
     assert err.max() < 10
-    assert deblur_files.find_faces(background(300, 400)) == []
+    assert deblur_photos.find_faces(background(300, 400)) == []
 
 
 def test_photo_is_deblurred_in_place_and_keeps_its_size(checkpoint, tmp_path, capsys):
@@ -60,8 +68,8 @@ def test_photo_is_deblurred_in_place_and_keeps_its_size(checkpoint, tmp_path, ca
     assert result.shape == photo.shape
     # Only pixels inside the two faces' crop footprints change.
     near = np.zeros(photo.shape[:2], bool)
-    for points in deblur_files.find_faces(photo):
-        near |= _footprint(deblur_files.alignment(points, 32), 32, photo.shape[:2])
+    for points in deblur_photos.find_faces(photo):
+        near |= _footprint(deblur_photos.alignment(points, 32), 32, photo.shape[:2])
     changed = np.any(result != photo, axis=-1)
     assert changed.sum() > 2000
     assert not changed[~near].any()

@@ -4,7 +4,7 @@ import dlib
 import numpy as np
 import pytest
 
-from facedeblur_jax.data import landmarks as lm
+from facedeblur_jax.faces import landmarks as lm
 from facedeblur_jax.imageio import load_image
 from facedeblur_jax.sample_data import SAMPLE_FACES
 
