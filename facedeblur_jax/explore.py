@@ -24,15 +24,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facedeblur_jax.data.labels import CLASS_NAMES
 from facedeblur_jax.degrade.synthesize import Degraded, synthesize
 from facedeblur_jax.inference import LoadedModel
 from facedeblur_jax.losses import KEY_PARTS
 from facedeblur_jax.models.parsing_net import ParsingNet
 
-CLASS_NAMES = (
-    "background", "skin", "left brow", "right brow", "left eye", "right eye", "nose",
-    "upper lip", "inner mouth", "lower lip", "hair",
-)  # fmt: skip
 TINY_ENV = "FACEDEBLUR_NOTEBOOK_TINY"
 
 

@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from facedeblur_jax.data.labels import PART_CLASSES
 from facedeblur_jax.models.layers import downsample
 
 # The 8 key components of L_s (paper §3.3): brows, eyes, nose, upper lip, teeth, lower lip.
-KEY_PARTS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9)
+KEY_PARTS: tuple[int, ...] = PART_CLASSES
 
 
 def _batch_mean(per_image: jax.Array, weights: jax.Array | None) -> jax.Array:

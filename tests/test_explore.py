@@ -30,6 +30,6 @@ def test_part_error_maps_mask_only_key_parts():
     y = np.ones((1, 2, 2, 3), np.float32)
     maps = explore.part_error_maps(y, np.zeros_like(y), labels)
     assert float(maps["all"].sum()) == 12.0
-    assert float(maps["left eye"].sum()) == 3.0 and float(maps["nose"].sum()) == 3.0
-    assert float(maps["right eye"].sum()) == 0.0
+    assert float(maps["left_eye"].sum()) == 3.0 and float(maps["nose"].sum()) == 3.0
+    assert float(maps["right_eye"].sum()) == 0.0
     assert "skin" not in maps

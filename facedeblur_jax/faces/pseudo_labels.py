@@ -1,9 +1,10 @@
 """Pseudo face-parsing labels (Helen's 11 classes) rasterised from 68 dlib landmarks.
 
 Where a face set has no parsing ground truth, ``tools/make_parsing_labels.py`` derives labels
-from landmarks: ``labels_from_landmarks(landmarks(image)[0], image.shape[:2], image=image)``.
+from landmarks: ``labels_from_landmarks(landmarks(image)[0], image.shape[:2], image=image)``
+with :func:`facedeblur_jax.faces.landmarks.landmarks`.
 
-Classes (DESIGN.md §2, Helen's order)::
+Classes (:mod:`facedeblur_jax.data.labels`; DESIGN.md §2, Helen's order)::
 
     0 background  1 skin  2 left brow  3 right brow  4 left eye  5 right eye  6 nose
     7 upper lip   8 inner mouth / teeth  9 lower lip  10 hair
@@ -58,30 +59,17 @@ from scipy import ndimage
 
 from facedeblur_jax.data.labels import (
     BACKGROUND,
-    CLASS_NAMES,
     HAIR,
     INNER_MOUTH,
     LEFT_BROW,
     LEFT_EYE,
     LOWER_LIP,
     NOSE,
-    NUM_CLASSES,
-    PART_CLASSES,
     RIGHT_BROW,
     RIGHT_EYE,
     SKIN,
     UPPER_LIP,
 )
-from facedeblur_jax.faces.landmarks import landmarks
-
-__all__ = [
-    "CLASS_NAMES",
-    "NUM_CLASSES",
-    "PART_CLASSES",
-    "labels_from_landmarks",
-    "landmark_problems",
-    "landmarks",
-]
 
 # Geometry, in units of the inter-ocular distance (IOD) unless said otherwise.
 FOREHEAD = 0.55  # how far the brows are raised to close the skin hull

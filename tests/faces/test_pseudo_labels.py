@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur_jax.data import labels as classes
 from facedeblur_jax.data.label_io import load_labels
+from facedeblur_jax.faces import landmarks as lm
 from facedeblur_jax.faces import pseudo_labels as pl
 from facedeblur_jax.imageio import load_image
 from facedeblur_jax.sample_data import SAMPLE_FACES, SAMPLE_LABELS, sample_faces, sample_label_path
@@ -16,14 +18,14 @@ FRONTAL = ("test/id01_0000.png", "test/id04_0001.png")
 
 def centroid(labels, cls):
     ys, xs = np.nonzero(labels == cls)
-    assert len(xs), f"class {pl.CLASS_NAMES[cls]} absent"
+    assert len(xs), f"class {classes.CLASS_NAMES[cls]} absent"
     return xs.mean(), ys.mean()
 
 
 @pytest.fixture(scope="module", params=FRONTAL)
 def frontal(request):
     image = load_image(SAMPLE_FACES / request.param)
-    points, detected = pl.landmarks(image)
+    points, detected = lm.landmarks(image)
     return image, points, detected, pl.labels_from_landmarks(points, image.shape[:2], image=image)
 
 
@@ -32,21 +34,23 @@ def test_frontal_face_labels_are_plausible(frontal):
     assert detected
     assert pl.landmark_problems(points, image.shape[:2]) == []
     assert labels.dtype == np.uint8 and labels.shape == image.shape[:2]
-    assert labels.max() < pl.NUM_CLASSES
-    counts = np.bincount(labels.ravel(), minlength=pl.NUM_CLASSES)
-    for cls in (*pl.PART_CLASSES, pl.SKIN, pl.BACKGROUND, pl.HAIR):
-        assert counts[cls] > 10, f"{pl.CLASS_NAMES[cls]} has only {counts[cls]} pixels"
+    assert labels.max() < classes.NUM_CLASSES
+    counts = np.bincount(labels.ravel(), minlength=classes.NUM_CLASSES)
+    for cls in (*classes.PART_CLASSES, classes.SKIN, classes.BACKGROUND, classes.HAIR):
+        assert counts[cls] > 10, f"{classes.CLASS_NAMES[cls]} has only {counts[cls]} pixels"
     # Top to bottom: brows, eyes, nose, upper lip, mouth, lower lip.
-    y = {c: centroid(labels, c)[1] for c in pl.PART_CLASSES}
-    assert max(y[pl.LEFT_BROW], y[pl.RIGHT_BROW]) < min(y[pl.LEFT_EYE], y[pl.RIGHT_EYE])
-    assert max(y[pl.LEFT_EYE], y[pl.RIGHT_EYE]) < y[pl.NOSE] < y[pl.UPPER_LIP]
-    assert y[pl.UPPER_LIP] < y[pl.INNER_MOUTH] < y[pl.LOWER_LIP]
+    y = {c: centroid(labels, c)[1] for c in classes.PART_CLASSES}
+    assert max(y[classes.LEFT_BROW], y[classes.RIGHT_BROW]) < min(
+        y[classes.LEFT_EYE], y[classes.RIGHT_EYE]
+    )
+    assert max(y[classes.LEFT_EYE], y[classes.RIGHT_EYE]) < y[classes.NOSE] < y[classes.UPPER_LIP]
+    assert y[classes.UPPER_LIP] < y[classes.INNER_MOUTH] < y[classes.LOWER_LIP]
     # "Left" parts are on the image's left.
-    x = {c: centroid(labels, c)[0] for c in pl.PART_CLASSES}
-    assert x[pl.LEFT_EYE] < x[pl.NOSE] < x[pl.RIGHT_EYE]
-    assert x[pl.LEFT_BROW] < x[pl.NOSE] < x[pl.RIGHT_BROW]
+    x = {c: centroid(labels, c)[0] for c in classes.PART_CLASSES}
+    assert x[classes.LEFT_EYE] < x[classes.NOSE] < x[classes.RIGHT_EYE]
+    assert x[classes.LEFT_BROW] < x[classes.NOSE] < x[classes.RIGHT_BROW]
     # Eyes in the upper half, the mouth in the lower half of the crop.
-    assert y[pl.LEFT_EYE] < image.shape[0] / 2 < y[pl.UPPER_LIP]
+    assert y[classes.LEFT_EYE] < image.shape[0] / 2 < y[classes.UPPER_LIP]
 
 
 def test_eye_pixels_are_darker_than_just_below_them(frontal):
@@ -54,9 +58,9 @@ def test_eye_pixels_are_darker_than_just_below_them(frontal):
     # shape moved 8 px (a quarter of the eye distance) down onto the cheeks, or the nose.
     image, _, _, labels = frontal
     gray = image.mean(-1)
-    eyes = (labels == pl.LEFT_EYE) | (labels == pl.RIGHT_EYE)
+    eyes = (labels == classes.LEFT_EYE) | (labels == classes.RIGHT_EYE)
     assert gray[eyes].mean() < gray[np.roll(eyes, 8, axis=0)].mean() - 20
-    assert gray[eyes].mean() < gray[labels == pl.NOSE].mean() - 20
+    assert gray[eyes].mean() < gray[labels == classes.NOSE].mean() - 20
 
 
 def test_synthetic_parts_have_their_polygon_areas():
@@ -64,44 +68,49 @@ def test_synthetic_parts_have_their_polygon_areas():
     labels = pl.labels_from_landmarks(points, SIZE)
     p = points.astype(np.float64)
     polygons = {
-        pl.LEFT_EYE: p[36:42],
-        pl.RIGHT_EYE: p[42:48],
-        pl.UPPER_LIP: np.concatenate([p[48:55], p[60:65][::-1]]),
-        pl.LOWER_LIP: np.concatenate([p[54:60], p[48:49], p[60:61], p[64:68][::-1]]),
+        classes.LEFT_EYE: p[36:42],
+        classes.RIGHT_EYE: p[42:48],
+        classes.UPPER_LIP: np.concatenate([p[48:55], p[60:65][::-1]]),
+        classes.LOWER_LIP: np.concatenate([p[54:60], p[48:49], p[60:61], p[64:68][::-1]]),
     }
     for cls, poly in polygons.items():
         area, edge = shoelace(poly), perimeter(poly)
         count = int((labels == cls).sum())
         # Filled with a 1-px outline (the inner mouth, drawn later, takes back the lips' inner
         # edge): within the area ± the outline.
-        assert area - edge / 2 <= count <= area + edge, (pl.CLASS_NAMES[cls], count, area, edge)
+        assert area - edge / 2 <= count <= area + edge, (
+            classes.CLASS_NAMES[cls],
+            count,
+            area,
+            edge,
+        )
     assert shoelace(p[36:42]) == 60.0  # the hand-made eye: a 6 × 6 square + two triangles
     inner = shoelace(p[60:68])
-    assert abs(int((labels == pl.INNER_MOUTH).sum()) - inner) <= perimeter(p[60:68]) / 2
+    assert abs(int((labels == classes.INNER_MOUTH).sum()) - inner) <= perimeter(p[60:68]) / 2
     # Brows: a band BROW_THICKNESS × IOD (30 px) thick along 20 px of brow.
     brow_area = 20 * pl.BROW_THICKNESS * 30
-    for cls in (pl.LEFT_BROW, pl.RIGHT_BROW):
+    for cls in (classes.LEFT_BROW, classes.RIGHT_BROW):
         assert 0.8 * brow_area <= (labels == cls).sum() <= 1.3 * brow_area + 50
     # Nose: from the bridge top (y 36) to the base (y 60), wider than the base points.
-    ys, xs = np.nonzero(labels == pl.NOSE)
+    ys, xs = np.nonzero(labels == classes.NOSE)
     assert ys.min() == 36 and ys.max() in (59, 60, 61) and xs.max() - xs.min() >= 57 - 43
     # Symmetric face: left and right parts mirror each other.
-    assert (labels == pl.LEFT_EYE).sum() == (labels == pl.RIGHT_EYE).sum()
+    assert (labels == classes.LEFT_EYE).sum() == (labels == classes.RIGHT_EYE).sum()
     np.testing.assert_array_equal(
-        labels[:, :50] == pl.LEFT_EYE, (labels[:, 30:80] == pl.RIGHT_EYE)[:, :50]
+        labels[:, :50] == classes.LEFT_EYE, (labels[:, 30:80] == classes.RIGHT_EYE)[:, :50]
     )
 
 
 def test_synthetic_skin_hair_background_without_image():
     labels = pl.labels_from_landmarks(synthetic_face(), SIZE)
-    assert labels[20, 50] == pl.SKIN  # forehead (brows raised by FOREHEAD × IOD)
-    assert labels[60, 25] == pl.SKIN  # cheek
-    assert labels[85, 50] == pl.SKIN  # chin
-    assert labels[2, 50] == pl.HAIR  # above the forehead, inside the head region
-    assert labels[95, 50] == pl.BACKGROUND  # below the chin
-    assert labels[95, 3] == pl.BACKGROUND  # below the lower lip, beside the jaw
+    assert labels[20, 50] == classes.SKIN  # forehead (brows raised by FOREHEAD × IOD)
+    assert labels[60, 25] == classes.SKIN  # cheek
+    assert labels[85, 50] == classes.SKIN  # chin
+    assert labels[2, 50] == classes.HAIR  # above the forehead, inside the head region
+    assert labels[95, 50] == classes.BACKGROUND  # below the chin
+    assert labels[95, 3] == classes.BACKGROUND  # below the lower lip, beside the jaw
     # Skin hull: roughly a half-ellipse below the eye line plus the forehead band.
-    assert 3000 < (labels == pl.SKIN).sum() < 6000
+    assert 3000 < (labels == classes.SKIN).sum() < 6000
 
 
 def test_colour_rule_splits_hair_forehead_and_background():
@@ -109,28 +118,28 @@ def test_colour_rule_splits_hair_forehead_and_background():
     points = synthetic_face() + np.float32([0, 20])
     shape = (120, 100)
     geometric = pl.labels_from_landmarks(points, shape)  # no image: head region = hair
-    skin_top = int(np.nonzero(geometric[:, 50] == pl.SKIN)[0].min())
+    skin_top = int(np.nonzero(geometric[:, 50] == classes.SKIN)[0].min())
     painted_hair = np.zeros(shape, bool)
     painted_hair[: skin_top - 6, 15:85] = True
     rng = np.random.default_rng(0)
     image = np.empty((*shape, 3), np.float64)
     image[:] = (40, 90, 200)  # blue background
-    image[(geometric != pl.BACKGROUND) & (geometric != pl.HAIR)] = (205, 150, 120)  # face
+    image[(geometric != classes.BACKGROUND) & (geometric != classes.HAIR)] = (205, 150, 120)  # face
     image[painted_hair] = (60, 40, 25)  # dark hair
     image[skin_top - 6 : skin_top, 25:75] = (205, 150, 120)  # upper forehead
     image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
     labels = pl.labels_from_landmarks(points, shape, image=image)
-    assert labels[5, 50] == pl.HAIR
-    assert labels[skin_top - 3, 50] == pl.SKIN  # forehead above the hull joins the skin
-    assert labels[60, 3] == pl.BACKGROUND  # blue beside the face: not hair
-    assert labels[1, 1] == pl.BACKGROUND  # blue top corner
-    hair = labels == pl.HAIR
-    reachable = painted_hair & (geometric == pl.HAIR)
+    assert labels[5, 50] == classes.HAIR
+    assert labels[skin_top - 3, 50] == classes.SKIN  # forehead above the hull joins the skin
+    assert labels[60, 3] == classes.BACKGROUND  # blue beside the face: not hair
+    assert labels[1, 1] == classes.BACKGROUND  # blue top corner
+    hair = labels == classes.HAIR
+    reachable = painted_hair & (geometric == classes.HAIR)
     assert not (hair & ~painted_hair).any()
     assert hair.sum() >= 0.9 * reachable.sum() > 500
     # The parts are untouched by the colour rule.
-    parts = np.isin(geometric, pl.PART_CLASSES)
+    parts = np.isin(geometric, classes.PART_CLASSES)
     np.testing.assert_array_equal(labels[parts], geometric[parts])
 
 
@@ -166,7 +175,7 @@ def test_shipped_labels_exist_for_every_bundled_face():
         labels = load_labels(path)
         with Image.open(face.path) as im:
             assert labels.shape == (im.height, im.width)
-        assert labels.max() < pl.NUM_CLASSES
+        assert labels.max() < classes.NUM_CLASSES
     report = json.loads((SAMPLE_LABELS / "report.json").read_text())
     assert report["total"] == report["labelled"] == 200
     assert report["detected"] + report["fallback"] == 200
@@ -176,11 +185,11 @@ def test_shipped_labels_exist_for_every_bundled_face():
 def test_shipped_labels_match_the_current_rules(name):
     # Regenerate the shipped labels (README in assets/faces) when the rules change.
     image = load_image(SAMPLE_FACES / name)
-    points, _ = pl.landmarks(image)
+    points, _ = lm.landmarks(image)
     labels = pl.labels_from_landmarks(points, image.shape[:2], image=image)
     shipped = load_labels(SAMPLE_LABELS / name)
     assert (labels == shipped).mean() > 0.99
-    for cls in range(pl.NUM_CLASSES):
+    for cls in range(classes.NUM_CLASSES):
         a, b = labels == cls, shipped == cls
         if a.any() or b.any():
-            assert (a & b).sum() / (a | b).sum() > 0.9, pl.CLASS_NAMES[cls]
+            assert (a & b).sum() / (a | b).sum() > 0.9, classes.CLASS_NAMES[cls]
