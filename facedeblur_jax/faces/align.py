@@ -7,6 +7,17 @@ mouth corners — onto :data:`TEMPLATE_5` by least squares. The restored crop go
 through the inverse transform and is blended into the photo with a feathered mask, so
 pixels outside the crop's footprint are left exactly as they were.
 
+Faces at the photo's border. The crop of a face near an edge runs off the photo. That part
+is filled by edge replication (``mode="nearest"``: each missing pixel takes the value of the
+nearest photo pixel), not with black: a black band is a strong edge the model responds to,
+and that response used to be pasted back onto the photo's outermost rows (a dark line up to
+hundreds of grey levels deep). Replication rather than reflection because a region of
+repeated edge pixels stays what it is under any blur, so the model sees no structure there
+that the photo does not have (a mirrored band would show blur streaks turning back). On
+the way back only crop pixels whose source point lay inside the photo count
+(:func:`inside_mask` × the feathered mask), so nothing computed from the padding is pasted.
+The training crops' own padding (black, from their aligner) is not reproduced here.
+
 Template. :data:`TEMPLATE_5` is the mean of those five points found by dlib on the bundled
 sample faces (the 190 of 200 where the HOG detector finds the face; ``python -m
 facedeblur_jax.faces.align`` recomputes it). On every fifth face of the full 3,271-face set it
@@ -95,8 +106,11 @@ def affine_scale(m: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
 
 
-def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
-    """``image[y, x]`` interpolated per channel, 0 outside; ``f32[*x.shape, C]``."""
+def _sample(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, order: int, mode: str = "constant"
+) -> np.ndarray:
+    """``image[y, x]`` interpolated per channel; outside the image 0 (``mode="constant"``) or
+    the nearest edge pixel (``mode="nearest"``). ``f32[*x.shape, C]``."""
     image = np.asarray(image, np.float32)
     squeeze = image.ndim == 2
     if squeeze:
@@ -104,7 +118,7 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, order: int) -> np.n
     coords = np.stack([y, x])
     out = np.stack(
         [
-            ndimage.map_coordinates(image[..., c], coords, order=order, mode="constant", cval=0)
+            ndimage.map_coordinates(image[..., c], coords, order=order, mode=mode, cval=0)
             for c in range(image.shape[-1])
         ],
         axis=-1,
@@ -113,7 +127,12 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, order: int) -> np.n
 
 
 def warp_affine(
-    image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], *, order: int = 1
+    image: np.ndarray,
+    m: np.ndarray,
+    out_hw: tuple[int, int],
+    *,
+    order: int = 1,
+    mode: str = "constant",
 ) -> np.ndarray:
     """Resamples ``image`` so that output pixel ``p`` shows input point ``M⁻¹ p``.
 
@@ -122,15 +141,16 @@ def warp_affine(
       m: ``f64[2, 3]`` from input to output coordinates.
       out_hw: ``(h, w)`` of the output.
       order: spline order (1 = bilinear, 3 = cubic).
+      mode: outside the input, ``"constant"`` (0) or ``"nearest"`` (edge replication).
     Returns:
-      ``f32[h, w, C]`` in the input's value range, 0 where ``M⁻¹ p`` falls outside the input.
+      ``f32[h, w, C]`` in the input's value range.
     """
     h, w = out_hw
     inv = invert_affine(m)
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
     x = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
     y = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-    return _sample(image, x, y, order)
+    return _sample(image, x, y, order, mode)
 
 
 def align_crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
@@ -138,7 +158,8 @@ def align_crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 
     When ``M`` shrinks by ``s < 1``, the part of the image the crop covers is first smoothed
     with a Gaussian of ``σ = (1/s − 1) / 2`` input pixels (scikit-image's rescale rule).
-    Returns ``uint8[size, size, 3]`` (black outside the image, as the training crops' padding).
+    Where the crop runs off the image it repeats the image's edge pixels (module docstring).
+    Returns ``uint8[size, size, 3]``.
     """
     image = np.asarray(image)
     scale = affine_scale(m)
@@ -151,15 +172,15 @@ def align_crop(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
         x1, y1 = np.ceil(corners.max(0)).astype(int) + pad + 1
         h, w = image.shape[:2]
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x0 >= x1 or y0 >= y1:
-            return np.zeros((size, size, 3), np.uint8)
+        if x0 >= x1 or y0 >= y1:  # the crop lies wholly off the image
+            x0, y0, x1, y1 = 0, 0, w, h
         region = ndimage.gaussian_filter(
             image[y0:y1, x0:x1].astype(np.float32), (sigma, sigma, 0), mode="nearest"
         )
         source = region
         m = m.copy()
         m[:, 2] = apply_affine(m, np.array([x0, y0], np.float64))
-    out = warp_affine(source, m, (size, size), order=1)
+    out = warp_affine(source, m, (size, size), order=1, mode="nearest")
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
@@ -179,6 +200,18 @@ def feather_mask(size: int, feather: float = FEATHER) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
+def inside_mask(m: np.ndarray, size: int, photo_hw: tuple[int, int]) -> np.ndarray:
+    """``f32[size, size]``: 1 where the crop pixel's source point ``M⁻¹ p`` lies inside the
+    photo (its pixel area, ``-0.5 ≤ x ≤ W − 0.5``, ``-0.5 ≤ y ≤ H − 0.5``), else 0."""
+    h, w = photo_hw
+    inv = invert_affine(m)
+    gy, gx = np.mgrid[0:size, 0:size].astype(np.float64)
+    x = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+    y = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
+    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+    return inside.astype(np.float32)
+
+
 def paste_back(
     photo: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -190,17 +223,21 @@ def paste_back(
       m: ``f64[2, 3]`` from photo to crop coordinates (the alignment transform).
       mask: ``f32[S, S]`` blend weights (default :func:`feather_mask`).
     Returns:
-      ``uint8[H, W, 3]``: ``photo · (1 − a) + crop(M p) · a`` with ``a`` the mask warped into
-      the photo; pixels outside the crop's footprint are the photo's, bit for bit.
+      ``uint8[H, W, 3]``: ``photo · (1 − a) + (w · crop)(M p)`` with ``w`` the mask times
+      :func:`inside_mask` and ``a = w(M p)``, both interpolated bilinearly (premultiplied
+      alpha), so a crop pixel computed from the padding beyond the photo's edge contributes
+      nothing, not even through interpolation. Pixels outside the crop's footprint are the
+      photo's, bit for bit.
     """
     photo = np.asarray(photo)
     crop = np.asarray(crop)
     size = crop.shape[0]
     crop = crop.astype(np.float32) if crop.dtype == np.uint8 else crop.astype(np.float32) * 255
     mask = feather_mask(size) if mask is None else np.asarray(mask, np.float32)
+    h, w = photo.shape[:2]
+    mask = mask * inside_mask(m, size, (h, w))
     inv = invert_affine(m)
     corners = apply_affine(inv, _corners(size))
-    h, w = photo.shape[:2]
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
     out = photo.copy()
@@ -210,9 +247,9 @@ def paste_back(
     cx = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]
     cy = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
     alpha = _sample(mask, cx, cy, order=1)[..., None]
-    values = _sample(crop, cx, cy, order=1)
+    weighted = _sample(mask[..., None] * crop, cx, cy, order=1)
     region = photo[y0:y1, x0:x1].astype(np.float32)
-    blended = region + alpha * (values - region)
+    blended = region * (1.0 - alpha) + weighted
     out[y0:y1, x0:x1] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     return out
 

@@ -118,3 +118,72 @@ def test_paste_back_blends_only_inside_the_footprint():
     assert (out[y, x] == 255).all()  # full weight at the crop's centre
     far = fa.invert_affine(_similarity(1.0, 0.0, (500.0, 500.0)))  # entirely off the photo
     np.testing.assert_array_equal(fa.paste_back(photo, white, far), photo)
+
+
+BORDERS = {  # crop centre (x, y) on a 120 × 160 photo: the crop runs off that edge
+    "top": (80.0, 5.0),
+    "bottom": (80.0, 114.0),
+    "left": (4.0, 60.0),
+    "right": (155.0, 60.0),
+    "corner": (3.0, 2.0),
+}
+
+
+def _off_photo(m, size, shape):
+    """bool[size, size]: crop pixels whose source point lies outside the photo's pixel area."""
+    gy, gx = np.mgrid[0:size, 0:size]
+    x, y = np.moveaxis(fa.apply_affine(fa.invert_affine(m), np.stack([gx, gy], -1)), -1, 0)
+    h, w = shape
+    return (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
+
+
+def _crop_at(centre, crop_to_photo_scale, size=48, angle_deg=17.0):
+    """``f64[2, 3]`` from the photo to a ``size`` crop centred on ``centre``."""
+    to_photo = _similarity(crop_to_photo_scale, angle_deg, (0.0, 0.0))
+    to_photo[:, 2] = np.asarray(centre) - to_photo[:, :2] @ np.full(2, (size - 1) / 2)
+    return fa.invert_affine(to_photo)
+
+
+@pytest.mark.parametrize("border", sorted(BORDERS))
+@pytest.mark.parametrize("scale", [0.7, 1.6, 2.5])
+def test_a_crop_off_the_photo_round_trips_at_every_border(border, scale):
+    # A smooth photo: crop + paste-back of an unchanged crop (an identity model) must give
+    # the photo back within resampling error everywhere, the edge rows included. With the
+    # crop's off-photo part zero-filled, the edge rows came back up to ~150 levels darker.
+    photo = background(120, 160)
+    m = _crop_at(BORDERS[border], scale)
+    assert 0.05 < _off_photo(m, 48, photo.shape[:2]).mean() < 0.8  # the crop runs off
+    crop = fa.align_crop(photo, m, 48)
+    out = fa.paste_back(photo, crop, m)
+    diff = np.abs(out.astype(int) - photo)
+    assert diff.max() <= 2, diff.max()
+    changed = fa.warp_affine(fa.feather_mask(48), fa.invert_affine(m), photo.shape[:2]) > 0.5
+    assert changed.sum() > 300  # the paste did cover a real area
+
+
+def test_align_crop_pads_by_edge_replication():
+    photo = background(120, 160)
+    m = _crop_at(BORDERS["corner"], 1.0, angle_deg=0.0)
+    crop = fa.align_crop(photo, m, 48)
+    # Crop pixel (i, j) comes from photo point (j - 20.5, i - 21.5): the corner pixel repeated
+    # up and left of the photo, its top row repeated above it.
+    np.testing.assert_allclose(fa.apply_affine(fa.invert_affine(m), [0, 0]), [-20.5, -21.5])
+    assert (crop[:22, :21] == photo[0, 0]).all()
+    expected = (photo[0, 9].astype(float) + photo[0, 10]) / 2  # x = 9.5 on the top row
+    assert np.abs(crop[:22, 30] - expected).max() <= 0.5
+
+
+def test_paste_back_ignores_what_the_model_made_of_the_padding():
+    # Whatever the model answers where the crop lay beyond the photo (here: black, or white)
+    # never reaches the photo, not even through interpolation at its edge.
+    photo = background(120, 160)
+    for border, centre in BORDERS.items():
+        m = _crop_at(centre, 1.3)
+        crop = fa.align_crop(photo, m, 48)
+        outside = _off_photo(m, 48, photo.shape[:2])
+        np.testing.assert_array_equal(fa.inside_mask(m, 48, photo.shape[:2]) == 0, outside)
+        for value in (0, 255):
+            restored = crop.copy()
+            restored[outside] = value
+            out = fa.paste_back(photo, restored, m)
+            assert np.abs(out.astype(int) - photo).max() <= 2, (border, value)
