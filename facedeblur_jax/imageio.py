@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from facedeblur_jax.atomic import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -75,20 +76,12 @@ def safe_output_path(out_dir: str | os.PathLike, name: str) -> pathlib.Path:
 def save_image(
     path: str | os.PathLike, image: np.ndarray, *, overwrite: bool = False
 ) -> pathlib.Path:
-    """Writes ``uint8[H, W, 3]`` (or ``f32`` in [0, 1]) atomically; never overwrites unless
-    ``overwrite``."""
+    """Writes ``uint8[H, W, 3]`` (or ``f32`` in [0, 1]) atomically (:func:`atomic_write`: the
+    umask's permissions); never overwrites unless ``overwrite``. The format follows the
+    suffix (PNG when there is none)."""
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {str(path)!r}")
     array = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix or ".png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        Image.fromarray(np.asarray(array)).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=fmt))

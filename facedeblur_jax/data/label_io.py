@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
 
+from facedeblur_jax.atomic import atomic_write
 from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
@@ -56,13 +56,6 @@ def save_labels(
         raise ValueError(f"labels must be uint8[H, W], got {labels.dtype}{labels.shape}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(labels, mode="L").save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(
+        path, lambda tmp: Image.fromarray(labels, mode="L").save(tmp, format="PNG", optimize=True)
+    )

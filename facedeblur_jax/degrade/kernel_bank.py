@@ -45,13 +45,13 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import zipfile
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
+from facedeblur_jax.atomic import atomic_write
 from facedeblur_jax.degrade import kernels as kernels_lib
 
 BANK_SEED = 2**31 - 1
@@ -222,10 +222,8 @@ def save_bank(
         raise ValueError(f"the kernel bank file must end in .npz; got {str(path)!r}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for name, array in _arrays(bank):
                 buf = io.BytesIO()
@@ -233,11 +231,8 @@ def save_bank(
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return atomic_write(path, write)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facedeblur_jax.atomic import atomic_write
 from facedeblur_jax.checks import check_images
 
 Dtype = Any
@@ -216,18 +216,12 @@ def save_vgg_face(
     arrays["__input__"] = np.asarray("rgb")
     arrays["__mean_rgb__"] = np.asarray(VGG_FACE_MEAN_RGB, np.float64)
     arrays["__source__"] = np.asarray(source)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write, durable=True)
 
 
 def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
