@@ -62,6 +62,8 @@ def _cmd_deblur(args, overrides) -> int:
         batch_size=args.batch_size,
         align=not args.no_align,
         upsample=args.upsample,
+        max_downscale=args.max_downscale,
+        large_faces=args.large_faces,
     )
 
 
@@ -146,6 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="face detector's upsample_num_times (default: 0 and 1 for images up to 1000 px, "
         "0 above); 1 or 2 finds smaller faces, slower",
+    )
+    p.add_argument(
+        "--max-downscale",
+        type=float,
+        default=2.0,
+        metavar="F",
+        help="a face whose aligned crop is shrunk more than F times to the model's input is "
+        "large: pasted back it would be softer than the photo, so a warning names it "
+        "(default 2; 'inf': no face is large)",
+    )
+    p.add_argument(
+        "--large-faces",
+        choices=("crop", "keep", "paste"),
+        default="crop",
+        help="what becomes of a large face: 'crop' (default) leaves it as it was in the photo "
+        "and writes its deblurred crop as OUT/<stem>_face<k>.png; 'keep' leaves it and "
+        "writes nothing for it; 'paste' pastes it back anyway",
     )
     p.set_defaults(func=_cmd_deblur)
 
