@@ -7,7 +7,7 @@
 - ``deblur_photos.py``: ``facedeblur deblur`` — detect, align, deblur, paste back.
 - ``analysis.py``: detection rate, identity distance and recognition (paper §5.2).
 
-dlib is imported on first use (in :mod:`facedeblur_jax.faces.landmarks`), never by
+dlib is imported on first use (:func:`facedeblur_jax.faces.landmarks.dlib_module`), never by
 importing ``facedeblur_jax`` or this package; a missing dlib is one error naming the extra.
 The label set itself (:mod:`facedeblur_jax.data.labels`) needs no dlib.
 """
