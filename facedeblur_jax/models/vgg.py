@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facedeblur_jax.atomic import atomic_write
 from facedeblur_jax.checks import check_images
+from facedeblur_jax.models.npz_weights import read_tagged_npz, write_tagged_npz
 
 Dtype = Any
 
@@ -205,23 +205,18 @@ def save_vgg_face(
     an existing file unless ``overwrite``. Returns the resolved path.
     """
     check_vgg_face_params(params)
-    path = pathlib.Path(path).expanduser().resolve()
-    if path.suffix != ".npz":
-        raise ValueError(f"the VGG-Face checkpoint must be a .npz file; got {path}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = _flatten(params)
-    arrays["__format__"] = np.asarray(CHECKPOINT_FORMAT)
-    arrays["__input__"] = np.asarray("rgb")
-    arrays["__mean_rgb__"] = np.asarray(VGG_FACE_MEAN_RGB, np.float64)
-    arrays["__source__"] = np.asarray(source)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write, durable=True)
+    return write_tagged_npz(
+        path,
+        _flatten(params),
+        fmt=CHECKPOINT_FORMAT,
+        what="the VGG-Face checkpoint",
+        meta={
+            "input": "rgb",
+            "mean_rgb": np.asarray(VGG_FACE_MEAN_RGB, np.float64),
+            "source": source,
+        },
+        overwrite=overwrite,
+    )
 
 
 def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
@@ -238,27 +233,15 @@ def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
         missing, unexpected or wrong-shaped.
     """
     path = pathlib.Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"VGG-Face checkpoint not found: {path}\n" + _CONVERT_HINT.format(path=path)
-        )
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError) as e:  # not an npz, or an npz holding pickled objects
-        raise ValueError(
-            f"{path} is not a VGG-Face checkpoint written by tools/convert_vgg_face.py "
-            f"({e}). Convert the release first:\n" + _CONVERT_HINT.format(path=path)
-        ) from e
-    fmt = str(arrays.pop("__format__", ""))
-    if fmt != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not a VGG-Face checkpoint written by tools/convert_vgg_face.py "
-            f"(format tag {fmt!r}, expected {CHECKPOINT_FORMAT!r}). Convert the release "
-            "first:\n" + _CONVERT_HINT.format(path=path)
-        )
-    for key in ("__input__", "__mean_rgb__", "__source__"):
-        arrays.pop(key, None)
+    hint = _CONVERT_HINT.format(path=path)
+    arrays, _ = read_tagged_npz(
+        path,
+        fmt=CHECKPOINT_FORMAT,
+        what="VGG-Face checkpoint",
+        writer="tools/convert_vgg_face.py",
+        missing_hint="\n" + hint,
+        bad_hint=". Convert the release first:\n" + hint,
+    )
     params: dict[str, dict[str, np.ndarray]] = {}
     for key, value in arrays.items():
         layer, _, leaf = key.partition("/")
