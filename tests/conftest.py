@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
+MOBILEFACENET_CKPT = REPO_ROOT.parent / "shared" / "weights" / "mobilefacenet" / "068.ckpt"
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,15 @@ def shared_faces_dir():
     if not (SHARED_FACES / "labels.csv").is_file():
         pytest.skip(f"{SHARED_FACES} not present on this machine")
     return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def mobilefacenet_checkpoint():
+    """The public PyTorch MobileFaceNet checkpoint (``068.ckpt``) stored beside the checkout,
+    or skip: it is never part of the repository."""
+    if not MOBILEFACENET_CKPT.is_file():
+        pytest.skip("MobileFaceNet checkpoint not available")
+    return MOBILEFACENET_CKPT
 
 
 @pytest.fixture(scope="session")
