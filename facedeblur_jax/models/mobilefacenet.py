@@ -3,8 +3,8 @@
 The identity network of the recognition evaluation (docs/design.md §8). The paper measures
 identity with FaceNet features (§5.2, Fig. 13, Table 11); FaceNet's weights are not public in
 a form this package can read, so MobileFaceNet stands in: a public PyTorch checkpoint exists
-(Xiaoccer/MobileFaceNet_Pytorch, ``model/best/068.ckpt``, trained on CASIA-WebFace; it
-reports 99.30 % on LFW), and it is small (999,552 parameters).
+(Xiaoccer/MobileFaceNet_Pytorch, ``model/best/068.ckpt``, trained on CASIA-WebFace), and it
+is small (999,552 parameters).
 
 Layout (MobileFaceNets Table 1 with the 112×96 input of that checkpoint; NHWC here):
 

@@ -197,6 +197,11 @@ def test_save_load_roundtrip_and_refuse_overwrite(tmp_path):
     assert not (tmp_path / "other.npz").exists()
 
 
+def test_a_key_that_is_both_array_and_group_is_named():
+    with pytest.raises(ValueError, match="f.npz: a/b is both an array and a group"):
+        unflatten_tree({"a/b": np.zeros(1), "a/b/c": np.zeros(1)}, "f.npz")
+
+
 def test_bad_weights_files_get_one_line_naming_the_file(tmp_path):
     flat = _variables()
     cases = {}
