@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -70,6 +71,8 @@ def class_counts(
       num_classes: K.
       valid: ``bool[B]``; rows that are False count nothing (batch padding).
     """
+    chex.assert_equal_shape([pred, gt])
+    chex.assert_rank(pred, 3)
     classes = jnp.arange(num_classes)
     p = pred[..., None] == classes  # [B, H, W, K]
     g = gt[..., None] == classes

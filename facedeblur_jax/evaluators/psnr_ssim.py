@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -97,6 +98,10 @@ def blur_with_bank(
       ``f32[B, S, S, 3]`` in [0, 1]: ``clip(blur(sharp, k) + σ·n, 0, 1)``, each sample a
       function of its own pair only.
     """
+    b = sharp.shape[0]
+    chex.assert_rank(sharp, 4)
+    chex.assert_shape(kernels, (b, None, None))
+    chex.assert_shape([face_index, kernel_index], (b,))
     blurred = blur_lib.blur(sharp, kernels)
     keys = jax.vmap(lambda i, j: noise_key(i, j, seed))(face_index, kernel_index)
     noise = jax.vmap(lambda k: jax.random.normal(k, sharp.shape[1:], jnp.float32))(keys)

@@ -3,6 +3,8 @@ scores independent of batching, never overwriting, bad inputs named."""
 
 from __future__ import annotations
 
+import pathlib
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -151,3 +153,21 @@ def test_bad_inputs_are_named(bank_path, tiny_checkpoint, tmp_path, capsys):
     escape = ["--extra-checkpoint", "x"]
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "c", *escape) == 2
     assert "NAME=DIR" in capsys.readouterr().err
+
+
+def test_eval_of_a_folder_without_parsing_labels(bank_path, tiny_checkpoint, tmp_path):
+    """An image folder with a test/ split and no labels: scored, the parsing table skipped."""
+    import shutil
+
+    from facedeblur_jax import sample_data
+
+    for face in sample_data.sample_faces("test")[:2]:
+        (tmp_path / "faces" / "test").mkdir(parents=True, exist_ok=True)
+        shutil.copy(face.path, tmp_path / "faces" / "test" / pathlib.Path(face.path).name)
+    out = tmp_path / "out"
+    assert _eval(tiny_checkpoint, bank_path, out, "--data", str(tmp_path / "faces")) == 0
+    results = strict_json.loads((out / "results.json").read_text())
+    assert results["data"]["num_faces"] == 2 and results["data"]["split"] == "test"
+    assert results["parsing"] == {"skipped": "the test faces have no parsing labels"}
+    md = (out / "results.md").read_text()
+    assert "Not computed: the test faces have no parsing labels." in md
