@@ -147,7 +147,39 @@ def get_config() -> ml_collections.ConfigDict:
     # Persistent XLA compilation cache directory ("" = off): a restarted or resumed run
     # reuses the compiled train steps instead of compiling them again.
     config.train.compilation_cache_dir = ""
+    # Steps between evaluations on held-out faces during training (config.evals below):
+    # 0 = none. Each eval costs a few forward passes of the generator over its images.
+    config.train.eval_every = 0
+
+    # --- evaluation during training (docs/design.md §8; facedeblur_jax/evaluators) ----
+    # One entry per evaluator, run on process 0 every `every` steps (0: every
+    # train.eval_every steps; -1: never) and at the last step; scalars go to TensorBoard and
+    # metrics.jsonl as eval/<name>/<metric>.
+    config.evals = ml_collections.ConfigDict()
+    config.evals.psnr_ssim = eval_entry()  # PSNR/SSIM of blurred, G_c, full (Tables 9/10)
+    config.evals.parsing = eval_entry()  # P's mean F-score on clear/blurred/G_c (Table 3)
     return config
+
+
+def eval_entry() -> ml_collections.ConfigDict:
+    """One ``config.evals`` entry: which faces, which kernels, when.
+
+    ``split`` of the training data source, ``max_faces`` of its faces spread evenly over it
+    (0 = all); ``kernels``: a bank file from tools/make_test_kernels.py, or "" for
+    ``kernels_per_size`` bank kernels per ``degrade.kernel_sizes`` drawn from the bank's
+    fixed seed; ``noise_sigma`` after the blur; ``batch_size`` images per jitted call.
+    """
+    return ml_collections.ConfigDict(
+        {
+            "every": 0,
+            "split": "test",
+            "max_faces": 16,
+            "kernels": "",
+            "kernels_per_size": 2,
+            "noise_sigma": 0.01,
+            "batch_size": 32,
+        }
+    )
 
 
 LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")

@@ -68,16 +68,16 @@ def _cmd_deblur(args, overrides) -> int:
 
 
 def _cmd_eval(args, overrides) -> int:
-    from facedeblur_jax import evaluate
+    from facedeblur_jax.evaluators import command, report
 
     if overrides:
         raise ValueError("eval takes its config from the checkpoint; drop the --config.* args")
-    results = evaluate.run(
+    results = command.run(
         args.checkpoint,
         args.data,
         args.kernels,
         args.out,
-        extra_checkpoints=evaluate.parse_extra(args.extra_checkpoint),
+        extra_checkpoints=command.parse_extra(args.extra_checkpoint),
         max_faces=args.max_faces,
         batch_size=args.batch_size,
         noise_sigma=args.noise_sigma,
@@ -87,10 +87,10 @@ def _cmd_eval(args, overrides) -> int:
         grid_rows=args.grid_rows,
         progress=not args.no_progress,
     )
-    print("\n".join(evaluate.table9_markdown(results["table"])))
+    print("\n".join(report.table9_markdown(results["table"])))
     print()
-    print("\n".join(evaluate.table10_markdown(results["table"])))
-    print(f"wrote {', '.join(evaluate.OUTPUT_FILES)} to {args.out}")
+    print("\n".join(report.table10_markdown(results["table"])))
+    print(f"wrote {', '.join(report.OUTPUT_FILES)} to {args.out}")
     return 0
 
 
@@ -169,11 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_deblur)
 
     p = sub.add_parser(
-        "eval", help="PSNR/SSIM on test faces × a kernel bank (paper Tables 9/10 layout)"
+        "eval",
+        help="PSNR/SSIM on test faces × a kernel bank (paper Tables 9/10 layout)",
+        description="Blurs every test face with every kernel of the bank, deblurs and scores: "
+        "PSNR/SSIM per kernel size and overall (Tables 9/10), parsing F-scores when the faces "
+        "have parsing labels (Table 3); writes results.json, results.md, per_image.npz, plots "
+        "and grid.png to OUT.",
     )
     p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
     p.add_argument(
-        "--data", required=True, help="'sample', 'faces' (../shared/data/faces) or a folder"
+        "--data",
+        required=True,
+        help="'sample' (the bundled faces), 'faces' (the 'faces' data source) or a folder "
+        "(its test/ split, else every image in it)",
     )
     p.add_argument("--kernels", required=True, help="bank from tools/make_test_kernels.py")
     p.add_argument("--out", required=True, help="output folder")

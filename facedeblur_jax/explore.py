@@ -3,7 +3,7 @@
 * :func:`held_back` — the evaluation faces of a config's data source with their parsing
   labels, blurred with a fixed key (no augmentation), so every notebook sees the same data.
 * :func:`parse` — P applied directly to any images (clear, blurred or deblurred: Fig. 5).
-* :func:`f_scores` — per-class F-scores (Table 3 layout).
+* :func:`f_scores` — per-class F-scores (Table 3 layout; ``evaluators/parsing.py``).
 * priors for G_f (Table 2 analogue): :func:`one_hot_prior` (ground truth),
   :func:`zero_prior`, :func:`channel_shuffled_prior` (classes permuted: a map with the
   right shapes and the wrong meaning) and :func:`other_face_prior` (the map of the next
@@ -26,6 +26,7 @@ import numpy as np
 
 from facedeblur_jax.data.labels import CLASS_NAMES
 from facedeblur_jax.degrade.synthesize import Degraded, synthesize
+from facedeblur_jax.evaluators.parsing import f_scores  # noqa: F401 (the notebooks use it)
 from facedeblur_jax.inference import LoadedModel
 from facedeblur_jax.losses import KEY_PARTS
 from facedeblur_jax.models.parsing_net import ParsingNet
@@ -138,19 +139,6 @@ def parse(loaded: LoadedModel, images: jax.Array) -> jax.Array:
     if "batch_stats" in loaded.variables:
         variables["batch_stats"] = loaded.variables["batch_stats"]["parsing"]
     return jax.jit(lambda v, x: net.apply(v, x))(variables, jnp.asarray(images))
-
-
-def f_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int = 11) -> np.ndarray:
-    """Per-class F-score ``2TP / (2TP + FP + FN)`` over all pixels of ``int[..]`` maps;
-    NaN for a class absent from both."""
-    pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
-    out = np.full(num_classes, np.nan)
-    for k in range(num_classes):
-        tp = np.sum((pred == k) & (gt == k))
-        denom = np.sum(pred == k) + np.sum(gt == k)
-        if denom:
-            out[k] = 2 * tp / denom
-    return out
 
 
 def one_hot_prior(labels: jax.Array, num_classes: int = 11) -> jax.Array:

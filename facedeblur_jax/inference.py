@@ -3,6 +3,13 @@
 A checkpoint is self-describing: its ``meta`` item stores the config it was trained with,
 so ``load_model(DIR)`` needs nothing else. ``DIR`` may be a training workdir, its
 ``checkpoints/`` folder, or one ``checkpoints/<step>`` folder.
+
+Padded-batch inference lives here, once: :func:`padded_batches` cuts ``range(total)`` into
+index batches of one fixed length (the last one repeats its last index), so a jitted
+function compiles once whatever the number of inputs; :func:`map_batched` applies a
+function over such batches of an array and drops the padding. :func:`generator_variables`
+takes the generator's variables (G_c, P, G_f; no discriminator) out of a train state's
+params and batch statistics, for checkpoints and for evaluation during training alike.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -78,11 +86,17 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         state, meta = checkpointer.restore(abstract, step)
     finally:
         checkpointer.close()
+    return LoadedModel(config, model, generator_variables(state), int(step), meta)
+
+
+def generator_variables(state) -> PyTree:
+    """``{"params": ..., ["batch_stats": ...]}`` of G_c, P and G_f from a train state (its
+    params without the discriminator's ``disc``; batch statistics when P has BatchNorm)."""
     params = {k: v for k, v in state.params.items() if k != "disc"}
     variables = {"params": params}
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-    return LoadedModel(config, model, variables, int(step), meta)
+    return variables
 
 
 def make_deblur_fn(loaded: LoadedModel, *, upto: str = "fine"):
@@ -95,19 +109,55 @@ def make_deblur_fn(loaded: LoadedModel, *, upto: str = "fine"):
     return lambda x: run(loaded.variables, x)
 
 
+def padded_batches(total: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Index batches over ``range(total)``, in order, all of one length.
+
+    Yields:
+      ``(i32[batch_size] indices, count)``: the first ``count`` indices are new; the last
+      batch is padded by repeating ``total - 1`` (a real input, so the padding computes
+      nothing undefined), and its padded results are to be dropped. Nothing when
+      ``total == 0``.
+
+    Raises:
+      ValueError: ``batch_size < 1`` or ``total < 0``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if total < 0:
+        raise ValueError(f"total must be >= 0; got {total}")
+    for start in range(0, total, batch_size):
+        index = np.minimum(np.arange(start, start + batch_size), total - 1).astype(np.int32)
+        yield index, min(batch_size, total - start)
+
+
+def map_batched(fn: Callable[[np.ndarray], PyTree], x: np.ndarray, batch_size: int) -> PyTree:
+    """``fn`` over fixed-size batches of ``x``'s leading axis (:func:`padded_batches`).
+
+    Args:
+      fn: ``[batch_size, ...] -> pytree of [batch_size, ...]`` (e.g. a jitted network: it
+        compiles once).
+      x: ``[N, ...]`` inputs, ``N >= 1``.
+      batch_size: rows per call.
+
+    Returns:
+      The pytree of ``fn``'s outputs for the ``N`` rows, as numpy arrays ``[N, ...]``.
+    """
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("map_batched needs at least one input row")
+    outs = []
+    for index, count in padded_batches(len(x), batch_size):
+        outs.append(jax.tree.map(lambda y, n=count: np.asarray(y)[:n], fn(x[index])))
+    return jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
+
+
 def deblur_array(loaded: LoadedModel, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Deblurs ``uint8|f32[N, S, S, 3]`` (S = the model's image size) in batches; returns
-    ``f32[N, S, S, 3]`` in [0, 1]. The last batch is padded to keep one compiled shape."""
+    ``f32[N, S, S, 3]`` in [0, 1]. One compiled shape (:func:`map_batched`)."""
     fn = make_deblur_fn(loaded)
     images = np.asarray(images)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 255.0
-    out = []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i : i + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
-        y = fn(jnp.asarray(chunk)).y
-        out.append(np.asarray(jnp.clip(y, 0.0, 1.0))[:n])
-    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.float32)
+    if len(images) == 0:
+        return np.zeros((0, *images.shape[1:]), np.float32)
+    return map_batched(lambda x: jnp.clip(fn(jnp.asarray(x)).y, 0.0, 1.0), images, batch_size)

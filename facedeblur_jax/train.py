@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from facedeblur_jax import checkpoint as ckpt_lib
+from facedeblur_jax import evaluators
 from facedeblur_jax import schedule as schedule_lib
 from facedeblur_jax.compile_cache import enable_compilation_cache
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
@@ -185,6 +186,7 @@ def train(
     total = schedule_lib.total_steps(phases)
     vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
     check_degrade_config(config.degrade)  # e.g. a bad trajectory_impl, before any work
+    evals = evaluators.from_config(config, total, enabled=is_main)  # config.evals
 
     # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone, so a
     # resumed run rebuilds the same one.
@@ -256,6 +258,7 @@ def train(
                             refresh=False,
                         )
                     history, t_log, steps_since = [], time.time(), 0
+                t_log += evals.maybe_run(step, state, writer)  # eval time is not train time
                 if bar is not None:
                     bar.update(1)
                 if step % config.train.checkpoint_every == 0 or step == total:

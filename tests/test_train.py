@@ -198,3 +198,44 @@ def test_kernel_pool_run_resumes_exactly(tmp_path):
     assert not np.array_equal(
         jax.tree.leaves(a["params"]["coarse"])[0], jax.tree.leaves(c["params"]["coarse"])[0]
     )
+
+
+def test_eval_during_training_writes_eval_metrics(tmp_path):
+    """config.evals: psnr_ssim every step (train.eval_every=1), parsing every 2 steps; rows of
+    phase "eval" in metrics.jsonl, scoring the params of that very step."""
+    from facedeblur_jax.degrade import kernel_bank
+    from facedeblur_jax.evaluators import psnr_ssim
+    from facedeblur_jax.evaluators.data import load_faces
+
+    overrides = {"phase_order": ("coarse",), "train.eval_every": 1, "evals.parsing.every": 2}
+    for name in ("psnr_ssim", "parsing"):
+        overrides |= {f"evals.{name}.max_faces": 2, f"evals.{name}.kernels_per_size": 1}
+    config = load_config("tiny", overrides)
+    train(config, tmp_path, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = {x["step"]: x for x in lines if x["phase"] == "eval"}
+    assert [x["phase"] for x in lines] == ["coarse", "eval", "coarse", "eval"]
+    assert not any(k.startswith("parsing/") for k in evals[1])
+    assert {"parsing/f_clear", "parsing/f_blurred", "parsing/f_deblurred"} <= set(evals[2])
+    assert evals[2]["parsing/seconds"] > 0 and 0 <= evals[2]["parsing/f_deblurred"] <= 1
+    # Fixed blurred inputs; G_c trains, so its scores move.
+    assert evals[1]["psnr_ssim/psnr_blurred"] == evals[2]["psnr_ssim/psnr_blurred"]
+    assert evals[1]["psnr_ssim/psnr_coarse"] != evals[2]["psnr_ssim/psnr_coarse"]
+    # Step 2's scores are those of the step-2 checkpoint, evaluated afresh.
+    loaded = load_model(tmp_path)
+    assert loaded.step == 2
+    bank = kernel_bank.make_bank(per_size=1, **kernel_bank.bank_kwargs_from_config(config))
+    faces = load_faces(config, {}, "test", max_faces=2)
+    again = psnr_ssim.Evaluator(loaded.model, faces, bank).run(loaded.variables)
+    for metric, value in again.items():
+        assert evals[2][f"psnr_ssim/{metric}"] == pytest.approx(value, rel=1e-5), metric
+
+
+def test_bad_eval_settings_fail_at_start(tmp_path):
+    config = load_config("tiny", {"evals.parsing.every": -2})
+    with pytest.raises(ValueError, match=r"config.evals.parsing.every must be an int"):
+        train(config, tmp_path, progress=False)
+    config = load_config("tiny", {"train.eval_every": 1, "evals.psnr_ssim.kernels": "no.npz"})
+    with pytest.raises(FileNotFoundError, match=r"config.evals.psnr_ssim.kernels: no file"):
+        train(config, tmp_path, progress=False)
+    assert not (tmp_path / "checkpoints").exists()

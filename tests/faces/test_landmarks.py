@@ -36,7 +36,7 @@ def test_missing_dlib_is_one_clear_error(monkeypatch):
 
 def test_importing_the_package_does_not_import_dlib():
     code = (
-        "import sys, facedeblur_jax, facedeblur_jax.cli, facedeblur_jax.evaluate, "
+        "import sys, facedeblur_jax, facedeblur_jax.cli, facedeblur_jax.evaluators.command, "
         "facedeblur_jax.data.label_io, facedeblur_jax.losses, facedeblur_jax.faces.deblur_photos, "
         "facedeblur_jax.faces.analysis, facedeblur_jax.faces.pseudo_labels; "
         "print('dlib' in sys.modules)"

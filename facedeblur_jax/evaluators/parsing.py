@@ -1,0 +1,262 @@
+"""Parsing F-scores of P per face component (the paper's Table 3 layout, §4.1).
+
+Table 3 scores the parsing network on three inputs; so does :class:`Evaluator`:
+
+* ``clear``: P applied to the sharp face;
+* ``blurred``: P applied to the blurred face (how Shen et al. 2018 extract labels);
+* ``deblurred``: P applied to G_c's output of the blurred face — the map this model feeds
+  G_f (``model.apply(..., upto="parsing")``).
+
+The blurred faces are those of the PSNR / SSIM protocol (``evaluators/psnr_ssim.py``): face
+``i`` blurred with bank kernel ``j`` plus the pair's fixed noise, so pair ``(i, j)`` is the
+same image in both evaluations. Only faces with parsing labels are scored.
+
+F-score of class ``c``: ``2·TP / (2·TP + FP + FN)`` over all pixels of all scored images
+pooled (:func:`f_scores`; NaN for a class absent from both maps). The paper does not say
+whether it pools pixels or averages per image; pooling is what the notebooks have used and
+is defined for a class missing from some images. The average is the mean over the 10
+classes other than background: Table 3 lists those 10 components, and its average row is
+their plain mean (clear: 7.132 / 10 = 0.713).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from facedeblur_jax.data.labels import BACKGROUND, CLASS_NAMES, NUM_CLASSES
+from facedeblur_jax.degrade import kernel_bank as bank_lib
+from facedeblur_jax.evaluators.data import FaceSet
+from facedeblur_jax.evaluators.psnr_ssim import (
+    EVAL_NOISE_SEED,
+    NOISE_SIGMA,
+    blur_with_bank,
+    pairs_per_face,
+)
+from facedeblur_jax.inference import padded_batches
+from facedeblur_jax.models.face_deblur import FaceDeblurModel
+from facedeblur_jax.models.parsing_net import ParsingNet
+
+PyTree = Any
+INPUTS = ("clear", "blurred", "deblurred")
+AVERAGED_CLASSES = tuple(c for c in range(NUM_CLASSES) if c != BACKGROUND)
+
+
+def f_scores(pred: np.ndarray, gt: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Per-class F-score ``2TP / (2TP + FP + FN)`` over all pixels of ``int[..]`` maps;
+    NaN for a class absent from both."""
+    pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
+    out = np.full(num_classes, np.nan)
+    for k in range(num_classes):
+        tp = np.sum((pred == k) & (gt == k))
+        denom = np.sum(pred == k) + np.sum(gt == k)
+        if denom:
+            out[k] = 2 * tp / denom
+    return out
+
+
+def class_counts(
+    pred: jax.Array, gt: jax.Array, num_classes: int, valid: jax.Array | None = None
+) -> jax.Array:
+    """``i32[3, K]``: true positives, predicted pixels and ground-truth pixels per class.
+
+    Args:
+      pred, gt: ``int[B, H, W]`` label maps.
+      num_classes: K.
+      valid: ``bool[B]``; rows that are False count nothing (batch padding).
+    """
+    chex.assert_equal_shape([pred, gt])
+    chex.assert_rank(pred, 3)
+    classes = jnp.arange(num_classes)
+    p = pred[..., None] == classes  # [B, H, W, K]
+    g = gt[..., None] == classes
+    if valid is not None:
+        keep = valid[:, None, None, None]
+        p, g = p & keep, g & keep
+    axes = tuple(range(p.ndim - 1))
+    return jnp.stack([jnp.sum(p & g, axes), jnp.sum(p, axes), jnp.sum(g, axes)]).astype(jnp.int32)
+
+
+def f_from_counts(counts: np.ndarray) -> np.ndarray:
+    """``f64[K]`` F-scores from :func:`class_counts` sums (NaN where a class never occurs)."""
+    tp, n_pred, n_gt = np.asarray(counts, np.float64)
+    denom = n_pred + n_gt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / denom, np.nan)
+
+
+def average(f: np.ndarray) -> float:
+    """Mean F-score over the classes other than background (Table 3's average row)."""
+    values = np.asarray(f, np.float64)[list(AVERAGED_CLASSES)]
+    return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
+
+
+def parsing_net(model: FaceDeblurModel) -> ParsingNet:
+    """The model's P as a standalone network (eval mode), to parse any images."""
+    return ParsingNet(
+        num_classes=model.num_classes,
+        features=tuple(model.parsing_features),
+        use_bn=model.parsing_use_bn,
+        dtype=model.dtype,
+    )
+
+
+def parsing_variables(variables: PyTree) -> PyTree:
+    """P's own ``{"params", ["batch_stats"]}`` out of the generator's variables."""
+    out = {"params": variables["params"]["parsing"]}
+    if "parsing" in variables.get("batch_stats", {}):
+        out["batch_stats"] = variables["batch_stats"]["parsing"]
+    return out
+
+
+def _step(model: FaceDeblurModel, noise_sigma: float, seed: int):
+    net = parsing_net(model)
+    k = model.num_classes
+
+    @jax.jit
+    def step(variables, faces, face_ids, labels, kernels, face_idx, kernel_idx, count):
+        sharp = faces[face_idx].astype(jnp.float32) / 255.0
+        blurred = blur_with_bank(
+            sharp,
+            kernels[kernel_idx],
+            face_ids[face_idx],
+            kernel_idx,
+            noise_sigma=noise_sigma,
+            seed=seed,
+        )
+        p_vars = parsing_variables(variables)
+        logits = {
+            "clear": net.apply(p_vars, sharp),
+            "blurred": net.apply(p_vars, blurred),
+            "deblurred": model.apply(variables, blurred, upto="parsing").parsing_logits,
+        }
+        gt = labels[face_idx]
+        valid = jnp.arange(face_idx.shape[0]) < count
+        return {
+            name: class_counts(jnp.argmax(x, axis=-1), gt, k, valid) for name, x in logits.items()
+        }
+
+    return step
+
+
+class Evaluator:
+    """Parsing F-scores of P on clear, blurred and deblurred faces (Table 3 layout).
+
+    Args:
+      model: the generator (G_c, P, G_f).
+      faces: the faces; only those with parsing labels are scored.
+      bank: the kernels that blur them.
+      pairs: ``(face, kernel)`` pairs to score, face a position in ``faces`` (it must
+        have labels); default: ``per_face`` kernels per labelled face (``pairs_per_face``).
+      per_face: kernels per face when ``pairs`` is not given.
+      batch_size, noise_sigma, seed, device: as ``psnr_ssim.Evaluator``.
+
+    Raises:
+      ValueError: no face has parsing labels, or a pair names a face without them.
+    """
+
+    def __init__(
+        self,
+        model: FaceDeblurModel,
+        faces: FaceSet,
+        bank: bank_lib.KernelBank,
+        *,
+        pairs: Sequence[tuple[int, int]] | None = None,
+        per_face: int = 1,
+        batch_size: int = 64,
+        noise_sigma: float = NOISE_SIGMA,
+        seed: int = EVAL_NOISE_SEED,
+        device: jax.Device | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        has = np.zeros(len(faces), bool) if faces.has_labels is None else faces.has_labels
+        labelled = np.flatnonzero(has)
+        if labelled.size == 0:
+            raise ValueError("none of the faces has parsing labels: no parsing F-scores")
+        if pairs is None:
+            local = pairs_per_face(labelled.size, len(bank), per_face)
+            pairs = [(int(labelled[i]), j) for i, j in local]
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        if not pairs or any(not has[i] for i, _ in pairs):
+            raise ValueError("parsing F-scores need pairs of faces with parsing labels")
+        self.model, self.faces, self.bank, self.pairs = model, faces, bank, pairs
+        self.batch_size = batch_size
+        self.device = device or jax.local_devices()[0]
+        put = lambda x: jax.device_put(x, self.device)
+        self._faces = put(faces.images)
+        self._face_ids = put(np.asarray(faces.index, np.int32))
+        self._labels = put(np.asarray(faces.labels, np.int32))
+        self._kernels = put(np.asarray(bank.kernels, np.float32))
+        self._face_idx = np.asarray([i for i, _ in pairs], np.int32)
+        self._kernel_idx = np.asarray([j for _, j in pairs], np.int32)
+        self._step = _step(model, float(noise_sigma), int(seed))
+
+    def evaluate(self, variables: PyTree) -> dict:
+        """``{"counts": {input: i64[3, K]}, "f_scores": {input: f64[K]},
+        "average": {input: float}, "num_images": int, "num_faces": int}``."""
+        k = self.model.num_classes
+        counts = {name: np.zeros((3, k), np.int64) for name in INPUTS}
+        for index, count in padded_batches(len(self.pairs), self.batch_size):
+            got = self._step(
+                variables,
+                self._faces,
+                self._face_ids,
+                self._labels,
+                self._kernels,
+                self._face_idx[index],
+                self._kernel_idx[index],
+                count,
+            )
+            for name, c in jax.device_get(got).items():
+                counts[name] += c
+        f = {name: f_from_counts(c) for name, c in counts.items()}
+        return {
+            "counts": counts,
+            "f_scores": f,
+            "average": {name: average(v) for name, v in f.items()},
+            "num_images": len(self.pairs),
+            "num_faces": len(set(self._face_idx.tolist())),
+        }
+
+    def run(self, variables: PyTree) -> dict[str, float]:
+        """The scalars logged during training: ``f_<input>`` (average F-score) for clear,
+        blurred and deblurred."""
+        return {f"f_{name}": v for name, v in self.evaluate(variables)["average"].items()}
+
+
+def summary(ev: dict, class_names: Sequence[str] = CLASS_NAMES) -> dict:
+    """JSON-ready: ``{"inputs", "classes", "f_score": {input: {class: f}}, "average":
+    {input: f}, "num_images", "num_faces"}`` (classes other than background, as Table 3)."""
+    classes = [class_names[c] for c in AVERAGED_CLASSES]
+    return {
+        "inputs": list(INPUTS),
+        "classes": classes,
+        "f_score": {
+            name: {class_names[c]: float(ev["f_scores"][name][c]) for c in AVERAGED_CLASSES}
+            for name in INPUTS
+        },
+        "average": {name: float(ev["average"][name]) for name in INPUTS},
+        "num_images": int(ev["num_images"]),
+        "num_faces": int(ev["num_faces"]),
+    }
+
+
+def from_spec(
+    config: ml_collections.ConfigDict, spec: ml_collections.ConfigDict, model, resources
+) -> Evaluator:
+    """The evaluator of a ``config.evals`` entry (``evaluators/common.py``)."""
+    return Evaluator(
+        model,
+        resources.faces(spec.split, spec.max_faces),
+        resources.bank(spec.kernels, spec.kernels_per_size),
+        per_face=1,
+        batch_size=int(spec.batch_size),
+        noise_sigma=float(spec.noise_sigma),
+    )
