@@ -135,15 +135,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every = 100  # steps between logged metrics (TensorBoard + bar)
     config.train.checkpoint_every = 5_000  # steps between checkpoints (and at the end)
     config.train.keep_checkpoints = 3  # keep the last N checkpoints
-    config.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # Multi-host: one process per host, all started with the same config and workdir (a
+    # folder every host sees). With distributed=True each process first joins the others
+    # through jax.distributed.initialize (facedeblur_jax/distributed.py). The three keys
+    # below: "" / -1 = from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID,
+    # else from the cluster (SLURM, Open MPI, Cloud TPU, Kubernetes) as JAX detects it.
+    config.train.distributed = False
+    config.train.coordinator_address = ""  # "host:port" of process 0
+    config.train.num_processes = -1
+    config.train.process_id = -1  # 0 .. num_processes - 1; 0 runs the coordinator
+    # How long a process waits for the coordinator, the other processes and their configs
+    # before it stops with an error naming what is missing.
+    config.train.distributed_timeout_s = 300
     # A workdir whose latest checkpoint initialises every net of a *fresh* run that it
     # also has with the same shapes (e.g. G_c and P for a fine-phase ablation); "" = off.
     config.train.init_from = ""
     config.train.init_nets = ("coarse", "parsing", "fine")  # which nets init_from may give
-    # Fault injection for crash/resume tests: SIGKILL this process right after (or, with
-    # "during", right while) the checkpoint of this step is saved. -1 = off.
-    config.train.fault_kill_step = -1
-    config.train.fault_kill_when = "after"
     # Persistent XLA compilation cache directory ("" = off): a restarted or resumed run
     # reuses the compiled train steps instead of compiling them again.
     config.train.compilation_cache_dir = ""

@@ -12,6 +12,13 @@ Orbax writes a checkpoint into a temporary directory and renames it only when co
 (``commit_success.txt``), so a process killed during a save leaves the previous
 checkpoint as the latest usable one; unfinished temporaries are ignored (and removed) on
 the next start. ``keep`` bounds how many are kept (oldest deleted first).
+
+With several processes (multi-host training) every process calls ``save``; Orbax writes
+the replicated state and the JSON ``meta`` once (process 0) into the one shared folder.
+
+Resuming checks the stored config against the run's before Orbax reads any array
+(:func:`check_resumable`): a workdir trained with another model is refused with the
+config keys that differ, and nothing in it is touched.
 """
 
 from __future__ import annotations
@@ -39,24 +46,36 @@ def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
 class Checkpointer:
     """Thin wrapper around ``ocp.CheckpointManager`` with the two items above.
 
+    Use as a context manager (or call :meth:`close`): closing waits for a pending save and
+    shuts Orbax's background threads and event loops down while the interpreter is alive.
+
     Args:
       workdir: the run's folder; checkpoints go to ``workdir/checkpoints``.
       keep: keep the last ``keep`` checkpoints.
       async_save: write in a background thread (the train loop keeps stepping).
+      create: create ``workdir/checkpoints`` now; else the first save creates it (a
+        missing folder reads as "no checkpoint").
     """
 
-    def __init__(self, workdir: str | os.PathLike, keep: int = 3, async_save: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        keep: int = 3,
+        async_save: bool = True,
+        create: bool = True,
+    ):
         if keep < 1:
             raise ValueError(f"train.keep_checkpoints must be >= 1; got {keep}")
         self.directory = checkpoint_dir(workdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            create=True,
+            create=create,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
+        self._closed = False
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -104,16 +123,30 @@ class Checkpointer:
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(
                 f"checkpoint {str(self.directory / str(step))!r} does not match the model "
-                f"built from the current config ({type(e).__name__}: {e}); use the config it "
-                f"was trained with (stored in its meta) or another --workdir"
+                f"built from the current config ({type(e).__name__}: {first_line}); use the "
+                "config it was trained with (stored in its meta) or another --workdir"
             ) from e
         return restored["state"], restored["meta"]
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for a pending save, then closes the manager (also if the wait fails).
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._manager.wait_until_finished()
+        finally:
+            self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:
@@ -126,6 +159,10 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 # measurement of the Triton walk.
 LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan"}
 
+# Keys an older schema had and this one dropped; a stored config loses them on loading.
+# train.fault_kill_*: crash-test hooks, never part of what a run computes.
+DROPPED_KEYS = ("train.fault_kill_step", "train.fault_kill_when")
+
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     """The config a checkpoint was trained with (tuples come back as tuples).
@@ -133,9 +170,16 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
     their default values, so older checkpoints keep loading, except keys in
     :data:`LEGACY_DEFAULTS`, which take the value such a checkpoint was trained with; every
-    key the checkpoint stored keeps its stored value.
+    key the checkpoint stored keeps its stored value, except the :data:`DROPPED_KEYS`.
     """
     raw = json.loads(meta["config"])
+    for key in DROPPED_KEYS:
+        *parents, leaf = key.split(".")
+        node = raw
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
 
     def fix(node, ref):
         if isinstance(node, dict):
@@ -151,3 +195,59 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
 
     ref = apply_overrides(reference_config(), LEGACY_DEFAULTS).to_dict()
     return ml_collections.ConfigDict(fix(raw, ref))
+
+
+def config_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> dict[str, tuple]:
+    """``{dotted key: (value in a, value in b)}`` for every leaf that differs (a key missing
+    on one side has the value ``"<absent>"`` there)."""
+
+    def flat(node, prefix=""):
+        out = {}
+        for k, v in node.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    missing = "<absent>"
+    return {
+        k: (fa.get(k, missing), fb.get(k, missing))
+        for k in sorted(fa.keys() | fb.keys())
+        if fa.get(k, missing) != fb.get(k, missing)
+    }
+
+
+def _state_layout(config: ml_collections.ConfigDict):
+    """The train state's tree structure with every leaf's shape and dtype (no arrays)."""
+    from facedeblur_jax.models.factory import build_discriminator, build_model
+    from facedeblur_jax.train_state import create_train_state
+
+    model, disc = build_model(config.model), build_discriminator(config.model)
+    abstract = jax.eval_shape(
+        lambda key: create_train_state(config, model, disc, key), jax.random.key(0)
+    )
+    leaves, tree = jax.tree.flatten(abstract)
+    return tree, [(x.shape, x.dtype) for x in leaves]
+
+
+def check_resumable(meta: dict, config: ml_collections.ConfigDict, where: str) -> None:
+    """Raises :class:`CheckpointError` when the checkpoint whose ``meta`` is given (at
+    ``where``) holds a train state of another layout than ``config`` builds — other nets,
+    widths, depths or optimiser — naming the config keys that differ. Reads no arrays, so
+    it runs before any restore. Other differences (schedule length, logging, data
+    workers, ...) are allowed: a resumed run may change them."""
+    stored = config_from_meta(meta)
+    if _state_layout(stored) == _state_layout(config):
+        return
+    diff = config_diff(stored, config)
+    shaping = {k: v for k, v in diff.items() if k.startswith(("model.", "optim."))}
+    shown = shaping or diff
+    items = [f"{k}={old!r} (this run: {new!r})" for k, (old, new) in list(shown.items())[:6]]
+    more = f" and {len(shown) - 6} more" if len(shown) > 6 else ""
+    raise CheckpointError(
+        f"checkpoint {where!r} was trained with another model: {', '.join(items)}{more}; "
+        "resume with the config it was trained with (stored in its meta) or use another "
+        "--workdir"
+    )

@@ -221,12 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from facedeblur_jax.checkpoint import CheckpointError
+    from facedeblur_jax.distributed import ClusterError
+
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:
         overrides = split_overrides(rest)
         return int(args.func(args, overrides) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        ImportError,
+        CheckpointError,
+        ClusterError,
+    ) as e:
         print(f"facedeblur {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 BUILTIN = ("paper", "demo", "tiny", "gpu_short")
 
@@ -114,12 +115,39 @@ def apply_overrides(
                 with cfg.unlocked():
                     node[p] = reference_config().phases.coarse
             node = node[p]
-        current = node[leaf]
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        value = _typed(key, node[leaf], value)
         with cfg.unlocked():
             node[leaf] = value
     return cfg
+
+
+def _typed(key: str, current: Any, value: Any) -> Any:
+    """``value`` as the type of the key's current value, or ``ValueError`` naming the key,
+    the expected type and the value. ``None`` on either side is accepted (``None``-valued
+    keys take any type, and some keys use ``None`` as a setting); an integer may set a
+    float key; a list sets a tuple key."""
+    if current is None or value is None:
+        return value
+    is_bool = isinstance(value, bool | np.bool_)
+    if isinstance(current, bool):
+        ok, value = is_bool, bool(value) if is_bool else value
+    elif isinstance(current, int):
+        ok = isinstance(value, int | np.integer) and not is_bool
+        value = int(value) if ok else value
+    elif isinstance(current, float):
+        ok = isinstance(value, int | float | np.integer | np.floating) and not is_bool
+        value = float(value) if ok else value
+    elif isinstance(current, tuple):
+        ok = isinstance(value, tuple | list)
+        value = tuple(value) if ok else value
+    else:
+        ok = isinstance(value, type(current))
+    if not ok:
+        raise ValueError(
+            f"config key {key!r} expects {type(current).__name__} (like {current!r}); "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    return value
 
 
 def load_config(

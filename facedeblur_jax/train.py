@@ -2,14 +2,24 @@
 
 Laid out as big_vision's ``train.py``, in numbered sections:
 
-1. devices and the mesh (``jax.distributed.initialize()`` first when configured);
-2. the input pipeline (grain, sharded over hosts; sharp uint8 crops + labels only);
-3. the train state — restored from the latest checkpoint in ``WORKDIR`` if there is one
+1. devices and the mesh (joining the other processes first with
+   ``train.distributed=True``: :mod:`facedeblur_jax.distributed`);
+2. checks, before anything is written: the processes against each other (same config and
+   workdir), the schedule, VGG-Face weights when a phase uses L_VGG, the degradation
+   settings; then the input pipeline (grain; each process reads its own shard of the
+   records); with several processes, one that failed here stops all (``check_all_ready``);
+3. a checkpoint already in ``WORKDIR`` against the config: its stored config is compared
+   before Orbax reads an array, so another model is refused with the keys that differ, and
+   the data position must fit the pipeline. ``WORKDIR`` is created only after these checks;
+4. the train state — restored from the latest checkpoint in ``WORKDIR`` if there is one
    (params, optimiser states, step, PRNG key, data iterator position), else fresh;
-4. VGG-Face for the perceptual loss, only when a phase uses it;
 5. the loop over phases from the restored ``(phase, phase step)``: one jitted step per
    phase built once, metrics to TensorBoard + ``metrics.jsonl`` + a progress bar,
    checkpoints every ``train.checkpoint_every`` steps and at the end.
+
+With several processes every process runs this same loop on its own rows of each global
+batch (docs/design.md §6); process 0 alone prints, logs metrics and shows progress; every
+process takes part in each checkpoint, which Orbax writes once.
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import sys
 import time
 from typing import Any
@@ -30,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from facedeblur_jax import checkpoint as ckpt_lib
-from facedeblur_jax import evaluators
+from facedeblur_jax import distributed, evaluators
 from facedeblur_jax import schedule as schedule_lib
 from facedeblur_jax.compile_cache import enable_compilation_cache
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
@@ -108,16 +117,6 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
     return out
 
 
-def _fault_injection(config, step: int, when: str, checkpointer) -> None:
-    """SIGKILLs this process at a checkpoint (crash/resume tests; off by default)."""
-    if config.train.fault_kill_step != step or config.train.fault_kill_when != when:
-        return
-    if when == "after":
-        checkpointer.wait()
-    print(f"fault injection: SIGKILL at step {step} ({when} checkpoint)", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState:
     """Copies the nets of ``init_from``'s latest checkpoint into a fresh ``state`` where the
     net is in ``nets`` and its param key exists in both with identical shapes; reports what
@@ -134,11 +133,13 @@ def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState
 
     params, stats = dict(state.params), dict(state.batch_stats)
     taken, skipped = [], []
-    for key, value in source.variables["params"].items():
+    # Host copies: a device array cannot be put onto devices of other processes.
+    variables = jax.tree.map(np.asarray, source.variables)
+    for key, value in variables["params"].items():
         if net_of(key) in nets and key in params and same(params[key], value):
             params[key] = jax.device_put(value, sharding)
-            if key in stats and key in source.variables.get("batch_stats", {}):
-                stats[key] = jax.device_put(source.variables["batch_stats"][key], sharding)
+            if key in stats and key in variables.get("batch_stats", {}):
+                stats[key] = jax.device_put(variables["batch_stats"][key], sharding)
             taken.append(key)
         else:
             skipped.append(key)
@@ -146,23 +147,42 @@ def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState
         raise ValueError(
             f"train.init_from={init_from!r}: no net of its checkpoint matches this config"
         )
-    print(f"initialised {taken} from {init_from} (step {source.step}); not taken: {skipped}")
+    if jax.process_index() == 0:
+        print(f"initialised {taken} from {init_from} (step {source.step}); not taken: {skipped}")
     return state.replace(params=params, batch_stats=stats)
 
 
-def _restore(checkpointer, state: TrainState, data) -> TrainState:
-    """The latest checkpoint's state (and the data iterator's position), or ``state``."""
-    start = checkpointer.latest_step()
-    if start is None:
-        return state
-    state, meta = checkpointer.restore(state, start)
-    data.set_state(meta["data_state"])
-    print(
-        f"resumed from {checkpointer.directory / str(start)}: step {start}, phase "
-        f"{meta['phase']!r} step {meta['phase_step']}",
-        flush=True,
-    )
-    return state
+def _resume_point(checkpointer, config, data) -> tuple[int, dict] | None:
+    """``(step, meta)`` of the latest checkpoint, checked against ``config`` (the state's
+    layout) and ``data`` (positioned after the checkpoint's last batch); ``None`` when there
+    is none. Reads no arrays."""
+    step = checkpointer.latest_step()
+    if step is None:
+        return None
+    meta = checkpointer.restore_meta(step)
+    ckpt_lib.check_resumable(meta, config, str(checkpointer.directory / str(step)))
+    try:
+        data.set_state(meta["data_state"])
+    except ValueError as e:
+        raise ckpt_lib.CheckpointError(
+            f"checkpoint {str(checkpointer.directory / str(step))!r}: {e}"
+        ) from e
+    return step, meta
+
+
+def _check_cluster_keys(train_config) -> None:
+    if train_config.distributed:
+        return
+    set_keys = [
+        f"train.{k}"
+        for k in ("coordinator_address", "num_processes", "process_id")
+        if train_config[k] not in ("", -1)
+    ]
+    if set_keys:
+        raise ValueError(
+            f"{', '.join(set_keys)} set, but train.distributed=False: add "
+            "--config.train.distributed=True to run as one of several processes"
+        )
 
 
 def train(
@@ -171,68 +191,106 @@ def train(
     *,
     mesh: Mesh | None = None,
     progress: bool = True,
+    data=None,
 ) -> TrainState:
-    """Runs (or resumes) the whole schedule; returns the final state."""
+    """Runs (or resumes) the whole schedule; returns the final state.
+
+    ``data``: an iterator of global batches with ``get_state``/``set_state`` to train on
+    instead of the config's pipeline (the caller closes it).
+    """
     # 1. Devices and mesh. ------------------------------------------------------------
-    if config.train.distributed:
-        jax.distributed.initialize()
-    if config.train.compilation_cache_dir:
-        enable_compilation_cache(config.train.compilation_cache_dir)
-    mesh = make_mesh() if mesh is None else mesh
+    _check_cluster_keys(config.train)
+    multi = bool(config.train.distributed)
+    if multi:
+        distributed.initialize(config.train)
     workdir = pathlib.Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    is_main = jax.process_index() == 0
-    phases = schedule_lib.phases_from_config(config)
-    total = schedule_lib.total_steps(phases)
-    vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
-    check_degrade_config(config.degrade)  # e.g. a bad trajectory_impl, before any work
-    evals = evaluators.from_config(config, total, enabled=is_main)  # config.evals
 
-    # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone, so a
-    # resumed run rebuilds the same one.
-    kernel_pool = None
-    if config.degrade.kernel_pool_size:
-        t0 = time.time()
-        kernel_pool = jax.device_put(pool_from_config(config), NamedSharding(mesh, P()))
-        log.info("kernel pool: %d kernels sampled in %.1f s", kernel_pool.size, time.time() - t0)
-
-    # 2. Data. -------------------------------------------------------------------------
-    from facedeblur_jax.data.pipeline import make_train_iterator
-
-    data = make_train_iterator(config, mesh)
-
-    # 3. State: restore or create. -----------------------------------------------------
-    model, disc = build_model(config.model), build_discriminator(config.model)
-    replicated = NamedSharding(mesh, P())
-    state = jax.jit(
-        lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
-    )(jax.random.key(config.seed))
-    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    # 2. Checks and data, before anything is written. ----------------------------------
+    if multi:
+        distributed.check_same_run(config, str(workdir), config.train.distributed_timeout_s)
+    own_data = data is None
     try:
-        resumed = _restore(checkpointer, state, data)
-        if resumed is state and config.train.init_from:
-            resumed = _warm_start(
-                state, config.train.init_from, tuple(config.train.init_nets), replicated
-            )
-        state = resumed
-    except BaseException:
-        checkpointer.close()
-        getattr(data, "close", lambda: None)()
+        phases = schedule_lib.phases_from_config(config)
+        total = schedule_lib.total_steps(phases)
+        vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
+        check_degrade_config(config.degrade)  # e.g. a bad trajectory_impl, before any work
+        # config.evals, run on process 0 only; a bad entry fails here, before any work.
+        evals = evaluators.from_config(config, total, enabled=jax.process_index() == 0)
+        if config.train.compilation_cache_dir:
+            enable_compilation_cache(config.train.compilation_cache_dir)
+        mesh = make_mesh() if mesh is None else mesh
+        if own_data:
+            from facedeblur_jax.data.pipeline import make_train_iterator
+
+            data = make_train_iterator(config, mesh)
+    except Exception as e:
+        if multi:
+            distributed.check_all_ready(e, config.train.distributed_timeout_s)
         raise
-    step = int(jax.device_get(state.step))
-    if vgg_params is not None:
-        vgg_params = jax.device_put(vgg_params, replicated)
+    if multi:  # a check that failed in another process stops this one too
+        try:
+            distributed.check_all_ready(None, config.train.distributed_timeout_s)
+        except distributed.ClusterError:
+            if own_data:
+                data.close()
+            raise
+    is_main = jax.process_index() == 0
 
-    # 4. Loop over phases. -------------------------------------------------------------
-    writer = MetricWriter(workdir, is_main)
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, unit="step", mininterval=2.0, file=sys.stderr)
-    batch = config.train.global_batch_size
-    index, _ = schedule_lib.locate(phases, step)
+    checkpointer, writer, bar = None, None, None
     try:
+        keep = config.train.keep_checkpoints
+        checkpointer = ckpt_lib.Checkpointer(workdir, keep=keep, create=False)
+        # 3. The checkpoint to resume from, checked. -------------------------------------
+        resume = _resume_point(checkpointer, config, data)
+        workdir.mkdir(parents=True, exist_ok=True)  # every check passed
+
+        # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone,
+        # so a resumed run rebuilds the same one (a host copy: placed on every process).
+        kernel_pool = None
+        if config.degrade.kernel_pool_size:
+            t0 = time.time()
+            pool = jax.tree.map(np.asarray, pool_from_config(config))
+            kernel_pool = jax.device_put(pool, NamedSharding(mesh, P()))
+            log.info("kernel pool: %d kernels sampled in %.1f s", pool.size, time.time() - t0)
+
+        # 4. State: restore or create. -------------------------------------------------
+        model, disc = build_model(config.model), build_discriminator(config.model)
+        replicated = NamedSharding(mesh, P())
+        init = jax.jit(
+            lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
+        )
+        if resume is not None:
+            # Restoring needs only shapes, dtypes and shardings: no initialisation compiled.
+            start, meta = resume
+            abstract = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                jax.eval_shape(init, jax.random.key(config.seed)),
+            )
+            state, _ = checkpointer.restore(abstract, start)
+            if is_main:
+                print(
+                    f"resumed from {checkpointer.directory / str(start)}: step {start}, "
+                    f"phase {meta['phase']!r} step {meta['phase_step']}",
+                    flush=True,
+                )
+        else:
+            state = init(jax.random.key(config.seed))
+            if config.train.init_from:
+                state = _warm_start(
+                    state, config.train.init_from, tuple(config.train.init_nets), replicated
+                )
+        step = int(jax.device_get(state.step))
+        if vgg_params is not None:
+            vgg_params = jax.device_put(vgg_params, replicated)
+
+        # 5. Loop over phases. ---------------------------------------------------------
+        writer = MetricWriter(workdir, is_main)
+        if progress and is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=step, unit="step", mininterval=2.0, file=sys.stderr)
+        batch = config.train.global_batch_size
+        index, _ = schedule_lib.locate(phases, step)
         while index < len(phases):
             phase = phases[index]
             phase_end = sum(p.steps for p in phases[: index + 1])
@@ -274,15 +332,14 @@ def train(
                         "versions": {"jax": jax.__version__},
                     }
                     checkpointer.save(step, state, meta)
-                    _fault_injection(config, step, "during", checkpointer)
-                    _fault_injection(config, step, "after", checkpointer)
             index += 1
     finally:
         if bar is not None:
             bar.close()
-        checkpointer.close()
-        writer.close()
-        closer = getattr(data, "close", None)
-        if closer is not None:
-            closer()
+        if checkpointer is not None:
+            checkpointer.close()
+        if writer is not None:
+            writer.close()
+        if own_data:
+            data.close()
     return state

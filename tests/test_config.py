@@ -1,5 +1,6 @@
 import pathlib
 
+import numpy as np
 import pytest
 
 from facedeblur_jax.cli import split_overrides
@@ -64,3 +65,32 @@ def test_validate_accepts_reference():
 def test_bad_cli_argument():
     with pytest.raises(SystemExit, match="unrecognised argument '--epochs=3'"):
         split_overrides(["--epochs=3"])
+
+
+def test_override_of_the_wrong_type_names_key_type_and_value():
+    with pytest.raises(
+        ValueError,
+        match=r"config key 'phases\.coarse\.steps' expects int \(like 2\); got 'abc' \(str\)",
+    ):
+        load_config("tiny", split_overrides(["--config.phases.coarse.steps=abc"]))
+    for key, value in [
+        ("model.features", 2.5),
+        ("model.features", True),
+        ("degrade.augment", 1),
+        ("model.compute_dtype", 16),
+        ("phase_order", "coarse"),
+    ]:
+        with pytest.raises(ValueError, match=f"config key '{key}' expects"):
+            load_config("tiny", {key: value})
+    cfg = load_config(
+        "tiny",
+        {
+            "loss.vgg_weight": 1,  # an int sets a float key
+            "degrade.kernel_sizes": [3, 5],  # a list sets a tuple key
+            "degrade.anxiety": None,  # None is a setting of some keys
+            "model.features": np.int64(4),
+        },
+    )
+    assert cfg.loss.vgg_weight == 1.0 and isinstance(cfg.loss.vgg_weight, float)
+    assert cfg.degrade.kernel_sizes == (3, 5) and cfg.degrade.anxiety is None
+    assert cfg.model.features == 4 and type(cfg.model.features) is int

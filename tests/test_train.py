@@ -16,26 +16,31 @@ from facedeblur_jax.config import load_config
 from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.inference import load_model
 from facedeblur_jax.train import make_mesh, train
+from tests import processes
 
 # 6 steps: coarse 0–1 | parsing 2–3 | fine 4 | joint 5. A kill after the checkpoint at
 # step 3 resumes inside "parsing" and crosses two phase boundaries.
 SIX = {"phases.fine.steps": 1, "phases.joint.steps": 1, "train.checkpoint_every": 3}
 
+# `facedeblur train` in a child that SIGKILLs itself right after it has started the
+# (asynchronous) save of step argv[1]: Orbax is still writing that checkpoint.
+DIE_DURING_SAVE = """
+import os, signal, sys
+from facedeblur_jax import checkpoint, cli
+step = int(sys.argv.pop(1))
+save = checkpoint.Checkpointer.save
+def save_then_die(self, s, state, meta):
+    started = save(self, s, state, meta)
+    if s == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return started
+checkpoint.Checkpointer.save = save_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
 
 def _cli(workdir, *extra):
-    args = [
-        sys.executable,
-        "-m",
-        "facedeblur_jax.cli",
-        "train",
-        "--config",
-        "tiny",
-        "--workdir",
-        str(workdir),
-        "--no-progress",
-    ]
-    for k, v in {**SIX, **dict(extra)}.items():
-        args.append(f"--config.{k}={v!r}" if isinstance(v, str) else f"--config.{k}={v}")
+    args = [*processes.CLI, *processes.train_args(workdir, {**SIX, **dict(extra)})]
     return subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ)
 
 
@@ -58,10 +63,9 @@ def straight(tmp_path_factory):
 
 
 def test_straight_run_checkpoints_and_logs(straight):
-    ckpt = Checkpointer(straight, async_save=False)
-    assert ckpt.all_steps() == [3, 6]
-    meta = ckpt.restore_meta(6)
-    ckpt.close()
+    with Checkpointer(straight, async_save=False) as ckpt:
+        assert ckpt.all_steps() == [3, 6]
+        meta = ckpt.restore_meta(6)
     assert meta["phase"] == "done" and meta["step"] == 6
     lines = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     assert [x["phase"] for x in lines] == ["coarse"] * 2 + ["parsing"] * 2 + ["fine", "joint"]
@@ -73,13 +77,15 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     # Both runs share a persistent compilation cache: the resumed run loads the parsing
     # step the killed one compiled, and must still end bit-identical to the straight run.
     cache = ("train.compilation_cache_dir", str(tmp_path.parent / f"{tmp_path.name}_xla"))
-    killed = _cli(tmp_path, ("train.fault_kill_step", 3), cache)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert "SIGKILL at step 3" in killed.stdout
-    ckpt = Checkpointer(tmp_path, async_save=False)
-    assert ckpt.latest_step() == 3
-    meta = ckpt.restore_meta(3)
-    ckpt.close()
+    # The test kills the run from outside once the step-3 checkpoint is on disk (the run
+    # is then compiling the fine phase's step).
+    args = processes.train_args(tmp_path, {**SIX, cache[0]: cache[1]})
+    killed = processes.start(args, dict(os.environ), tmp_path.parent / "logs", tmp_path.name)
+    processes.kill_when(tmp_path / "checkpoints" / "3", [killed], timeout=300)
+    assert killed.proc.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        assert ckpt.latest_step() == 3
+        meta = ckpt.restore_meta(3)
     assert (meta["phase"], meta["phase_step"]) == ("parsing", 1)
 
     cached = sorted(p.name for p in pathlib.Path(cache[1]).iterdir())
@@ -97,26 +103,27 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     for _ in range(6):
         next(fresh)
     expected = jax.tree.map(np.asarray, next(fresh))
+    fresh.close()
     for workdir in (straight, tmp_path):
-        ckpt = Checkpointer(workdir, async_save=False)
-        state = ckpt.restore_meta(6)["data_state"]
-        ckpt.close()
-        it = make_train_iterator(config, make_mesh())
-        it.set_state(state)
-        _assert_same(expected, jax.tree.map(np.asarray, next(it)))
+        with Checkpointer(workdir, async_save=False) as ckpt:
+            state = ckpt.restore_meta(6)["data_state"]
+        with make_train_iterator(config, make_mesh()) as it:
+            it.set_state(state)
+            _assert_same(expected, jax.tree.map(np.asarray, next(it)))
 
 
 def test_sigkill_during_a_save_leaves_a_usable_checkpoint(straight, tmp_path):
-    killed = _cli(
-        tmp_path,
-        ("train.checkpoint_every", 2),
-        ("train.fault_kill_step", 4),
-        ("train.fault_kill_when", "during"),
+    args = processes.train_args(tmp_path, {**SIX, "train.checkpoint_every": 2})
+    killed = subprocess.run(
+        [sys.executable, "-c", DIE_DURING_SAVE, "4", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ,
     )
-    assert killed.returncode == -signal.SIGKILL
-    ckpt = Checkpointer(tmp_path, async_save=False)
-    latest = ckpt.latest_step()
-    ckpt.close()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        latest = ckpt.latest_step()
     assert latest in (2, 4)  # 4 only if the async write beat the kill
     resumed = _cli(tmp_path, ("train.checkpoint_every", 2))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -130,9 +137,32 @@ def test_resume_with_another_model_is_refused_and_keeps_the_checkpoint(straight,
     shutil.copytree(straight, workdir)
     before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
     config = load_config("tiny", {**SIX, "model.features": 4, "phases.joint.steps": 2})
-    with pytest.raises(CheckpointError, match="does not match the model"):
+    with pytest.raises(CheckpointError, match=r"another model: model\.features=8 \(this run: 4\)"):
         train(config, workdir, progress=False)
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+    # The CLI says so in one line, before Orbax reads an array.
+    cli = _cli(workdir, ("model.features", 4))
+    assert cli.returncode == 2
+    assert cli.stderr.strip().splitlines() == [
+        f"facedeblur train: error: checkpoint {str(workdir / 'checkpoints' / '6')!r} was "
+        "trained with another model: model.features=8 (this run: 4); resume with the config "
+        "it was trained with (stored in its meta) or use another --workdir"
+    ]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+
+
+def test_failed_checks_leave_no_workdir_and_print_one_line(tmp_path):
+    expected = {
+        "phases.coarse.steps": "config key 'phases.coarse.steps' expects int (like 2); got "
+        "'abc' (str)",
+        "degrade.kernel_pool_size": "degrade.kernel_pool_size must be >= 0",
+    }
+    for key, value in (("phases.coarse.steps", "abc"), ("degrade.kernel_pool_size", -1)):
+        proc = _cli(tmp_path / "w", (key, value))
+        assert proc.returncode == 2
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"facedeblur train: error: {expected[key]}"), line
+        assert not (tmp_path / "w").exists()
 
 
 def test_bad_degrade_settings_fail_at_start(tmp_path):
@@ -142,14 +172,14 @@ def test_bad_degrade_settings_fail_at_start(tmp_path):
     config = load_config("tiny", {"degrade.kernel_pool_size": -1})
     with pytest.raises(ValueError, match="degrade.kernel_pool_size must be >= 0"):
         train(config, tmp_path / "w", progress=False)
-    assert not (tmp_path / "w" / "checkpoints").exists()
+    assert not (tmp_path / "w").exists()
 
 
 def test_missing_vgg_weights_fail_at_start(tmp_path):
     config = load_config("tiny", {"loss.vgg_weight": 1e-5})
     with pytest.raises(ValueError, match=r"vgg_weights_path is empty.*loss\.vgg_weight=0"):
         train(config, tmp_path / "w", progress=False)
-    assert not (tmp_path / "w" / "checkpoints").exists()
+    assert not (tmp_path / "w").exists()
 
 
 def test_init_from_copies_matching_nets(straight, tmp_path, capsys):
@@ -186,9 +216,8 @@ def test_kernel_pool_run_resumes_exactly(tmp_path):
     train(config, tmp_path / "a", progress=False)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")
-    ckpt = Checkpointer(tmp_path / "b", async_save=False)
-    assert ckpt.all_steps() == [3]
-    ckpt.close()
+    with Checkpointer(tmp_path / "b", async_save=False) as ckpt:
+        assert ckpt.all_steps() == [3]
     train(config, tmp_path / "b", progress=False)
     _assert_same(_params(tmp_path / "a"), _params(tmp_path / "b"))
     # The pool changed the data: another pool size gives other params.

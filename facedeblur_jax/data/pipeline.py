@@ -1,17 +1,26 @@
 """grain input pipelines: an infinite, checkpointable training stream and ordered eval batches.
 
-Training (``make_train_iterator``)::
+Training (``make_train_iterator``), in each process ``h`` of ``H`` (one per host)::
 
-    source ─▶ read (bad file → next record) ─▶ host shard ─▶ shuffle(seed) ─▶ repeat
-           ─▶ decode / resize / centre-crop to image_size ─▶ batch(B / hosts)
-           ─▶ [grain workers] ─▶ device put on the mesh (``prefetch`` batches ahead)
+    source ─▶ this process's shard (records h, h + H, ...) ─▶ epoch order ─▶ read
+           (bad file → next record) ─▶ decode / resize / centre-crop to image_size
+           ─▶ batch(B / H) ─▶ [grain workers] ─▶ device put on the mesh (``prefetch`` ahead)
 
 Everything up to the batch is a ``grain.MapDataset``: batch ``k`` is a pure function of
-``(source, seed, k)``. The iterator's state is therefore just ``k`` (plus a fingerprint
-that catches restoring it into a different pipeline), it is independent of the worker
-count, and restoring it rebuilds the grain iterator at ``dataset[k:]``. The shuffle is
-re-drawn every epoch (grain folds the epoch into the seed) and batches run across epoch
+``(source, seed, h, H, k)``. The shards are disjoint and of equal size (the last
+``len(source) mod H`` records are left out). Epoch ``e`` of shard ``h`` visits its records in
+a permutation drawn from ``SeedSequence([seed, h, e])`` (:func:`epoch_permutation`): every
+epoch is a fresh, independent shuffle, and the hosts' orders are independent, so records of
+different hosts do not travel through the epochs in fixed pairs. (grain's own
+``shuffle().repeat()`` seeds epoch ``e`` with ``seed + e``, and its 4-round index shuffle
+returns some neighbouring seeds' permutations nearly in order: ``seed + 1`` of this
+pipeline's former seed put 8 records back in exact order.) Batches run across epoch
 boundaries.
+
+The iterator's state is the number of batches consumed plus a fingerprint of the stream
+(data set size, seed, global batch, image size, process count), the same in every process:
+one copy in the checkpoint resumes every process, each re-deriving its own shard. Restoring
+rebuilds the grain iterator at ``dataset[k:]``, independent of the worker count.
 
 A record whose file fails to decode during training is replaced by the next decodable
 record of the source (image and labels of that same file), with one warning naming the
@@ -24,6 +33,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,13 +49,49 @@ from facedeblur_jax.data.sources import make_source
 from facedeblur_jax.imageio import ImageError
 
 LOG = logging.getLogger("facedeblur_jax.data")
-STATE_VERSION = 1
+# 2: one state for all processes (the fingerprint has the process count, not the shard),
+# per-epoch orders from epoch_permutation. 1: one process's state over grain's shuffle.
+STATE_VERSION = 2
 MAX_CONSECUTIVE_FAILURES = 64
+_DATA_STREAM = 0xDA7A  # separates the data-order stream from other uses of config.seed
 
 
-def shuffle_seed(seed: int) -> int:
-    """The data-order seed derived from ``config.seed`` (a 32-bit int, stable across hosts)."""
-    return int(np.random.SeedSequence([int(seed), 0xDA7A]).generate_state(1)[0])
+@functools.lru_cache(maxsize=8)
+def epoch_permutation(size: int, seed: int, shard_index: int, epoch: int) -> np.ndarray:
+    """``int64[size]``: the order in which shard ``shard_index`` visits its ``size`` records in
+    ``epoch`` — a PCG64 permutation seeded by ``SeedSequence([seed, shard_index, epoch])``, so
+    every (shard, epoch) is an independent draw. Read-only (cached)."""
+    entropy = [int(seed) % 2**64, _DATA_STREAM, int(shard_index), int(epoch)]
+    order = np.random.default_rng(np.random.SeedSequence(entropy)).permutation(size)
+    order.flags.writeable = False
+    return order
+
+
+class ShardOrder:
+    """The endless record order of one process: item ``k`` is the source index of the
+    ``k``-th example the process reads.
+
+    Process ``shard_index`` of ``shard_count`` owns source records ``shard_index +
+    shard_count * j`` for ``j < len(self.shard)``; epoch ``e = k // len(shard)`` visits them
+    in :func:`epoch_permutation` order. A random-access source for ``grain.MapDataset``.
+    """
+
+    def __init__(self, num_records: int, seed: int, shard_index: int, shard_count: int):
+        per_host = num_records // shard_count
+        if per_host < 1:
+            raise ValueError(f"{num_records} records cannot be split over {shard_count} hosts")
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard {shard_index} of {shard_count} does not exist")
+        self.seed, self.shard_index = int(seed), int(shard_index)
+        self.shard = range(shard_index, per_host * shard_count, shard_count)
+
+    def __len__(self) -> int:
+        return sys.maxsize  # endless, like grain's repeat()
+
+    def __getitem__(self, k: int) -> int:
+        epoch, position = divmod(int(k), len(self.shard))
+        perm = epoch_permutation(len(self.shard), self.seed, self.shard_index, epoch)
+        return self.shard[int(perm[position])]
 
 
 class ReadOrNext:
@@ -117,17 +163,12 @@ def train_dataset(
 ) -> grain.MapDataset:
     """The infinite ``MapDataset`` of one host's training batches.
 
-    Each host takes every ``shard_count``-th record (after dropping the remainder so all
-    hosts hold the same count), shuffles its shard with ``seed`` each epoch and batches
-    ``local_batch`` examples ``{"image": uint8[b, S, S, 3], "labels": uint8[b, S, S],
-    "has_labels": bool[b]}``.
+    Host ``shard_index`` of ``shard_count`` reads its :class:`ShardOrder` (its own records,
+    a fresh shuffle per epoch) and batches ``local_batch`` examples ``{"image": uint8[b, S,
+    S, 3], "labels": uint8[b, S, S], "has_labels": bool[b]}``.
     """
-    per_host = len(source) // shard_count
-    if per_host < 1:
-        raise ValueError(f"{source!r} has {len(source)} records for {shard_count} hosts")
-    ds = grain.MapDataset.source(ReadOrNext(source))
-    ds = ds[shard_index : per_host * shard_count : shard_count]
-    ds = ds.shuffle(seed=seed).repeat()
+    order = ShardOrder(len(source), seed, shard_index, shard_count)
+    ds = grain.MapDataset.source(order).map(ReadOrNext(source).__getitem__)
     ds = ds.map(functools.partial(preprocess.to_example, size=image_size, policy=resize))
     return ds.batch(local_batch, drop_remainder=True)
 
@@ -171,10 +212,14 @@ class TrainIterator:
         read_threads: int = 2,
         host_buffer: int = 4,
         prefetch: int = 2,
+        order: ShardOrder | None = None,
+        legacy_fingerprint: dict[str, Any] | None = None,
     ):
         self._dataset = dataset
         self._sharding = sharding
         self._fingerprint = dict(fingerprint)
+        self._legacy = legacy_fingerprint
+        self._order = order
         self._num_workers = int(num_workers)
         self._read_threads = max(1, int(read_threads))
         self._host_buffer = max(1, int(host_buffer))
@@ -182,6 +227,14 @@ class TrainIterator:
         self._next_batch = 0
         self._host: Iterator | None = None
         self._queue: collections.deque = collections.deque()
+
+    def record_indices(self, batch: int) -> list[int]:
+        """The source indices this process draws for its rows of batch ``batch`` (before a
+        record that fails to decode is replaced by the next one)."""
+        if self._order is None:
+            raise ValueError("this iterator was built without its record order")
+        b = int(self._fingerprint["global_batch"]) // int(self._fingerprint["processes"])
+        return [self._order[batch * b + i] for i in range(b)]
 
     def _start(self) -> None:
         ds = self._dataset[self._next_batch :].to_iter_dataset(
@@ -216,25 +269,47 @@ class TrainIterator:
         return batch
 
     def get_state(self) -> dict[str, Any]:
-        """``{"version", "next_batch", **fingerprint}``: ints and lists, JSON-serialisable."""
+        """``{"version", "next_batch", **fingerprint}``: ints only, JSON-serialisable, and
+        the same in every process of a multi-host run."""
         return {"version": STATE_VERSION, "next_batch": self._next_batch, **self._fingerprint}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Resumes so the next batch is the one that followed when ``state`` was taken.
 
+        A state of the older single-process format (version 1) is taken when it describes
+        the same data, batch and image size; the batches after it then follow this
+        pipeline's order (a warning says so).
+
         Raises:
           ValueError: ``state`` comes from a pipeline with another data set, seed, batch
-            size, image size or host sharding (the keys that differ are named).
+            size, image size or number of processes (the keys that differ are named).
         """
-        expected = {"version": STATE_VERSION, **self._fingerprint}
+        version = state.get("version")
+        if version == 1 and self._legacy is not None:
+            expected = self._legacy
+        else:
+            expected = {"version": STATE_VERSION, **self._fingerprint}
         diff = {
             k: (state.get(k), v) for k, v in expected.items() if _plain(state.get(k)) != _plain(v)
         }
+        if "processes" in diff and "version" not in diff:
+            saved, now = diff["processes"]
+            raise ValueError(
+                f"the checkpoint's data position was saved by {saved} process(es) and this run "
+                f"has {now}: each process reads its own shard of the data, so resume with "
+                f"{saved} process(es)"
+            )
         if diff:
             raise ValueError(f"data iterator state does not fit this pipeline: {diff}")
         next_batch = int(state["next_batch"])
         if next_batch < 0:
             raise ValueError(f"next_batch must be >= 0; got {next_batch}")
+        if version == 1:
+            LOG.warning(
+                "resuming a data position saved by an older version of the pipeline: from "
+                "batch %d on, batches follow this version's shuffle",
+                next_batch,
+            )
         self.close()
         self._next_batch = next_batch
 
@@ -256,16 +331,20 @@ def _plain(value):
     return list(value) if isinstance(value, tuple | list) else value
 
 
-def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> TrainIterator:
+def make_train_iterator(
+    config, mesh: Mesh | None = None, *, source=None, shard: tuple[int, int] | None = None
+) -> TrainIterator:
     """The training stream of ``config`` (``configs/paper.py``: ``data``, ``train``).
 
     Args:
       config: the experiment config; uses ``seed``, ``image_size``, ``model.num_classes``,
         ``train.global_batch_size`` and ``data.*``.
       mesh: a mesh with axis ``"data"``; batches are sharded ``P("data")`` across it and
-        each host loads ``B / jax.process_count()`` records of its own shard. ``None``:
+        each process loads ``B / jax.process_count()`` records of its own shard. ``None``:
         plain arrays on the default device.
       source: a source to use instead of ``make_source(config.data, data.train_split)``.
+      shard: ``(index, count)``: read process ``index`` of ``count``'s shard (its ``B /
+        count`` rows of every batch) instead of this process's; only without a mesh.
 
     Returns:
       A :class:`TrainIterator` (infinite, deterministic, checkpointable).
@@ -275,11 +354,15 @@ def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> Tra
     if source is None:
         source = make_source(data, data.train_split, num_classes=config.model.num_classes)
     global_batch = int(config.train.global_batch_size)
-    hosts, host = jax.process_count(), jax.process_index()
+    host, hosts = (jax.process_index(), jax.process_count()) if shard is None else shard
+    if shard is not None and mesh is not None and hosts != jax.process_count():
+        raise ValueError(f"shard={shard} reads one of {hosts} shards: pass no mesh")
     if global_batch % hosts:
         raise ValueError(
-            f"train.global_batch_size={global_batch} is not divisible by {hosts} hosts"
+            f"train.global_batch_size={global_batch} is not divisible by {hosts} processes"
         )
+    if len(source) < hosts:
+        raise ValueError(f"{source!r} has {len(source)} records for {hosts} processes")
     sharding = None
     if mesh is not None:
         if "data" not in mesh.axis_names:
@@ -291,7 +374,7 @@ def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> Tra
             )
         sharding = NamedSharding(mesh, PartitionSpec("data"))
     local_batch = global_batch // hosts
-    seed = shuffle_seed(config.seed)
+    seed = int(config.seed)
     dataset = train_dataset(
         source,
         local_batch=local_batch,
@@ -304,6 +387,15 @@ def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> Tra
     fingerprint = {
         "num_records": len(source),
         "seed": seed,
+        "global_batch": global_batch,
+        "image_size": int(config.image_size),
+        "processes": hosts,
+    }
+    # What a version-1 state of this pipeline held (one process only).
+    legacy = {
+        "version": 1,
+        "num_records": len(source),
+        "seed": _v1_seed(seed),
         "local_batch": local_batch,
         "image_size": int(config.image_size),
         "shard": [host, hosts],
@@ -316,7 +408,14 @@ def make_train_iterator(config, mesh: Mesh | None = None, *, source=None) -> Tra
         read_threads=data.read_threads,
         host_buffer=data.host_buffer,
         prefetch=data.prefetch,
+        order=ShardOrder(len(source), seed, host, hosts),
+        legacy_fingerprint=legacy if hosts == 1 else None,
     )
+
+
+def _v1_seed(seed: int) -> int:
+    """The grain shuffle seed version-1 states stored (to recognise them)."""
+    return int(np.random.SeedSequence([int(seed) % 2**64, _DATA_STREAM]).generate_state(1)[0])
 
 
 def _pad_example(size: int) -> dict[str, Any]:

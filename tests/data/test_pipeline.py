@@ -239,3 +239,68 @@ def test_worker_processes_give_the_same_stream_and_resume(face_tree):
     for e, g in zip(expected[2:], got, strict=True):
         for key in e:
             np.testing.assert_array_equal(e[key], g[key])
+
+
+def test_every_epoch_is_an_independent_shuffle():
+    """grain's ``shuffle(seed).repeat()`` seeds epoch e with seed + e; for 8 records and this
+    pipeline's former seed that put epoch 1 back in exact order. Each epoch's order is now
+    its own draw."""
+    order = pipeline.ShardOrder(8, seed=0, shard_index=0, shard_count=1)
+    epochs = np.array([[order[8 * e + i] for i in range(8)] for e in range(20)])
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(8))
+    assert not (epochs == np.arange(8)).all(axis=1).any()  # no epoch in source order
+    assert len({tuple(e) for e in epochs}) == 20  # and no epoch repeats another
+    big = pipeline.ShardOrder(80, seed=0, shard_index=0, shard_count=1)
+    corr = [
+        np.corrcoef([big[80 * e + i] for i in range(80)], np.arange(80))[0, 1] for e in range(30)
+    ]
+    assert max(abs(c) for c in corr) < 0.4, corr
+
+
+def test_processes_shuffle_independently_and_share_one_state(face_tree):
+    """Records 2j (process 0) and 2j + 1 (process 1) do not land in the same global batch
+    every epoch, and both processes' states are one state."""
+    root, labels, _ = face_tree
+    cfg = tiny_config(root, labels)
+    cfg.train.global_batch_size = 4  # 12 records, 2 processes: 3 batches of 2 per epoch
+    its = [pipeline.make_train_iterator(cfg, shard=(h, 2)) for h in range(2)]
+    try:
+        rows = [np.concatenate([record_ids(b) for b in take(it, 9)]) for it in its]
+        # What each process reads is its own shard, and record_indices names it.
+        assert set(rows[0]) == set(range(0, 12, 2)) and set(rows[1]) == set(range(1, 12, 2))
+        for h, it in enumerate(its):
+            drawn = np.concatenate([it.record_indices(k) for k in range(9)])
+            np.testing.assert_array_equal(drawn, rows[h])
+        pairs = (rows[0] // 2 == rows[1] // 2).reshape(3, 6)  # same j at the same position
+        assert not pairs.all(axis=1).any()
+        assert its[0].get_state() == its[1].get_state()
+        assert its[0].get_state()["processes"] == 2
+        with (
+            pipeline.make_train_iterator(cfg) as single,
+            pytest.raises(ValueError, match=r"saved by 2 process\(es\) and this run has 1"),
+        ):
+            single.set_state(its[0].get_state())
+    finally:
+        for it in its:
+            it.close()
+
+
+def test_a_version_1_state_resumes_with_a_warning(face_tree, data_caplog):
+    root, labels, _ = face_tree
+    cfg = tiny_config(root, labels)
+    old = {
+        "version": 1,
+        "next_batch": 3,
+        "num_records": 12,
+        "seed": pipeline._v1_seed(cfg.seed),
+        "local_batch": 8,
+        "image_size": 32,
+        "shard": [0, 1],
+    }
+    with pipeline.make_train_iterator(cfg) as it:
+        it.set_state(old)
+        assert it.get_state()["next_batch"] == 3 and it.get_state()["version"] == 2
+        with pytest.raises(ValueError, match="seed"):
+            it.set_state({**old, "seed": old["seed"] + 1})
+    assert any("older version of the pipeline" in m for m in data_caplog.messages)
