@@ -5,7 +5,7 @@ import pytest
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config, validate
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "facedeblur_jax" / "configs"
 
 
 @pytest.mark.parametrize("name", ["paper", "demo", "tiny"])

@@ -31,10 +31,7 @@ import time
 
 import jax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import bench_throughput as bt
-
+from facedeblur_jax.bench import throughput as bt
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 
@@ -156,9 +153,9 @@ def build(args, config):
     )
     if args.mode == "inference":
         size = config.image_size
-        variables = bt._jax_variables(ctx)
+        variables = bt.jax_variables(ctx)
         x = jax.random.uniform(jax.random.key(1), (args.batch, size, size, 3))
-        compiled, _ = bt._jax_compiled(ctx, args.dtype, args.batch)
+        compiled, _ = bt.jax_compiled(ctx, args.dtype, args.batch)
         return (lambda: compiled(variables, x)), (lambda o: o.block_until_ready())
     run = bt.jax_train_program(ctx, args.phase, args.batch, args.dtype)[0]
     return run, jax.block_until_ready

@@ -35,10 +35,9 @@ import pathlib  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import bench_throughput as bt  # noqa: E402
 import jax  # noqa: E402
 
+from facedeblur_jax.bench import throughput as bt  # noqa: E402
 from facedeblur_jax.cli import split_overrides  # noqa: E402
 from facedeblur_jax.config import load_config  # noqa: E402
 
@@ -69,7 +68,7 @@ def scaling_rows(ctx: bt.BenchContext, phase: str, per_device_batch: int, device
                 flush=True,
             )
         except Exception as e:
-            row["error"] = bt._error(e)
+            row["error"] = bt.error_text(e)
             print(f"  failed: {row['error']}", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
         rows.append(row)
@@ -107,7 +106,7 @@ def markdown(report: dict) -> str:
             continue
         lines.append(
             f"{head} {r['images_per_s']:.2f} | {r['images_per_s_per_device']:.2f} | "
-            f"{bt._fmt(r['efficiency_vs_1_device'], '.0%')} | {r['ms_per_batch']:.1f} | "
+            f"{bt.fmt(r['efficiency_vs_1_device'], '.0%')} | {r['ms_per_batch']:.1f} | "
             f"{r['compile_s']:.1f} | {r['all_reduces']} ({r['gradient_all_reduces']}) |"
         )
     return "\n".join(lines)
@@ -130,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     config = load_config(args.config, split_overrides(rest))
-    devices = bt._csv(args.devices, int)
+    devices = bt.parse_csv(args.devices, int)
     if not devices or min(devices) < 1 or max(devices) > jax.device_count():
         raise SystemExit(f"--devices must be counts in [1, {jax.device_count()}]")
     if args.per_device_batch < 1 or args.repeats < 1:
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         min_time_s=args.min_time,
         torch_compile=False,
     )
-    phases = bt._phases(config)
+    phases = bt.bench_phases(config)
     if args.phase not in phases:
         raise SystemExit(f"--phase: unknown phase {args.phase!r}; the schedule has {tuple(phases)}")
     rows = scaling_rows(ctx, args.phase, args.per_device_batch, devices, args.dtype)

@@ -2,14 +2,11 @@
 
 import json
 import math
-import pathlib
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import bench_throughput as bench
+from facedeblur_jax.bench import throughput as bench
 
 ROW_NUMBERS = ("warmup_s", "ms_per_batch", "images_per_s", "latency_ms", "flops_per_image")
 
