@@ -36,7 +36,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from facedeblur_jax.data import sources, validate
+from facedeblur_jax.data import folders, validate
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
 NAME = "face_folder"
@@ -73,7 +74,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
         label_root: str | os.PathLike | None = None,
         splits: Sequence[str] = ("train", "test"),
         verify: str = "header",
-        num_classes: int = sources.NUM_CLASSES,
+        num_classes: int = NUM_CLASSES,
         **kwargs,
     ):
         self._root = None if root is None else pathlib.Path(root)
@@ -87,7 +88,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         identities = []
         if self._root is not None and (self._root / "labels.csv").is_file():
-            identities = list(sources._identity_table(self._root)[0])
+            identities = list(folders.identity_table(self._root)[0])
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.splitlines()[0],
@@ -111,7 +112,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self._splits}
 
     def _generate_examples(self, split: str):
-        source = sources.folder_source(
+        source = folders.folder_source(
             self._root,
             split,
             label_root=self._label_root,
@@ -148,7 +149,7 @@ def build(
     label_root: str | os.PathLike | None = None,
     splits: Sequence[str] = ("train", "test"),
     verify: str = "header",
-    num_classes: int = sources.NUM_CLASSES,
+    num_classes: int = NUM_CLASSES,
 ) -> pathlib.Path:
     """Writes ``root`` as the ``face_folder`` data set under ``data_dir``; returns its folder.
 
@@ -170,7 +171,7 @@ def build(
 class TfdsSource:
     """A grain random-access source over a split of a prepared ``face_folder`` data set.
 
-    Records are those of the folder source it was built from (see ``sources.py``). A
+    Records are those of the folder source it was built from (see ``folders.py``). A
     stored image that fails to decode raises :class:`ImageError`; a stored label map that
     is unusable only drops ``labels`` (with a warning), like the folder source.
     """
@@ -181,7 +182,7 @@ class TfdsSource:
         name: str = NAME,
         split: str = "train",
         *,
-        num_classes: int = sources.NUM_CLASSES,
+        num_classes: int = NUM_CLASSES,
     ):
         self.data_dir = pathlib.Path(data_dir)
         self.name = name
