@@ -16,15 +16,34 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
+# Optional data for the tests that need more than the bundled faces; each test skips
+# without it. Developers keep it beside the checkout, which the defaults point at.
+FACES_ENV, OFFICIAL_KERNEL_ENV = "FACEDEBLUR_FACES", "FACEDEBLUR_OFFICIAL_KERNEL"
+_BESIDE = REPO_ROOT.parent / "shared"
+
+
+def _optional_path(env: str, default: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(os.environ.get(env) or default)
 
 
 @pytest.fixture(scope="session")
 def shared_faces_dir():
-    """The full face set beside the checkout (../shared/data/faces), or skip."""
-    if not (SHARED_FACES / "labels.csv").is_file():
-        pytest.skip(f"{SHARED_FACES} not present on this machine")
-    return SHARED_FACES
+    """The 20-identity face set (a folder with labels.csv, train/, test/), or skip."""
+    root = _optional_path(FACES_ENV, _BESIDE / "data" / "faces")
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"face set not available: pass {FACES_ENV}=DIR (a folder with labels.csv)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def official_kernel_path():
+    """The authors' released 27×27 test kernel as ``.npy``, or skip."""
+    path = _optional_path(
+        OFFICIAL_KERNEL_ENV, _BESIDE / "reference" / "official_test_kernel_27.npy"
+    )
+    if not path.is_file():
+        pytest.skip(f"official test kernel not available: pass {OFFICIAL_KERNEL_ENV}=FILE.npy")
+    return path
 
 
 @pytest.fixture(scope="session")

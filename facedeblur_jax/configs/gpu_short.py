@@ -1,17 +1,16 @@
-"""A short single-GPU run of the paper's networks: minutes on one H100, not the paper's 560k steps.
+"""A short run of the paper's networks on one GPU: minutes, not the paper's 560k steps.
 
 The paper's architecture at 128×128, bf16 compute, all four phases, but a schedule about
 70× shorter than §3.4's with learning rates 5× the paper's (which are tuned for 560k
-steps), global batch 32 instead of 16 (a batch of 16 leaves an H100 mostly idle). No
-VGG-Face weights travel to the GPU machine, so L_VGG is off (``loss.vgg_weight = 0``).
-The data is the shared face set (``config.data.root``: the folder holding labels.csv,
-train/ and test/) with the dlib pseudo labels of ``tools/make_parsing_labels.py`` in
-``<root>/labels``.
+steps), global batch 32 instead of 16 (a batch of 16 leaves an H100 mostly idle). L_VGG is
+off (``loss.vgg_weight = 0``), so no VGG-Face weights are needed. The data is an aligned
+face folder (``data.source = "faces"``) that you name::
 
-Run on 2026-11-24 (one H100, ``tools/gpu_session.sh train eval``, 2,200 of the 2,728
-training faces): the call's 400 s limit stopped it at fine step ~1,300 (coarse 3,000 and
-parsing 1,000 done, no joint phase); ``facedeblur eval`` of the step-5,000 checkpoint is in
-docs/benchmarks/h100_2026-11-24.md. A complete run needs ~13 min on that GPU.
+    facedeblur train --config gpu_short --workdir runs/gpu_short --config.data.root=DIR
+
+``DIR`` holds labels.csv, train/ and test/, and parsing labels in ``DIR/labels`` (e.g.
+written by ``facedeblur make-labels``). A run on one H100 and its ``facedeblur eval`` are in
+docs/benchmarks/h100_2026-11-24.md.
 """
 
 from facedeblur_jax.configs import paper
@@ -22,7 +21,7 @@ STEPS = {"coarse": 3000, "parsing": 1000, "fine": 2500, "joint": 1500}
 def get_config():
     config = paper.get_config()
     config.model.compute_dtype = "bfloat16"
-    config.loss.vgg_weight = 0.0  # no VGG-Face weights on the GPU machine
+    config.loss.vgg_weight = 0.0  # no VGG-Face weights needed
     config.data.source = "faces"
     config.data.num_workers = 8
     for name, steps in STEPS.items():

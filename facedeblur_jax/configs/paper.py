@@ -70,10 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- data (DESIGN.md §7; facedeblur_jax/data) ------------------------------------
     config.data = ml_collections.ConfigDict()
-    # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds"
+    # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds" (data/sources.py).
+    # "faces": a folder of aligned faces with labels.csv (split,file,identity), train/ and
+    # test/ (the bundled sample's layout); "sample": the bundled faces themselves.
     config.data.source = "faces"
-    # Dataset root; "" = the source's default (faces: ../shared/data/faces beside the
-    # checkout, sample: the bundled faces). For "tfds" the TFDS data_dir.
+    # The dataset folder; required by every source but "sample" (there is no default
+    # location): --config.data.root=DIR. For "tfds" the TFDS data_dir.
     config.data.root = ""
     # Parsing labels mirroring the image tree (<split>/<stem>.png); "" = the source's
     # default (<root>/labels when it exists). Unused by helen/celebamask (labels built in).
