@@ -3,7 +3,7 @@
 ``build_train_step(...).lower(state, batch, None).compile().as_text()`` is the optimised
 per-device program. The step flattens every trained net's gradients (generator and D)
 into one ``f32[n_trainable]`` vector and ``pmean``-s it once; the test finds that vector
-among the all-reduces (``tools/hlo_collectives.py``) and checks that no other all-reduce
+among the all-reduces (``facedeblur_jax.bench.hlo_collectives``) and checks that no other all-reduce
 carries a parameter-shaped array. The other collectives are P's synchronised BatchNorm
 statistics (forward: mean and mean of squares, ``f32[2, C]`` per layer; backward: two
 ``C``-vectors per layer) and scalar metrics, which XLA may combine with anything.

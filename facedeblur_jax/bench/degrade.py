@@ -1,6 +1,6 @@
 """Time the on-device degradation alone (kernels → blur → noise → augmentation).
 
-    python tools/bench_degrade.py --config paper --batch-sizes 16,64 --unroll 1,8,32,128 \\
+    python -m facedeblur_jax.bench.degrade --config paper --batch-sizes 16,64 --unroll 1,8,32,128 \\
         --blur-methods grouped,fft --impls scan,auto --pool-sizes 0,20000 [--json OUT.json]
 
 For each combination: ``jax.jit(synthesize)`` on a uint8 batch already on the device,

@@ -1,10 +1,11 @@
 """Where the time of one jitted inference call or training step goes, kernel by kernel.
 
-    python tools/profile_step.py --config paper --mode inference --batch 64 --dtype bf16
-    python tools/profile_step.py --config paper --mode train --phase joint --batch 64 \\
-        --dtype bf16 --config.loss.vgg_weight=0 [--trace-dir DIR] [--json OUT.json]
+    python -m facedeblur_jax.bench.profile_step --config paper --mode inference --batch 64 \\
+        --dtype bf16
+    python -m facedeblur_jax.bench.profile_step --config paper --mode train --phase joint \\
+        --batch 64 --dtype bf16 --config.loss.vgg_weight=0 [--trace-dir DIR] [--json OUT.json]
 
-Builds the same compiled program as ``tools/bench_throughput.py`` (random weights, a
+Builds the same compiled program as ``facedeblur_jax/bench/throughput.py`` (random weights, a
 synthetic batch already on the device), runs it ``--warmup`` times, then ``--iters`` times
 under ``jax.profiler.trace(..., create_perfetto_trace=True)``, reads the Perfetto JSON trace
 back and prints: device-busy time per call against wall time per call (the difference is

@@ -1,6 +1,6 @@
 """Weak scaling of the sharded train step: a fixed per-device batch on 1, 2, 4, 8 devices.
 
-    python tools/bench_scaling.py [--config tiny] [--phase joint] [--per-device-batch 1] \\
+    python -m facedeblur_jax.bench.scaling [--config tiny] [--phase joint] [--per-device-batch 1] \\
         [--devices 1,2,4,8] [--dtype fp32] [--repeats 3] [--min-time 1] \\
         [--out scaling.json] [--markdown scaling.md] [--config.KEY=VALUE ...]
 
@@ -15,7 +15,7 @@ Each row is ``bench_throughput.jax_train_row`` (the real ``build_train_step`` on
 of the first N devices, degradation included) at global batch ``N × per-device batch``,
 plus images/s per device, the efficiency against one device (per-device images/s ÷ that
 of the 1-device row) and the all-reduces of the compiled step
-(``tools/hlo_collectives.py``): how many there are and how many carry gradients (one is
+(``hlo_collectives.py``): how many there are and how many carry gradients (one is
 expected).
 """
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     env = bt.device_info()
     fake = jax.devices()[0].platform == "cpu"
     report = {
-        "tool": "tools/bench_scaling.py",
+        "tool": "facedeblur_jax.bench.scaling",
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": args.config,
         "image_size": config.image_size,

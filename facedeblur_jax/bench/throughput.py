@@ -1,9 +1,9 @@
 """Throughput of the face deblurring model in JAX and PyTorch: images/s, latency, FLOPs, MFU.
 
-    python tools/bench_throughput.py --config configs/paper.py --framework both \\
+    python -m facedeblur_jax.bench.throughput --config configs/paper.py --framework both \\
         --batch-sizes 1,16,64,256 --dtypes fp32,bf16 [--torch-compile] \\
         --out bench.json --markdown bench.md [--repeats 5] [--config.model.upsample=subpixel]
-    python tools/bench_throughput.py --config configs/paper.py --mode train --framework both \
+    python -m facedeblur_jax.bench.throughput --config paper --mode train --framework both \
         [--batch-sizes 16,64,256] [--phases coarse,joint] [--devices N] [--torch-compile] \
         [--config.loss.vgg_weights_path=vgg_face.npz | --config.loss.vgg_weight=0]
 
@@ -21,7 +21,7 @@ How it measures (``inference``):
   median of single calls each waited for (no pipelining), the batch-1 row's value being
   the batch-1 latency. The parameters are float32; ``bf16`` sets
   ``config.model.compute_dtype = "bfloat16"``.
-* PyTorch: ``tools/torch_reference.py`` with the same (random) weights as the JAX rows,
+* PyTorch: ``torch_reference.py`` (beside this file) with the same (random) weights as the JAX rows,
   ``channels_last``, ``torch.inference_mode``, bf16 by ``torch.autocast``;
   eager, and with ``--torch-compile`` also ``torch.compile(dynamic=False)``, compiled
   afresh per row (``compile_s`` = first call less a steady one; a failure, e.g. no C++
@@ -68,7 +68,7 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
   kernels): the pool is sampled once (``kernel_pool.sample_s`` in the report, not part of
   any row) and every step and degradation row draws from it; the PyTorch rows get the same
   pool as a tensor and draw from it the same way.
-* PyTorch: ``tools/torch_train_reference.py``, one device: the same work per phase
+* PyTorch: ``facedeblur_jax/bench/torch_train_reference.py``, one device: the same work per phase
   (degradation on the device, batched; forward/backward of the trained nets; Adam), eager
   and with ``--torch-compile`` its loss functions compiled (failures recorded in the row's
   ``error``); bf16 by autocast. Same initial weights as JAX (G and D).
@@ -85,7 +85,7 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
 * Memory: as inference; JAX's ``peak_bytes_in_use`` is the process-wide peak so far
   (rows run phase by phase with batch sizes increasing), ``xla_memory`` is per program.
 
-``tools/bench_scaling.py`` runs the joint-phase step on 1, 2, 4, 8 fake CPU devices at a
+``facedeblur_jax/bench/scaling.py`` runs the joint-phase step on 1, 2, 4, 8 fake CPU devices at a
 fixed per-device batch (weak scaling) with these functions.
 
 Both frameworks can share one GPU: JAX's preallocation is switched off
@@ -1108,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     env = device_info()
     variables = jax_variables(ctx)
     report = {
-        "tool": "tools/bench_throughput.py",
+        "tool": "facedeblur_jax.bench.throughput",
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": args.config,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},

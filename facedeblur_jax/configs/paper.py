@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.adv_weight = 5e-5  # λ_adv
     config.loss.structural_c = 1.0  # c of eq. 7
     config.loss.structural_adaptive = True  # w_k = c / A_k (False: equal weights, Table 4)
-    config.loss.vgg_weights_path = ""  # converted VGG-Face weights (tools/convert_vgg_face.py)
+    config.loss.vgg_weights_path = ""  # converted VGG-Face weights (facedeblur convert-vgg)
     config.loss.vgg_layers = ("pool2", "pool5")
 
     # --- optimiser (§3.5) ---------------------------------------------------------------

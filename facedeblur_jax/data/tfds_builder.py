@@ -16,16 +16,14 @@ Features of each example::
 Examples are stored in the folder source's (sorted) order: shuffling at write time is
 disabled, so ``source[i]`` of the folder and of the ArrayRecord data agree.
 
-Build: ``python -m facedeblur_jax.data.tfds_builder --root DIR --data_dir OUT
-[--label_root DIR] [--splits train,test]``; read: ``tfds.data_source("face_folder",
+Build: ``facedeblur build-tfds --root DIR --data-dir OUT [--label-root DIR]
+[--splits train,test]`` (or :func:`build`); read: ``tfds.data_source("face_folder",
 data_dir=OUT)`` or ``config.data.source = "tfds"``, ``config.data.root = OUT``.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import logging
 import os
 import pathlib
 import tempfile
@@ -233,27 +231,3 @@ class TfdsSource:
             except ImageError as e:
                 validate.LOG.warning("ignoring labels of %s: %s", what, e)
         return record
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="image folder with <split>/ sub-folders")
-    parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write")
-    parser.add_argument("--label_root", default=None, help="label folder mirroring --root")
-    parser.add_argument("--splits", default="train,test", help="comma-separated sub-folders")
-    parser.add_argument("--verify", default="header", choices=validate.VERIFY_MODES)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    tfds.disable_progress_bar()
-    path = build(
-        args.root,
-        args.data_dir,
-        label_root=args.label_root,
-        splits=[s for s in args.splits.split(",") if s],
-        verify=args.verify,
-    )
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,7 @@ B, G, R order (93.5940, 104.7624, 129.1863); the converter
 sources, so a converted checkpoint *always* expects RGB and this module never reorders
 channels.
 
-Weights: VGG-Face cannot be downloaded by this package. ``tools/convert_vgg_face.py`` turns
+Weights: VGG-Face cannot be downloaded by this package. ``facedeblur convert-vgg`` turns
 a public release into the ``.npz`` checkpoint that :func:`load_vgg_face` reads; a missing
 file is a ``FileNotFoundError`` that says how to get one (or how to turn the loss off with
 ``--config.loss.vgg_weight=0``). Nothing here ever substitutes random weights.
@@ -151,7 +151,7 @@ _CONVERT_HINT = (
     "(https://www.robots.ox.ac.uk/~albanie/pytorch-models.html) or the MatConvNet "
     "vgg_face_dag.mat / vgg-face.mat (https://www.robots.ox.ac.uk/~vgg/software/vgg_face/) — "
     "and convert it with\n"
-    "  python tools/convert_vgg_face.py --input vgg_face_dag.pth --out {path}\n"
+    "  facedeblur convert-vgg --input vgg_face_dag.pth --out {path}\n"
     "or train without the perceptual loss: --config.loss.vgg_weight=0"
 )
 
@@ -234,7 +234,7 @@ def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     Raises:
       FileNotFoundError: no file at ``path``; the message says how to get and convert the
         weights, or how to disable the perceptual loss.
-      ValueError: not a checkpoint written by ``tools/convert_vgg_face.py``, or a layer is
+      ValueError: not a checkpoint written by ``facedeblur convert-vgg``, or a layer is
         missing, unexpected or wrong-shaped.
     """
     path = pathlib.Path(path).expanduser()
@@ -247,13 +247,13 @@ def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
             arrays = {key: data[key] for key in data.files}
     except (ValueError, OSError) as e:  # not an npz, or an npz holding pickled objects
         raise ValueError(
-            f"{path} is not a VGG-Face checkpoint written by tools/convert_vgg_face.py "
+            f"{path} is not a VGG-Face checkpoint written by facedeblur convert-vgg "
             f"({e}). Convert the release first:\n" + _CONVERT_HINT.format(path=path)
         ) from e
     fmt = str(arrays.pop("__format__", ""))
     if fmt != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"{path} is not a VGG-Face checkpoint written by tools/convert_vgg_face.py "
+            f"{path} is not a VGG-Face checkpoint written by facedeblur convert-vgg "
             f"(format tag {fmt!r}, expected {CHECKPOINT_FORMAT!r}). Convert the release "
             "first:\n" + _CONVERT_HINT.format(path=path)
         )

@@ -1,4 +1,4 @@
-"""tools/hlo_collectives.py on hand-written HLO lines: CPU (sync) and GPU (async) forms."""
+"""bench/hlo_collectives.py on hand-written HLO lines: CPU (sync) and GPU (async) forms."""
 
 from facedeblur_jax.bench import hlo_collectives as hc
 

@@ -1,4 +1,4 @@
-"""tools/profile_step.py (trace parsing) and tools/bench_degrade.py on CPU, tiny config."""
+"""bench/profile_step.py (trace parsing) and bench/degrade.py on CPU, tiny config."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""tools/bench_scaling.py on 1 and 2 fake CPU devices: report structure, not speed."""
+"""facedeblur_jax/bench/scaling.py on 1 and 2 fake CPU devices: report structure, not speed."""
 
 import json
 import math

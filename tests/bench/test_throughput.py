@@ -1,4 +1,4 @@
-"""tools/bench_throughput.py on CPU with the tiny config: report structure, not speed."""
+"""facedeblur_jax/bench/throughput.py on CPU with the tiny config: report structure, not speed."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""tools/make_test_kernels.py: options, config matching, byte-identical output, no overwrite."""
+"""facedeblur make-kernels: options, config matching, byte-identical output, no overwrite."""
 
 import subprocess
 import sys
