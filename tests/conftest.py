@@ -57,3 +57,23 @@ def tiny_checkpoint(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_checkpoint")
     train(load_config("tiny", {"phase_order": ("coarse",)}), workdir, progress=False)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_run(tmp_path_factory):
+    """``facedeblur demo --config tiny``: all four phases of the tiny config trained into
+    ``runs/notebook_tiny`` and evaluated, run once for the demo test and the notebooks
+    (which find the finished run there and train nothing). Returns ``(runs dir, workdir,
+    printed output, strips folder)``."""
+    import contextlib
+    import io
+
+    from facedeblur_jax import cli
+
+    runs = tmp_path_factory.mktemp("runs")
+    workdir, strips = runs / "notebook_tiny", runs / "strips"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        argv = ["demo", "--config", "tiny", "--workdir", str(workdir), "--out", str(strips)]
+        assert cli.main(argv) == 0
+    return runs, workdir, printed.getvalue(), strips
