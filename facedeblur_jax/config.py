@@ -1,9 +1,14 @@
 """Loading, overriding and validating experiment configs.
 
-Configs are ``ml_collections.ConfigDict`` files in ``configs/`` with a ``get_config()``
-(big_vision style). ``configs/paper.py`` defines every key that exists; a config or an
-override that introduces any other key is an error naming the key, so a typo such as
-``model.featurs`` never silently trains the default model.
+Configs are Python files with a ``get_config()`` returning an ``ml_collections.ConfigDict``
+(big_vision style). The built-in ones live in the package, ``facedeblur_jax/configs/``;
+``paper.py`` there defines every key that exists; a config or an override that introduces
+any other key is an error naming the key, so a typo such as ``model.featurs`` never
+silently trains the default model.
+
+``--config`` (:func:`load_config`) takes a built-in name (``paper``), a config file
+(``path/to/my_config.py``), or ``configs/NAME.py``: the form the docs use, which names the
+built-in ``NAME`` when no such file exists (run from anywhere, not only a checkout).
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-BUILTIN = ("paper", "demo", "tiny", "gpu_short")
+BUILTIN = ("paper", "demo", "tiny", "gpu_short")  # the files of facedeblur_jax/configs/
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 
 def reference_config() -> ml_collections.ConfigDict:
-    """The schema: ``configs/paper.py``."""
+    """The schema: the built-in ``paper`` config (``facedeblur_jax/configs/paper.py``)."""
     from facedeblur_jax.configs import paper
 
     return paper.get_config()
@@ -74,18 +80,26 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return cfg
 
 
+def _packaged(name: str):
+    return importlib.import_module(f"facedeblur_jax.configs.{name}")
+
+
 def _load_module(name_or_path: str):
+    """The module of a built-in name, of ``configs/NAME.py`` (a built-in ``NAME`` unless
+    that file exists), or of any other config file."""
     if name_or_path in BUILTIN:
-        return importlib.import_module(f"facedeblur_jax.configs.{name_or_path}")
+        return _packaged(name_or_path)
     path = pathlib.Path(name_or_path)
+    if path.suffix == ".py" and path.stem in BUILTIN:
+        documented = path.parts == ("configs", path.name) and not path.is_file()
+        if documented or (path.is_file() and path.resolve().parent == CONFIG_DIR):
+            # The packaged module is imported, not executed from a file, so that
+            # ``from facedeblur_jax.configs import paper`` inside it resolves identically.
+            return _packaged(path.stem)
     if not path.is_file():
         raise FileNotFoundError(
             f"config file {name_or_path!r} not found (built-in configs: {', '.join(BUILTIN)})"
         )
-    # A path inside the repo's configs/ folder loads the installed copy of that module so
-    # that ``from facedeblur_jax.configs import paper`` inside it resolves identically.
-    if path.parent.name == "configs" and path.stem in BUILTIN:
-        return importlib.import_module(f"facedeblur_jax.configs.{path.stem}")
     spec = importlib.util.spec_from_file_location(f"_facedeblur_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

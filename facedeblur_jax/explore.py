@@ -34,14 +34,24 @@ from facedeblur_jax.models.parsing_net import ParsingNet
 TINY_ENV = "FACEDEBLUR_NOTEBOOK_TINY"
 
 
+OFFICIAL_KERNEL_ENV = "FACEDEBLUR_OFFICIAL_KERNEL"
+
+
 def official_test_kernel() -> np.ndarray | None:
-    """The paper's released 27×27 test kernel from ``../shared/reference`` beside the
-    checkout, or ``None`` where that folder does not exist (a user's machine)."""
-    path = (
-        pathlib.Path(__file__).resolve().parents[2]
-        / "shared" / "reference" / "official_test_kernel_27.npy"
-    )  # fmt: skip
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+    """``f32[27, 27]``: the paper's released 27×27 test kernel from the file that
+    ``$FACEDEBLUR_OFFICIAL_KERNEL`` names — ``kernel_27_(1).mat`` of the authors'
+    repository (its ``kernel`` array) or a ``.npy`` of it — or ``None`` when that is unset."""
+    name = os.environ.get(OFFICIAL_KERNEL_ENV, "")
+    if not name:
+        return None
+    path = pathlib.Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{OFFICIAL_KERNEL_ENV}={name!r}: no such file")
+    if path.suffix.lower() == ".mat":
+        import scipy.io
+
+        return np.asarray(scipy.io.loadmat(path)["kernel"], np.float32)
+    return np.load(path, allow_pickle=False)
 
 
 def tiny_mode() -> bool:

@@ -3,7 +3,7 @@
 200 aligned 112×112 crops of 20 identities (8 train + 2 test each) with ``labels.csv``
 (``split,file,identity``), so the demo and tests run on a fresh machine. ``labels/`` holds a
 pseudo parsing-label PNG per face (same relative path; 11 Helen classes, written by
-``tools/make_parsing_labels.py`` from dlib landmarks — see
+``facedeblur make-labels`` from dlib landmarks — see
 :mod:`facedeblur_jax.faces.pseudo_labels`), with that run's ``report.json``.
 """
 

@@ -71,7 +71,7 @@ def _vgg(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
         raise ValueError(
             f"phases {users} use the perceptual loss (loss.vgg_weight = "
             f"{config.loss.vgg_weight}) but config.loss.vgg_weights_path is empty: convert "
-            "VGG-Face weights with tools/convert_vgg_face.py and pass "
+            "VGG-Face weights with facedeblur convert-vgg and pass "
             "--config.loss.vgg_weights_path=FILE.npz, or turn the loss off with "
             "--config.loss.vgg_weight=0"
         )

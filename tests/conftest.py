@@ -16,25 +16,45 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
-MOBILEFACENET_CKPT = REPO_ROOT.parent / "shared" / "weights" / "mobilefacenet" / "068.ckpt"
+# Optional data for the tests that need more than the bundled faces; each test skips
+# without it. Developers keep it beside the checkout, which the defaults point at.
+FACES_ENV, OFFICIAL_KERNEL_ENV = "FACEDEBLUR_FACES", "FACEDEBLUR_OFFICIAL_KERNEL"
+MOBILEFACENET_ENV = "FACEDEBLUR_MOBILEFACENET"
+_BESIDE = REPO_ROOT.parent / "shared"
+
+
+def _optional_path(env: str, default: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(os.environ.get(env) or default)
 
 
 @pytest.fixture(scope="session")
 def shared_faces_dir():
-    """The full face set beside the checkout (../shared/data/faces), or skip."""
-    if not (SHARED_FACES / "labels.csv").is_file():
-        pytest.skip(f"{SHARED_FACES} not present on this machine")
-    return SHARED_FACES
+    """The 20-identity face set (a folder with labels.csv, train/, test/), or skip."""
+    root = _optional_path(FACES_ENV, _BESIDE / "data" / "faces")
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"face set not available: pass {FACES_ENV}=DIR (a folder with labels.csv)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def official_kernel_path():
+    """The authors' released 27×27 test kernel as ``.npy``, or skip."""
+    path = _optional_path(
+        OFFICIAL_KERNEL_ENV, _BESIDE / "reference" / "official_test_kernel_27.npy"
+    )
+    if not path.is_file():
+        pytest.skip(f"official test kernel not available: pass {OFFICIAL_KERNEL_ENV}=FILE.npy")
+    return path
 
 
 @pytest.fixture(scope="session")
 def mobilefacenet_checkpoint():
-    """The public PyTorch MobileFaceNet checkpoint (``068.ckpt``) stored beside the checkout,
-    or skip: it is never part of the repository."""
-    if not MOBILEFACENET_CKPT.is_file():
-        pytest.skip("MobileFaceNet checkpoint not available")
-    return MOBILEFACENET_CKPT
+    """The public PyTorch MobileFaceNet checkpoint (``068.ckpt``), or skip: it is never part
+    of the repository."""
+    path = _optional_path(MOBILEFACENET_ENV, _BESIDE / "weights" / "mobilefacenet" / "068.ckpt")
+    if not path.is_file():
+        pytest.skip(f"MobileFaceNet checkpoint not available: pass {MOBILEFACENET_ENV}=FILE")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +68,23 @@ def tiny_checkpoint(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_checkpoint")
     train(load_config("tiny", {"phase_order": ("coarse",)}), workdir, progress=False)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_run(tmp_path_factory):
+    """``facedeblur demo --config tiny``: all four phases of the tiny config trained into
+    ``runs/notebook_tiny`` and evaluated, run once for the demo test and the notebooks
+    (which find the finished run there and train nothing). Returns ``(runs dir, workdir,
+    printed output, strips folder)``."""
+    import contextlib
+    import io
+
+    from facedeblur_jax import cli
+
+    runs = tmp_path_factory.mktemp("runs")
+    workdir, strips = runs / "notebook_tiny", runs / "strips"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        argv = ["demo", "--config", "tiny", "--workdir", str(workdir), "--out", str(strips)]
+        assert cli.main(argv) == 0
+    return runs, workdir, printed.getvalue(), strips

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import load_config, validate
+from facedeblur_jax.config import BUILTIN, load_config, validate
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "facedeblur_jax" / "configs"
 
 
 @pytest.mark.parametrize("name", ["paper", "demo", "tiny"])
@@ -14,6 +14,45 @@ def test_builtin_configs_load_by_name_and_path(name):
     by_name = load_config(name)
     by_path = load_config(str(CONFIGS / f"{name}.py"))
     assert by_name.to_dict() == by_path.to_dict()
+
+
+def test_builtin_names_are_the_packaged_files():
+    assert set(BUILTIN) == {p.stem for p in CONFIGS.glob("*.py")} - {"__init__"}
+
+
+def test_documented_configs_path_works_from_any_folder(tmp_path, monkeypatch):
+    """``--config configs/paper.py`` (the docs' form) is the built-in when no such file
+    exists, e.g. outside a checkout; a file of that name that does exist is the user's."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config("configs/tiny.py").to_dict() == load_config("tiny").to_dict()
+    assert load_config("./configs/paper.py").to_dict() == load_config("paper").to_dict()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.py").write_text(
+        "from facedeblur_jax.configs import tiny\n"
+        "def get_config():\n"
+        "    c = tiny.get_config()\n"
+        "    c.model.features = 5\n"
+        "    return c\n"
+    )
+    assert load_config("configs/tiny.py").model.features == 5
+    with pytest.raises(FileNotFoundError, match=r"'configs/mine\.py' not found"):
+        load_config("configs/mine.py")  # not a built-in name: no fallback
+    with pytest.raises(FileNotFoundError, match=r"'elsewhere/paper\.py' not found"):
+        load_config("elsewhere/paper.py")  # only configs/NAME.py falls back
+
+
+def test_a_user_config_file_loads_with_its_own_values(tmp_path):
+    path = tmp_path / "my_config.py"
+    path.write_text(
+        "from facedeblur_jax.configs import demo\n"
+        "def get_config():\n"
+        "    c = demo.get_config()\n"
+        "    c.train.global_batch_size = 4\n"
+        "    return c\n"
+    )
+    cfg = load_config(str(path), {"model.features": 12})
+    assert cfg.train.global_batch_size == 4 and cfg.model.features == 12
+    assert cfg.image_size == load_config("demo").image_size
 
 
 def test_paper_recipe_values():

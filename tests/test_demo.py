@@ -1,3 +1,5 @@
+"""``facedeblur demo`` (the README's main job) and ``facedeblur deblur`` through the CLI."""
+
 import re
 
 import pytest
@@ -5,27 +7,21 @@ import pytest
 from facedeblur_jax import cli
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The README's main job on the tiny config: trains all phases, then evaluates."""
-    workdir = tmp_path_factory.mktemp("demo")
-    return workdir
-
-
-def test_demo_trains_and_reports_three_rows(capsys, demo_run, tmp_path):
-    rc = cli.main(
-        ["demo", "--config", "tiny", "--workdir", str(demo_run / "w"), "--out", str(tmp_path)]
-    )
-    out = capsys.readouterr().out
-    assert rc == 0
+@pytest.mark.slow
+def test_demo_trains_and_reports_three_rows(tiny_demo_run):
+    """All four phases of the tiny config, then the held-back evaluation (the session
+    fixture runs ``facedeblur demo``; the notebooks reuse its run)."""
+    _, workdir, out, strips = tiny_demo_run
     rows = dict(re.findall(r"^\s+(blurred|G_c|full)\s+PSNR\s+([\d.]+) dB", out, re.M))
     assert set(rows) == {"blurred", "G_c", "full"}
     assert all(10 < float(v) < 60 for v in rows.values())
-    assert len(list(tmp_path.glob("demo_*.png"))) == 8
-    assert (demo_run / "w" / "checkpoints").is_dir()
+    assert "training tiny on the bundled sample faces" in out
+    assert len(list(strips.glob("demo_*.png"))) == 8
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert max(steps) == 8  # four phases of two steps
 
 
-def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, demo_run, tmp_path):
+def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, tiny_checkpoint, tmp_path):
     from facedeblur_jax import sample_data
 
     src = tmp_path / "in"
@@ -35,7 +31,7 @@ def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, demo_run, tmp_pa
         (src / f.path.name).write_bytes(f.path.read_bytes())
     (src / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    ckpt = str(demo_run / "w")
+    ckpt = str(tiny_checkpoint)
     aligned = "--no-align"  # the bundled faces are aligned crops: resize, no face detection
     assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out), aligned]) == 0
     printed = capsys.readouterr().out

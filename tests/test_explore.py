@@ -33,3 +33,21 @@ def test_part_error_maps_mask_only_key_parts():
     assert float(maps["left_eye"].sum()) == 3.0 and float(maps["nose"].sum()) == 3.0
     assert float(maps["right_eye"].sum()) == 0.0
     assert "skin" not in maps
+
+
+def test_official_kernel_only_from_the_file_the_variable_names(tmp_path, monkeypatch):
+    import pytest
+    import scipy.io
+
+    monkeypatch.delenv(explore.OFFICIAL_KERNEL_ENV, raising=False)
+    assert explore.official_test_kernel() is None  # no default location
+    kernel = np.random.default_rng(0).random((27, 27))
+    scipy.io.savemat(tmp_path / "kernel_27_(1).mat", {"kernel": kernel})  # the authors' layout
+    np.save(tmp_path / "k.npy", kernel.astype(np.float32))
+    for name in ("kernel_27_(1).mat", "k.npy"):
+        monkeypatch.setenv(explore.OFFICIAL_KERNEL_ENV, str(tmp_path / name))
+        got = explore.official_test_kernel()
+        assert got.dtype == np.float32 and np.array_equal(got, kernel.astype(np.float32))
+    monkeypatch.setenv(explore.OFFICIAL_KERNEL_ENV, str(tmp_path / "missing.npy"))
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        explore.official_test_kernel()

@@ -27,9 +27,10 @@ def test_committed_without_outputs(path):
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
-    """One runs/ folder for all notebooks, so the tiny checkpoint is trained once."""
-    return tmp_path_factory.mktemp("notebook_runs")
+def runs_dir(tiny_demo_run):
+    """The runs/ folder of the session's ``facedeblur demo --config tiny``: the notebooks'
+    tiny checkpoint (``runs/notebook_tiny``) is that finished run, trained once."""
+    return tiny_demo_run[0]
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 ``build_train_step(...).lower(state, batch, None).compile().as_text()`` is the optimised
 per-device program. The step flattens every trained net's gradients (generator and D)
 into one ``f32[n_trainable]`` vector and ``pmean``-s it once; the test finds that vector
-among the all-reduces (``tools/hlo_collectives.py``) and checks that no other all-reduce
+among the all-reduces (``facedeblur_jax.bench.hlo_collectives``) and checks that no other all-reduce
 carries a parameter-shaped array. The other collectives are P's synchronised BatchNorm
 statistics (forward: mean and mean of squares, ``f32[2, C]`` per layer; backward: two
 ``C``-vectors per layer) and scalar metrics, which XLA may combine with anything.
@@ -15,8 +15,6 @@ hid from the 8-vs-1-device parameter test).
 """
 
 import math
-import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -24,15 +22,13 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from facedeblur_jax.bench import hlo_collectives
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.schedule import phases_from_config
 from facedeblur_jax.train_state import create_train_state, net_of
 from facedeblur_jax.train_step import build_train_step
 from tests.test_train_step import _batch, _mesh, _state
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
-import hlo_collectives
 
 N_DEVICES = 8
 

@@ -32,7 +32,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax.data import sources, validate
+from facedeblur_jax.data import records, validate
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
 IMAGE_DIR = "CelebA-HQ-img"
@@ -158,8 +159,8 @@ def celebamask_source(
     split: str,
     *,
     verify: str = "header",
-    num_classes: int = sources.NUM_CLASSES,
-) -> sources.ImageSource:
+    num_classes: int = NUM_CLASSES,
+) -> records.ImageSource:
     """CelebAMask-HQ ``split`` in index order (records are at the mask resolution)."""
     root = pathlib.Path(root)
     for d in (IMAGE_DIR, MASK_DIR):
@@ -196,9 +197,9 @@ def celebamask_source(
             except ImageError as e:
                 report.drop_labels(image, str(e))
                 labels = ()
-        entries.append(sources.Entry(name=f"{idx:05d}", image=str(image), labels=labels))
-    source = sources.ImageSource(
-        entries, label_format="celebamask", num_classes=num_classes, description=report.what
+        entries.append(records.Entry(name=f"{idx:05d}", image=str(image), labels=labels))
+    source = records.ImageSource(
+        entries, label_reader=read_labels, num_classes=num_classes, description=report.what
     )
     report.summarize(len(source), source.num_labelled)
     return source

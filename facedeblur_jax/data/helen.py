@@ -21,7 +21,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax.data import sources, validate
+from facedeblur_jax.data import records, validate
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
 NUM_PARTS = 11
@@ -77,8 +78,8 @@ def helen_source(
     split: str,
     *,
     verify: str = "header",
-    num_classes: int = sources.NUM_CLASSES,
-) -> sources.ImageSource:
+    num_classes: int = NUM_CLASSES,
+) -> records.ImageSource:
     """Helen ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"all"``) in split-file order.
 
     Images listed but missing or unreadable are skipped with a warning; an image whose
@@ -125,9 +126,9 @@ def helen_source(
         except ImageError as e:
             report.drop_labels(image, str(e))
             labels = ()
-        entries.append(sources.Entry(name=name, image=str(image), labels=labels))
-    source = sources.ImageSource(
-        entries, label_format="helen", num_classes=num_classes, description=report.what
+        entries.append(records.Entry(name=name, image=str(image), labels=labels))
+    source = records.ImageSource(
+        entries, label_reader=read_labels, num_classes=num_classes, description=report.what
     )
     report.summarize(len(source), source.num_labelled)
     return source

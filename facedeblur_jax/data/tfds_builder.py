@@ -16,16 +16,14 @@ Features of each example::
 Examples are stored in the folder source's (sorted) order: shuffling at write time is
 disabled, so ``source[i]`` of the folder and of the ArrayRecord data agree.
 
-Build: ``python -m facedeblur_jax.data.tfds_builder --root DIR --data_dir OUT
-[--label_root DIR] [--splits train,test]``; read: ``tfds.data_source("face_folder",
+Build: ``facedeblur build-tfds --root DIR --data-dir OUT [--label-root DIR]
+[--splits train,test]`` (or :func:`build`); read: ``tfds.data_source("face_folder",
 data_dir=OUT)`` or ``config.data.source = "tfds"``, ``config.data.root = OUT``.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import logging
 import os
 import pathlib
 import tempfile
@@ -36,7 +34,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from facedeblur_jax.data import sources, validate
+from facedeblur_jax.data import folders, validate
+from facedeblur_jax.data.labels import NUM_CLASSES
 from facedeblur_jax.imageio import ImageError
 
 NAME = "face_folder"
@@ -73,7 +72,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
         label_root: str | os.PathLike | None = None,
         splits: Sequence[str] = ("train", "test"),
         verify: str = "header",
-        num_classes: int = sources.NUM_CLASSES,
+        num_classes: int = NUM_CLASSES,
         **kwargs,
     ):
         self._root = None if root is None else pathlib.Path(root)
@@ -87,7 +86,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         identities = []
         if self._root is not None and (self._root / "labels.csv").is_file():
-            identities = list(sources._identity_table(self._root)[0])
+            identities = list(folders.identity_table(self._root)[0])
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.splitlines()[0],
@@ -111,7 +110,7 @@ class FaceFolder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self._splits}
 
     def _generate_examples(self, split: str):
-        source = sources.folder_source(
+        source = folders.folder_source(
             self._root,
             split,
             label_root=self._label_root,
@@ -148,7 +147,7 @@ def build(
     label_root: str | os.PathLike | None = None,
     splits: Sequence[str] = ("train", "test"),
     verify: str = "header",
-    num_classes: int = sources.NUM_CLASSES,
+    num_classes: int = NUM_CLASSES,
 ) -> pathlib.Path:
     """Writes ``root`` as the ``face_folder`` data set under ``data_dir``; returns its folder.
 
@@ -170,7 +169,7 @@ def build(
 class TfdsSource:
     """A grain random-access source over a split of a prepared ``face_folder`` data set.
 
-    Records are those of the folder source it was built from (see ``sources.py``). A
+    Records are those of the folder source it was built from (see ``folders.py``). A
     stored image that fails to decode raises :class:`ImageError`; a stored label map that
     is unusable only drops ``labels`` (with a warning), like the folder source.
     """
@@ -181,7 +180,7 @@ class TfdsSource:
         name: str = NAME,
         split: str = "train",
         *,
-        num_classes: int = sources.NUM_CLASSES,
+        num_classes: int = NUM_CLASSES,
     ):
         self.data_dir = pathlib.Path(data_dir)
         self.name = name
@@ -232,27 +231,3 @@ class TfdsSource:
             except ImageError as e:
                 validate.LOG.warning("ignoring labels of %s: %s", what, e)
         return record
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="image folder with <split>/ sub-folders")
-    parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write")
-    parser.add_argument("--label_root", default=None, help="label folder mirroring --root")
-    parser.add_argument("--splits", default="train,test", help="comma-separated sub-folders")
-    parser.add_argument("--verify", default="header", choices=validate.VERIFY_MODES)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    tfds.disable_progress_bar()
-    path = build(
-        args.root,
-        args.data_dir,
-        label_root=args.label_root,
-        splits=[s for s in args.splits.split(",") if s],
-        verify=args.verify,
-    )
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -259,7 +259,7 @@ def load_bank(path: str | os.PathLike) -> KernelBank:
     if missing:
         raise ValueError(
             f"{str(path)!r} is not a kernel bank (missing {sorted(missing)}); write one "
-            "with tools/make_test_kernels.py"
+            "with facedeblur make-kernels"
         )
     kernels, sizes = data["kernels"].astype(np.float32), data["sizes"].astype(np.int32)
     if kernels.ndim != 3 or kernels.shape[1] != kernels.shape[2] or kernels.shape[1] % 2 == 0:

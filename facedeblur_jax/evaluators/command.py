@@ -82,7 +82,7 @@ def run(
     if set(bank.unique_sizes) != set(trained_sizes):
         print(
             f"note: bank sizes {list(bank.unique_sizes)} differ from the sizes the checkpoint "
-            f"was trained with {trained_sizes} (tools/make_test_kernels.py --config ...)",
+            f"was trained with {trained_sizes} (facedeblur make-kernels --config ...)",
             file=sys.stderr,
         )
     faces = load_faces(config, overrides, split, max_faces=max_faces, batch_size=batch_size)

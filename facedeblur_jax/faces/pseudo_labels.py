@@ -1,6 +1,6 @@
 """Pseudo face-parsing labels (Helen's 11 classes) rasterised from 68 dlib landmarks.
 
-Where a face set has no parsing ground truth, ``tools/make_parsing_labels.py`` derives labels
+Where a face set has no parsing ground truth, ``facedeblur make-labels`` derives labels
 from landmarks: ``labels_from_landmarks(landmarks(image)[0], image.shape[:2], image=image)``
 with :func:`facedeblur_jax.faces.landmarks.landmarks`.
 

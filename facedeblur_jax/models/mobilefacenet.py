@@ -36,7 +36,7 @@ face set's: that alignment template is the 112×96 SphereFace one the checkpoint
 on, shifted 8 px to the right. With ``flip=True`` the embedding of the horizontally flipped
 crop is appended (256-D), as the authors' LFW evaluation does.
 
-Weights are never bundled: ``facedeblur_jax/models/mobilefacenet_convert.py`` turns the
+Weights are never bundled: ``facedeblur convert-mobilefacenet`` turns the
 user's PyTorch checkpoint into the ``.npz`` that :func:`load_mobilefacenet` reads.
 """
 
@@ -277,7 +277,7 @@ def init_variables(key: jax.Array) -> dict[str, Any]:
 _CONVERT_HINT = (
     "; MobileFaceNet weights are not bundled: convert a PyTorch MobileFaceNet checkpoint "
     "(e.g. 068.ckpt of Xiaoccer/MobileFaceNet_Pytorch) with "
-    "python -m facedeblur_jax.models.mobilefacenet_convert --input 068.ckpt --out {path}"
+    "facedeblur convert-mobilefacenet --input 068.ckpt --out {path}"
 )
 
 

@@ -116,7 +116,7 @@ def read_tagged_npz(
       path: the file.
       fmt: the required format tag.
       what: the kind of file for messages (``"VGG-Face checkpoint"``).
-      writer: what writes such files, for messages (``"tools/convert_vgg_face.py"``).
+      writer: what writes such files, for messages (``"facedeblur convert-vgg"``).
       missing_hint: appended to the message for a missing file.
       bad_hint: appended to the message for a file that is not such a checkpoint.
     Returns:

@@ -17,7 +17,7 @@ B, G, R order (93.5940, 104.7624, 129.1863); the converter
 sources, so a converted checkpoint *always* expects RGB and this module never reorders
 channels.
 
-Weights: VGG-Face cannot be downloaded by this package. ``tools/convert_vgg_face.py`` turns
+Weights: VGG-Face cannot be downloaded by this package. ``facedeblur convert-vgg`` turns
 a public release into the ``.npz`` checkpoint that :func:`load_vgg_face` reads; a missing
 file is a ``FileNotFoundError`` that says how to get one (or how to turn the loss off with
 ``--config.loss.vgg_weight=0``). Nothing here ever substitutes random weights.
@@ -151,7 +151,7 @@ _CONVERT_HINT = (
     "(https://www.robots.ox.ac.uk/~albanie/pytorch-models.html) or the MatConvNet "
     "vgg_face_dag.mat / vgg-face.mat (https://www.robots.ox.ac.uk/~vgg/software/vgg_face/) — "
     "and convert it with\n"
-    "  python tools/convert_vgg_face.py --input vgg_face_dag.pth --out {path}\n"
+    "  facedeblur convert-vgg --input vgg_face_dag.pth --out {path}\n"
     "or train without the perceptual loss: --config.loss.vgg_weight=0"
 )
 
@@ -229,7 +229,7 @@ def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     Raises:
       FileNotFoundError: no file at ``path``; the message says how to get and convert the
         weights, or how to disable the perceptual loss.
-      ValueError: not a checkpoint written by ``tools/convert_vgg_face.py``, or a layer is
+      ValueError: not a checkpoint written by ``facedeblur convert-vgg``, or a layer is
         missing, unexpected or wrong-shaped.
     """
     path = pathlib.Path(path).expanduser()
@@ -238,7 +238,7 @@ def load_vgg_face(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
         path,
         fmt=CHECKPOINT_FORMAT,
         what="VGG-Face checkpoint",
-        writer="tools/convert_vgg_face.py",
+        writer="facedeblur convert-vgg",
         missing_hint="\n" + hint,
         bad_hint=". Convert the release first:\n" + hint,
     )

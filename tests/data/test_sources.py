@@ -9,7 +9,6 @@ import pytest
 from facedeblur_jax.config import load_config
 from facedeblur_jax.data import sources
 from facedeblur_jax.sample_data import SAMPLE_FACES
-from tests.conftest import SHARED_FACES
 from tests.data.conftest import face_value, label_value, write_face_tree
 
 
@@ -108,8 +107,47 @@ def test_full_face_set(shared_faces_dir):
     assert test.identity_name(rec["identity"]) == rec["name"].split("/")[1].split("_")[0]
 
 
-def test_faces_default_root_is_beside_the_checkout():
-    assert sources.DEFAULT_FACES_ROOT == SHARED_FACES
+def test_faces_source_needs_an_explicit_root():
+    """No default location: the paper config names data.root as missing."""
+    with pytest.raises(ValueError, match=r"data\.root must name .*'faces'.*labels\.csv"):
+        sources.make_source(load_config("paper").data, "train")
+    with pytest.raises(ValueError, match=r"data\.root must name .*'folder'"):
+        sources.make_source(data_cfg(source="folder"), "train")
+
+
+def test_data_modules_import_each_other_one_way():
+    """No module of facedeblur_jax.data imports (even lazily, inside a function) a module
+    that imports it back: sources -> formats -> records."""
+    import ast
+    import pathlib
+
+    import facedeblur_jax.data as package
+
+    folder = pathlib.Path(package.__file__).parent
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "facedeblur_jax.data":
+                deps |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                modules = [node.module] if isinstance(node, ast.ImportFrom) else []
+                modules += [a.name for a in getattr(node, "names", []) if "." in a.name]
+                for m in filter(None, modules):
+                    if m.startswith("facedeblur_jax.data."):
+                        deps.add(m.split(".")[2])
+        graph[name] = deps & names
+    assert "helen" in graph["sources"] and "records" in graph["helen"]  # the walk sees them
+
+    def reaches(start, target, seen=()):
+        return any(
+            d == target or (d not in seen and reaches(d, target, (*seen, d))) for d in graph[start]
+        )
+
+    cycles = sorted(n for n in names if reaches(n, n))
+    assert not cycles, {n: sorted(graph[n]) for n in cycles}
 
 
 def test_missing_paths_raise_file_not_found_naming_them(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +13,6 @@ from facedeblur_jax.degrade import kernels_reference as R
 SIZES = K.DEFAULT_SIZES
 CANVAS = K.DEFAULT_CANVAS
 STATIC = ("batch", "sizes", "canvas", "num_steps")
-SHARED_REFERENCE = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-OFFICIAL_KERNEL = SHARED_REFERENCE / "official_test_kernel_27.npy"
 
 # Trajectories per implementation for the statistics; each is rasterised at all 8 sizes.
 NUM_STAT_TRAJ = 128
@@ -209,10 +205,8 @@ def test_statistics_match_reference(stat_kernels):
             assert k - 2.5 <= s["extent"].mean() <= k, (k, s["extent"].mean())
 
 
-def test_statistics_near_official_kernel(stat_kernels):
-    if not OFFICIAL_KERNEL.is_file():
-        pytest.skip(f"{OFFICIAL_KERNEL} not present")
-    official = np.load(OFFICIAL_KERNEL, allow_pickle=False)
+def test_statistics_near_official_kernel(stat_kernels, official_kernel_path):
+    official = np.load(official_kernel_path, allow_pickle=False)
     so = R.kernel_stats(official[None])
     kj, kn = stat_kernels
     idx = SIZES.index(27)

@@ -205,7 +205,7 @@ def test_a_key_that_is_both_array_and_group_is_named():
 def test_bad_weights_files_get_one_line_naming_the_file(tmp_path):
     flat = _variables()
     cases = {}
-    cases["absent.npz"] = (FileNotFoundError, "mobilefacenet_convert --input")
+    cases["absent.npz"] = (FileNotFoundError, "facedeblur convert-mobilefacenet --input")
     _write_raw(tmp_path / "vgg.npz", flat, fmt="facedeblur_jax.vgg_face.v1")
     cases["vgg.npz"] = (ValueError, "format tag 'facedeblur_jax.vgg_face.v1'")
     _write_raw(tmp_path / "v0.npz", flat, fmt="facedeblur_jax.mobilefacenet.v0")

@@ -100,7 +100,7 @@ def test_missing_checkpoint_says_how_to_get_one(tmp_path):
         load_vgg_face(tmp_path / "vgg_face.npz")
     msg = str(e.value)
     assert "vgg_face.npz" in msg
-    assert "tools/convert_vgg_face.py" in msg
+    assert "facedeblur convert-vgg" in msg
     assert "vgg_face_dag.pth" in msg
     assert "--config.loss.vgg_weight=0" in msg
 

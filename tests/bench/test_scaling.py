@@ -1,14 +1,11 @@
-"""tools/bench_scaling.py on 1 and 2 fake CPU devices: report structure, not speed."""
+"""facedeblur_jax/bench/scaling.py on 1 and 2 fake CPU devices: report structure, not speed."""
 
 import json
 import math
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import bench_scaling
+from facedeblur_jax.bench import scaling as bench_scaling
 
 
 def test_weak_scaling_on_one_and_two_fake_devices(tmp_path):

@@ -1,14 +1,11 @@
-"""tools/profile_step.py (trace parsing) and tools/bench_degrade.py on CPU, tiny config."""
+"""bench/profile_step.py (trace parsing) and bench/degrade.py on CPU, tiny config."""
 
 import json
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import bench_degrade
-import profile_step
+from facedeblur_jax.bench import degrade as bench_degrade
+from facedeblur_jax.bench import profile_step
 
 
 def _trace():

@@ -1,6 +1,3 @@
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
@@ -8,15 +5,12 @@ from facedeblur_jax.models.vgg import CONV_LAYERS, load_vgg_face
 
 torch = pytest.importorskip("torch")
 
-TOOL = pathlib.Path(__file__).resolve().parents[2] / "tools" / "convert_vgg_face.py"
-
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("convert_vgg_face", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from facedeblur_jax.commands import convert_vgg
+
+    return convert_vgg
 
 
 @pytest.fixture(scope="module")

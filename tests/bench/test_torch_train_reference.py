@@ -2,22 +2,18 @@
 the same random numbers, and a train step updates exactly the nets its phase trains."""
 
 import copy
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 import torch
 
+from facedeblur_jax.bench import torch_reference as tr
+from facedeblur_jax.bench import torch_train_reference as ttr
 from facedeblur_jax.config import load_config
 from facedeblur_jax.degrade import blur as jax_blur
 from facedeblur_jax.degrade import kernels as jax_kernels
 from facedeblur_jax.schedule import phases_from_config
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import torch_reference as tr
-import torch_train_reference as ttr
 
 
 def _jax_walks(batch, steps, anxiety, seed=0):

@@ -1,7 +1,7 @@
-"""Writes the deterministic test-kernel bank that ``facedeblur eval --kernels`` reads.
+"""``facedeblur make-kernels``: the deterministic test-kernel bank ``facedeblur eval`` reads.
 
-    python tools/make_test_kernels.py --out kernels/test_bank.npz              # paper: 8×10
-    python tools/make_test_kernels.py --config configs/demo.py --out demo.npz  # 7..13 on 13
+    facedeblur make-kernels --out kernels/test_bank.npz                  # paper: 8×10
+    facedeblur make-kernels --config configs/demo.py --out demo.npz      # 7..13 on 13
 
 Defaults are the paper's protocol (§5.1: 10 kernels for each of the sizes 13, 15, …, 27 on
 a 27×27 canvas, anxiety 0.005, 2000 trajectory samples). ``--config`` takes the sizes,
@@ -18,7 +18,8 @@ import argparse
 import pathlib
 import sys
 
-from facedeblur_jax.degrade import kernel_bank
+from facedeblur_jax import commands
+from facedeblur_jax.degrade import kernel_bank, kernels
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -33,16 +34,50 @@ def _anxiety(text: str) -> float | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = commands.parser(
+        "make-kernels",
+        "Writes the fixed test-kernel bank (.npz) that 'facedeblur eval --kernels' reads. "
+        "Defaults: the paper's protocol (10 kernels for each size 13, 15, ..., 27 on a 27x27 "
+        "canvas); --config matches a config's kernels instead, explicit flags override "
+        "both. The same arguments always give a byte-identical file.",
+    )
     p.add_argument("--out", required=True, help="bank file to write (.npz)")
-    p.add_argument("--config", default=None, help="take sizes/canvas/anxiety from this config")
-    p.add_argument("--sizes", type=_ints, default=None, help="odd support sizes, e.g. 13,15,17")
-    p.add_argument("--per-size", type=int, default=kernel_bank.DEFAULT_PER_SIZE)
-    p.add_argument("--canvas", type=int, default=None, help="odd grid side (>= largest size)")
-    p.add_argument("--anxiety", type=_anxiety, default=argparse.SUPPRESS, help="'none': B&F 0.1·U")
-    p.add_argument("--steps", type=int, default=None, help="trajectory samples (numT)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="take sizes, canvas, anxiety and trajectory from this config (name or file)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_ints,
+        default=None,
+        help="odd support sizes, e.g. 13,15,17 (default: the config's, else "
+        f"{','.join(map(str, kernels.DEFAULT_SIZES))})",
+    )
+    p.add_argument(
+        "--per-size", type=int, default=kernel_bank.DEFAULT_PER_SIZE, help="kernels per size"
+    )
+    p.add_argument(
+        "--canvas",
+        type=int,
+        default=None,
+        help="odd grid side >= the largest size (default: the config's, else the largest size)",
+    )
+    p.add_argument(
+        "--anxiety",
+        type=_anxiety,
+        default=argparse.SUPPRESS,
+        help="trajectory anxiety; 'none': Boracchi & Foi's 0.1·U (default: the config's, else "
+        f"{kernels.DEFAULT_ANXIETY})",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"trajectory samples (default: the config's, else {kernels.DEFAULT_NUM_STEPS})",
+    )
     p.add_argument("--seed", type=int, default=kernel_bank.BANK_SEED, help="root seed")
-    p.add_argument("--preview", default=None, help="also write a PNG of every kernel")
+    p.add_argument("--preview", default=None, help="also write a PNG of every kernel here")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -84,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
             imageio.save_image(preview, kernel_bank.preview(bank), overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"make_test_kernels: error: {e}", file=sys.stderr)
+        print(f"facedeblur make-kernels: error: {e}", file=sys.stderr)
         return 1
     prov = bank.provenance()
     print(

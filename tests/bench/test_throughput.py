@@ -1,15 +1,12 @@
-"""tools/bench_throughput.py on CPU with the tiny config: report structure, not speed."""
+"""facedeblur_jax/bench/throughput.py on CPU with the tiny config: report structure, not speed."""
 
 import json
 import math
-import pathlib
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import bench_throughput as bench
+from facedeblur_jax.bench import throughput as bench
 
 ROW_NUMBERS = ("warmup_s", "ms_per_batch", "images_per_s", "latency_ms", "flops_per_image")
 

@@ -1,10 +1,11 @@
 """Where the time of one jitted inference call or training step goes, kernel by kernel.
 
-    python tools/profile_step.py --config paper --mode inference --batch 64 --dtype bf16
-    python tools/profile_step.py --config paper --mode train --phase joint --batch 64 \\
-        --dtype bf16 --config.loss.vgg_weight=0 [--trace-dir DIR] [--json OUT.json]
+    python -m facedeblur_jax.bench.profile_step --config paper --mode inference --batch 64 \\
+        --dtype bf16
+    python -m facedeblur_jax.bench.profile_step --config paper --mode train --phase joint \\
+        --batch 64 --dtype bf16 --config.loss.vgg_weight=0 [--trace-dir DIR] [--json OUT.json]
 
-Builds the same compiled program as ``tools/bench_throughput.py`` (random weights, a
+Builds the same compiled program as ``facedeblur_jax/bench/throughput.py`` (random weights, a
 synthetic batch already on the device), runs it ``--warmup`` times, then ``--iters`` times
 under ``jax.profiler.trace(..., create_perfetto_trace=True)``, reads the Perfetto JSON trace
 back and prints: device-busy time per call against wall time per call (the difference is
@@ -31,10 +32,7 @@ import time
 
 import jax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import bench_throughput as bt
-
+from facedeblur_jax.bench import throughput as bt
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 
@@ -156,9 +154,9 @@ def build(args, config):
     )
     if args.mode == "inference":
         size = config.image_size
-        variables = bt._jax_variables(ctx)
+        variables = bt.jax_variables(ctx)
         x = jax.random.uniform(jax.random.key(1), (args.batch, size, size, 3))
-        compiled, _ = bt._jax_compiled(ctx, args.dtype, args.batch)
+        compiled, _ = bt.jax_compiled(ctx, args.dtype, args.batch)
         return (lambda: compiled(variables, x)), (lambda o: o.block_until_ready())
     run = bt.jax_train_program(ctx, args.phase, args.batch, args.dtype)[0]
     return run, jax.block_until_ready

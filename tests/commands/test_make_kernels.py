@@ -1,16 +1,12 @@
-"""tools/make_test_kernels.py: options, config matching, byte-identical output, no overwrite."""
+"""facedeblur make-kernels: options, config matching, byte-identical output, no overwrite."""
 
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 
+from facedeblur_jax.commands import make_kernels as tool
 from facedeblur_jax.degrade import kernel_bank
-
-TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools"
-sys.path.insert(0, str(TOOLS))
-import make_test_kernels as tool  # noqa: E402
 
 ARGS = ["--sizes", "3,5", "--per-size", "2", "--steps", "100"]
 
@@ -19,7 +15,7 @@ def test_a_fresh_process_writes_the_same_bytes(tmp_path):
     here, there = tmp_path / "here.npz", tmp_path / "there.npz"
     assert tool.main([*ARGS, "--out", str(here)]) == 0
     subprocess.run(
-        [sys.executable, str(TOOLS / "make_test_kernels.py"), *ARGS, "--out", str(there)],
+        [sys.executable, "-m", "facedeblur_jax.commands.make_kernels", *ARGS, "--out", str(there)],
         check=True,
         capture_output=True,
     )

@@ -1,21 +1,25 @@
-"""Prints the parameter count of each network and the total next to the paper's.
+"""``facedeblur params``: the parameter count of each network and the total next to the paper's.
 
-python tools/param_count.py --config configs/paper.py [--config.model.num_fine_stages=2]
+facedeblur params --config configs/paper.py [--config.model.num_fine_stages=2]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from facedeblur_jax import commands
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models.param_count import PAPER_TOTAL, param_counts
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commands.parser(
+        "params",
+        "Prints the parameters of each network and their total beside the paper's.",
+        epilog="Config overrides: --config.KEY=VALUE, e.g. --config.model.num_fine_stages=2",
+    )
     parser.add_argument("--config", default="paper", help="config file or built-in name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args, rest = parser.parse_known_args(argv)

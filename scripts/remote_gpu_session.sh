@@ -1,51 +1,42 @@
 #!/usr/bin/env bash
-# The stages of one lease on a single-GPU machine, run from the repository root:
+# Runs the benchmark stages on a remote GPU host you can ssh / run commands on: copy this
+# repository there, install it (pip install -e ".[test]"), then from the repository root
 #
-#   bash tools/gpu_session.sh STAGE [STAGE ...]     (results under $OUT, default /tmp/gpu_out)
+#   bash scripts/remote_gpu_session.sh STAGE [STAGE ...]      (results under $OUT)
 #
 # Stages: info | bench_inference | bench_train | bench_degrade | walk | train | eval |
 #         variants | profile.
-# The #7 speed-up stages (run 2026-11-24, docs/benchmarks/h100_2026-11-24_speedups.md;
-# the whole lease is 30 min, 10 min per call):
+#   bench_inference   python -m facedeblur_jax.bench.throughput --mode inference, JAX and PyTorch
+#   bench_train       the same for one training step of each phase (L_VGG off)
+#   bench_degrade     degradation alone (facedeblur_jax.bench.degrade): unroll, blur method
 #   walk              degradation alone: the scan, the Pallas walk, a 20,000-kernel pool
-#   variants          the default VARIANTS below: each a JAX-only bench run, rows tagged
-#                     (each compiles the joint step, ~100 s on an H100: run them in 3–4
-#                     calls, e.g. VARIANTS="$(...)" with a subset, T_VAR per variant)
-#   profile           tools/profile_step.py: inference b256 and b1, the joint step b64
-#                     (per-kernel GPU time; PROF_RUNS="mode:batch ...", PROF_ARGS)
-# The machine has JAX, PyTorch and most dependencies but no package index, so the wheels
-# this project needs beyond its image travel in .whl/ (see /work/.library/device/README.md
-# in this workplace), and the data for `train`/`eval` in .gpudata/ (a copy of the shared
-# face set with pseudo labels, and the test-kernel bank of tools/make_test_kernels.py).
-# Each stage runs under its own `timeout`, and benchmarks append every row to
-# $OUT/rows.jsonl as soon as it is measured, so a stage cut short keeps what it measured.
+#   variants          the VARIANTS below: each a JAX-only throughput run, rows tagged by name
+#                     (each compiles the joint step again: give a subset in VARIANTS)
+#   profile           facedeblur_jax.bench.profile_step: inference b256 and b1, the joint
+#                     step b64 (per-kernel GPU time; PROF_RUNS="mode:batch ...", PROF_ARGS)
+#   train             facedeblur train --config gpu_short on FACES=DIR (an aligned face
+#                     folder with labels.csv, train/, test/ and parsing labels in labels/)
+#   eval              facedeblur eval of that run on FACES's test split with KERNELS=FILE
+#                     (a bank from facedeblur make-kernels; made in $OUT when unset)
+# Each stage runs under its own `timeout` (T_* variables), and benchmarks append every row
+# to $OUT/rows.jsonl as soon as it is measured, so a stage cut short keeps what it measured.
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu_out}
+OUT=${OUT:-gpu_out}
+RUN=${RUN:-$OUT/run}  # the train stage's workdir, evaluated by the eval stage
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-
-# The wheels once per machine; this checkout every time (a warm machine keeps /tmp/site,
-# and a stale copy of the package there once ran an old config).
-if [ ! -d /tmp/site/grain ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-fi
-rm -rf /tmp/site/facedeblur_jax /tmp/site/facedeblur_jax-*
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-  --target /tmp/site . >/dev/null || exit 1
-export PYTHONPATH=/tmp/site
-export PATH=/tmp/site/bin:$PATH
-# XLA's per-fusion autotune cache, shared by every process of this call: the variants compile
-# the same convolutions again and again (~100 s per joint step). Only set when this XLA
-# knows the flag (an unknown XLA flag aborts the process). Results are the same either way.
-if [ -n "${AUTOTUNE_CACHE:-1}" ] && XLA_FLAGS="--xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune" \
+python3 -c "import facedeblur_jax" || { echo "install this repository first: pip install -e '.[test]'"; exit 1; }
+# XLA's per-fusion autotune cache, shared by every process of this script: the variants
+# compile the same convolutions again and again. Only set when this XLA knows the flag (an
+# unknown XLA flag aborts the process). Results are the same either way.
+if [ -n "${AUTOTUNE_CACHE:-1}" ] && XLA_FLAGS="--xla_gpu_per_fusion_autotune_cache_dir=$OUT/xla_autotune" \
   python3 -c "import jax, jax.numpy as jnp; jnp.ones(2).block_until_ready()" 2>/dev/null; then
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=/tmp/xla_autotune"
-  echo "autotune cache: /tmp/xla_autotune"
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=$OUT/xla_autotune"
+  echo "autotune cache: $OUT/xla_autotune"
 fi
-FD=(python3 -P -c "import sys; from facedeblur_jax.cli import main; sys.exit(main())")
-BENCH=(python3 tools/bench_throughput.py --config paper --rows-jsonl "$OUT/rows.jsonl")
+BENCH=(python3 -m facedeblur_jax.bench.throughput --config paper --rows-jsonl "$OUT/rows.jsonl")
+need_faces() { [ -n "${FACES:-}" ] || { echo "stage $1 needs FACES=DIR (an aligned face folder)"; exit 2; }; }
 
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
@@ -70,39 +61,42 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
         --config.loss.vgg_weight=0 ${TRAIN_ARGS:-} \
         --out "$OUT/train${TAG:-}.json" --markdown "$OUT/train${TAG:-}.md" ;;
     bench_degrade)
-      timeout "${T_DEG:-150}" python3 tools/bench_degrade.py --config paper \
+      timeout "${T_DEG:-150}" python3 -m facedeblur_jax.bench.degrade --config paper \
         --batch-sizes "${DEG_BATCHES:-16,64}" --unroll "${DEG_UNROLL:-1,16,64}" \
         --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/degrade.json" ;;
     walk)
-      timeout "${T_DEG:-200}" python3 tools/bench_degrade.py --config paper \
+      timeout "${T_DEG:-200}" python3 -m facedeblur_jax.bench.degrade --config paper \
         --batch-sizes "${DEG_BATCHES:-16,64,256}" --unroll 1 --impls scan,auto \
         --pool-sizes 0,20000 \
         --blur-methods "${DEG_BLUR:-grouped,fft}" --json "$OUT/walk.json" ;;
     profile)
-      # PROF_RUNS: "mode:batch" entries; the trace of each (gzip'd Perfetto JSON) comes back
-      # when it is small enough (the device tool returns files up to 16 MB).
+      # PROF_RUNS: "mode:batch" entries; the trace of each (gzip'd Perfetto JSON) is copied
+      # to $OUT when it is under 12 MB.
       for run in ${PROF_RUNS:-inference:256 inference:1 train:64}; do
         mode=${run%%:*} batch=${run##*:}
         iters=10; [ "$mode" = train ] && iters=3
-        rm -rf "/tmp/prof_${mode}_$batch"
+        rm -rf "$OUT/prof_${mode}_$batch"
         # shellcheck disable=SC2086
-        timeout "${T_PROF:-200}" python3 tools/profile_step.py --config paper --mode "$mode" \
+        timeout "${T_PROF:-200}" python3 -m facedeblur_jax.bench.profile_step --config paper --mode "$mode" \
           --phase "${PROF_PHASE:-joint}" --batch "$batch" --dtype bf16 --iters $iters \
-          --config.loss.vgg_weight=0 ${PROF_ARGS:-} --trace-dir "/tmp/prof_${mode}_$batch" \
+          --config.loss.vgg_weight=0 ${PROF_ARGS:-} --trace-dir "$OUT/prof_${mode}_$batch" \
           --json "$OUT/profile_${mode}_b$batch.json"
-        find "/tmp/prof_${mode}_$batch" -name '*.json.gz' -size -12M \
+        find "$OUT/prof_${mode}_$batch" -name '*.json.gz' -size -12M \
           -exec cp {} "$OUT/trace_${mode}_b$batch.json.gz" \;
       done ;;
     train)
-      timeout "${T_RUN:-330}" "${FD[@]}" train --config gpu_short --workdir /tmp/run \
-        --config.data.root=.gpudata/faces ${RUN_ARGS:-} 2>&1 | tr '\r' '\n' \
-        | grep -v '^\s*$' | awk 'NR % 5 == 0 || /phase|Error|error|saved|done/' ;
-      cp /tmp/run/metrics.jsonl "$OUT/metrics.jsonl" 2>/dev/null ;;
+      need_faces train
+      timeout "${T_RUN:-1200}" facedeblur train --config gpu_short --workdir "$RUN" \
+        --config.data.root="$FACES" ${RUN_ARGS:-} 2>&1 | tr '\r' '\n' \
+        | grep -v '^\s*$' | awk 'NR % 5 == 0 || /phase|Error|error|saved|done/' ;;
     eval)
-      timeout "${T_EVAL:-150}" "${FD[@]}" eval --checkpoint /tmp/run --data .gpudata/faces \
-        --kernels .gpudata/kernels_paper.npz --out /tmp/eval --batch-size 256 --no-progress \
-        && cp /tmp/eval/results.json /tmp/eval/results.md "$OUT/" \
-        && cp /tmp/eval/*.png "$OUT/" 2>/dev/null ;;
+      need_faces eval
+      if [ -z "${KERNELS:-}" ]; then
+        KERNELS=$OUT/kernels_paper.npz
+        [ -f "$KERNELS" ] || facedeblur make-kernels --config paper --out "$KERNELS" || exit 1
+      fi
+      timeout "${T_EVAL:-600}" facedeblur eval --checkpoint "$RUN" --data "$FACES" \
+        --kernels "$KERNELS" --out "$OUT/eval" --batch-size 256 --no-progress ;;
     variants)
       # Each VARIANTS entry: "name|bench args[|extra XLA_FLAGS]" (rows saved per name). The
       # default measures the joint phase at batch 64, bf16, L_VGG off, with one change each
@@ -114,19 +108,19 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
       DEFAULT_VARIANTS+=";pool20k|$J --config.degrade.kernel_pool_size=20000"
       DEFAULT_VARIANTS+=";subpixel|$J --config.model.upsample=subpixel"
       DEFAULT_VARIANTS+=";remat|$J --config.model.remat=True"
-      DEFAULT_VARIANTS+=";cache_cold|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
-      DEFAULT_VARIANTS+=";cache_warm|$J --config.train.compilation_cache_dir=/tmp/xla_cache"
+      DEFAULT_VARIANTS+=";cache_cold|$J --config.train.compilation_cache_dir=$OUT/xla_cache"
+      DEFAULT_VARIANTS+=";cache_warm|$J --config.train.compilation_cache_dir=$OUT/xla_cache"
       DEFAULT_VARIANTS+=";inf_base|$I;inf_subpixel|$I --config.model.upsample=subpixel"
       DEFAULT_VARIANTS+=";inf_cmdbuf|$I|--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUDNN"
       list=${VARIANTS:-$DEFAULT_VARIANTS}
-      [[ $list == *"cache_cold|"* ]] && rm -rf /tmp/xla_cache
+      [[ $list == *"cache_cold|"* ]] && rm -rf "$OUT/xla_cache"
       IFS=';' read -ra vs <<<"$list"
       for v in "${vs[@]}"; do
         IFS='|' read -r name args flags <<<"$v"
         echo "--- variant $name: $args ${flags:+(XLA_FLAGS $flags)}"
         # shellcheck disable=SC2086
         XLA_FLAGS="${XLA_FLAGS:-} ${flags:-}" timeout "${T_VAR:-120}" \
-          python3 tools/bench_throughput.py --config paper \
+          python3 -m facedeblur_jax.bench.throughput --config paper \
           --rows-jsonl "$OUT/variant_$name.jsonl" --framework jax --repeats 3 \
           --min-time 0.5 $args | tail -n 8
       done ;;

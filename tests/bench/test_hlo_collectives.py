@@ -1,10 +1,6 @@
-"""tools/hlo_collectives.py on hand-written HLO lines: CPU (sync) and GPU (async) forms."""
+"""bench/hlo_collectives.py on hand-written HLO lines: CPU (sync) and GPU (async) forms."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import hlo_collectives as hc
+from facedeblur_jax.bench import hlo_collectives as hc
 
 HLO = """
 HloModule jit_body, entry_computation_layout={()->()}

@@ -1,6 +1,7 @@
-"""Converts a public VGG-Face release to the checkpoint the perceptual loss reads.
+"""``facedeblur convert-vgg``: a public VGG-Face release -> the checkpoint the perceptual
+loss reads.
 
-python tools/convert_vgg_face.py --input vgg_face_dag.pth --out vgg_face.npz
+    facedeblur convert-vgg --input vgg_face_dag.pth --out weights/vgg_face.npz
 
 Inputs: Albanie's vgg_face_dag.pth (and other PyTorch state_dict layouts), the MatConvNet
 vgg_face_dag.mat (DagNN) or vgg-face.mat (SimpleNN). See
@@ -9,18 +10,23 @@ facedeblur_jax/models/vgg_convert.py for the layouts and their channel orders.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 import numpy as np
 
+from facedeblur_jax import commands
 from facedeblur_jax.models.vgg import CONV_LAYERS, save_vgg_face
 from facedeblur_jax.models.vgg_convert import SOURCE_CHANNELS, convert_vgg_face
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commands.parser(
+        "convert-vgg",
+        "Converts a public VGG-Face release (Albanie's vgg_face_dag.pth, other PyTorch "
+        "state_dicts, or the MatConvNet vgg_face_dag.mat / vgg-face.mat) to the .npz that "
+        "config.loss.vgg_weights_path names. Prints every converted layer.",
+    )
     parser.add_argument("--input", required=True, help="vgg_face_dag.pth / .mat release file")
     parser.add_argument("--out", required=True, help="checkpoint to write (.npz)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -28,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--source-channels",
         choices=SOURCE_CHANNELS,
         default="auto",
-        help="channel order the input's conv1_1 expects (auto: known per layout)",
+        help="channel order the input's conv1_1 expects; auto: the layout's known order",
     )
     parser.add_argument(
         "--skip-vgg-face-check",
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{src.name} ({converted.layout}, {converted.source_channels})"
         written = save_vgg_face(converted.params, out, source=source, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        print(f"convert_vgg_face: error: {e}", file=sys.stderr)
+        print(f"facedeblur convert-vgg: error: {e}", file=sys.stderr)
         return 1
 
     print(f"input   {src}")

@@ -1,9 +1,9 @@
 """Throughput of the face deblurring model in JAX and PyTorch: images/s, latency, FLOPs, MFU.
 
-    python tools/bench_throughput.py --config configs/paper.py --framework both \\
+    python -m facedeblur_jax.bench.throughput --config configs/paper.py --framework both \\
         --batch-sizes 1,16,64,256 --dtypes fp32,bf16 [--torch-compile] \\
         --out bench.json --markdown bench.md [--repeats 5] [--config.model.upsample=subpixel]
-    python tools/bench_throughput.py --config configs/paper.py --mode train --framework both \
+    python -m facedeblur_jax.bench.throughput --config paper --mode train --framework both \
         [--batch-sizes 16,64,256] [--phases coarse,joint] [--devices N] [--torch-compile] \
         [--config.loss.vgg_weights_path=vgg_face.npz | --config.loss.vgg_weight=0]
 
@@ -21,7 +21,7 @@ How it measures (``inference``):
   median of single calls each waited for (no pipelining), the batch-1 row's value being
   the batch-1 latency. The parameters are float32; ``bf16`` sets
   ``config.model.compute_dtype = "bfloat16"``.
-* PyTorch: ``tools/torch_reference.py`` with the same (random) weights as the JAX rows,
+* PyTorch: ``torch_reference.py`` (beside this file) with the same (random) weights as the JAX rows,
   ``channels_last``, ``torch.inference_mode``, bf16 by ``torch.autocast``;
   eager, and with ``--torch-compile`` also ``torch.compile(dynamic=False)``, compiled
   afresh per row (``compile_s`` = first call less a steady one; a failure, e.g. no C++
@@ -68,7 +68,7 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
   kernels): the pool is sampled once (``kernel_pool.sample_s`` in the report, not part of
   any row) and every step and degradation row draws from it; the PyTorch rows get the same
   pool as a tensor and draw from it the same way.
-* PyTorch: ``tools/torch_train_reference.py``, one device: the same work per phase
+* PyTorch: ``facedeblur_jax/bench/torch_train_reference.py``, one device: the same work per phase
   (degradation on the device, batched; forward/backward of the trained nets; Adam), eager
   and with ``--torch-compile`` its loss functions compiled (failures recorded in the row's
   ``error``); bf16 by autocast. Same initial weights as JAX (G and D).
@@ -85,7 +85,7 @@ global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 o
 * Memory: as inference; JAX's ``peak_bytes_in_use`` is the process-wide peak so far
   (rows run phase by phase with batch sizes increasing), ``xla_memory`` is per program.
 
-``tools/bench_scaling.py`` runs the joint-phase step on 1, 2, 4, 8 fake CPU devices at a
+``facedeblur_jax/bench/scaling.py`` runs the joint-phase step on 1, 2, 4, 8 fake CPU devices at a
 fixed per-device batch (weak scaling) with these functions.
 
 Both frameworks can share one GPU: JAX's preallocation is switched off
@@ -118,9 +118,6 @@ import numpy as np
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models.factory import build_model
-
-# tools/ is not a package; torch_reference (imported lazily: it needs torch) lives beside us.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -180,7 +177,7 @@ class BenchContext:
         return cfg
 
 
-def _median_ms(run: Callable[[], Any], sync: Callable[[Any], Any], iters: int, repeats: int):
+def median_ms(run: Callable[[], Any], sync: Callable[[Any], Any], iters: int, repeats: int):
     """Median and all of ``repeats`` timings of ``iters`` pipelined calls, ms per call."""
     times = []
     for _ in range(repeats):
@@ -211,7 +208,7 @@ def _timed_row(
     sync(run())  # a second warm call: the first may include lazy initialisation
     per_call = max(time.perf_counter() - t0, 1e-6)
     iters = max(1, math.ceil(ctx.min_time_s / per_call))
-    ms, all_ms = _median_ms(run, sync, iters, ctx.repeats)
+    ms, all_ms = median_ms(run, sync, iters, ctx.repeats)
     row = {
         "warmup_s": first_call_s,
         "iters_per_repeat": iters,
@@ -240,7 +237,7 @@ def _add_flops(
     row["mfu_vs_measured_peak"] = achieved / measured if achieved and measured else None
 
 
-def _error(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".strip()[:2000]
 
 
@@ -249,11 +246,11 @@ def _error(e: BaseException) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _jax_variables(ctx: BenchContext):
+def jax_variables(ctx: BenchContext):
     """Random float32 params + batch stats of the generator, shared by all dtypes and torch
     (random everywhere: the zero-initialised last convs of a fresh init would not do)."""
     if "jax_variables" not in ctx.cache:
-        import torch_reference as tr
+        from facedeblur_jax.bench import torch_reference as tr
 
         cfg = ctx.config_for("fp32")
         size = cfg.image_size
@@ -277,7 +274,7 @@ def _cost_flops(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def _jax_compiled(ctx: BenchContext, dtype: str, batch: int):
+def jax_compiled(ctx: BenchContext, dtype: str, batch: int):
     """``(compiled forward, compile seconds)`` for ``dtype`` and ``batch``, compiled once."""
     key = ("jax_compiled", dtype, batch)
     if key not in ctx.cache:
@@ -285,7 +282,7 @@ def _jax_compiled(ctx: BenchContext, dtype: str, batch: int):
         size = cfg.image_size
         x = jax.ShapeDtypeStruct((batch, size, size, 3), jax.numpy.float32)
         t0 = time.perf_counter()
-        compiled = _jax_apply(cfg).lower(_jax_variables(ctx), x).compile()
+        compiled = _jax_apply(cfg).lower(jax_variables(ctx), x).compile()
         ctx.cache[key] = compiled, time.perf_counter() - t0
     return ctx.cache[key]
 
@@ -321,12 +318,12 @@ def flops_per_image(ctx: BenchContext) -> float | None:
     """XLA's FLOP count of the float32 forward pass at batch 1 (compiled for the CPU)."""
     if "flops_per_image" not in ctx.cache:
         if _runs_on_flops_backend():
-            compiled = _jax_compiled(ctx, "fp32", 1)[0]
+            compiled = jax_compiled(ctx, "fp32", 1)[0]
         else:
             cfg = ctx.config_for("fp32")
             size = cfg.image_size
             x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
-            variables = _on_cpu(_jax_variables(ctx))
+            variables = _on_cpu(jax_variables(ctx))
             compiled = _jax_apply(cfg).lower(variables, _on_cpu(x)).compile()
         ctx.cache["flops_per_image"] = _cost_flops(compiled)
     return ctx.cache["flops_per_image"]
@@ -350,9 +347,9 @@ def _jax_peak_bytes() -> int | None:
 
 def jax_inference_row(ctx: BenchContext, batch: int, dtype: str) -> dict:
     size = ctx.config.image_size
-    variables = _jax_variables(ctx)
+    variables = jax_variables(ctx)
     x = jax.random.uniform(jax.random.key(1), (batch, size, size, 3), jax.numpy.float32)
-    compiled, compile_s = _jax_compiled(ctx, dtype, batch)
+    compiled, compile_s = jax_compiled(ctx, dtype, batch)
     run = lambda: compiled(variables, x)
     sync = lambda out: out.block_until_ready()
     t0 = time.perf_counter()
@@ -379,10 +376,10 @@ def _torch_device():
 def _torch_model(ctx: BenchContext):
     """Eval-mode torch model with the JAX init's weights (shared by dtypes and variants)."""
     if "torch_model" not in ctx.cache:
-        import torch_reference as tr
+        from facedeblur_jax.bench import torch_reference as tr
 
         cfg = ctx.config_for("fp32")
-        model = tr.load_flax_params(tr.build_model(cfg), _jax_variables(ctx))
+        model = tr.load_flax_params(tr.build_model(cfg), jax_variables(ctx))
         ctx.cache["torch_model"] = model.to(_torch_device()).eval()
     return ctx.cache["torch_model"]
 
@@ -452,7 +449,7 @@ def train_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
     return (16, 64, 256) if device_info()["accelerator"] else (2,)
 
 
-def _phases(cfg) -> dict:
+def bench_phases(cfg) -> dict:
     from facedeblur_jax.schedule import phases_from_config
 
     return {p.name: p for p in phases_from_config(cfg)}
@@ -460,7 +457,7 @@ def _phases(cfg) -> dict:
 
 def train_phases(ctx: BenchContext) -> tuple[str, ...]:
     """The schedule's phases (``config.phase_order``), or those of ``--phases``."""
-    names = tuple(_phases(ctx.config))
+    names = tuple(bench_phases(ctx.config))
     if ctx.phases is None:
         return names
     unknown = [p for p in ctx.phases if p not in names]
@@ -511,15 +508,14 @@ def _host_train_state(ctx: BenchContext):
     """A random float32 ``TrainState`` as numpy arrays (G as the inference rows, random D,
     zero Adam moments), shared by every row and, converted, by torch."""
     if "train_state" not in ctx.cache:
-        import torch_reference as tr
-
+        from facedeblur_jax.bench import torch_reference as tr
         from facedeblur_jax.models.factory import build_discriminator
         from facedeblur_jax.train_state import TrainState, make_optimizer
 
         cfg = ctx.config_for("fp32")
         size = cfg.image_size
         x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
-        gen = jax.device_get(_jax_variables(ctx))
+        gen = jax.device_get(jax_variables(ctx))
         disc = tr.random_flax_variables(build_discriminator(cfg.model), x, seed=cfg.seed + 1)
         params = {**gen["params"], "disc": disc["params"]}
         tx = make_optimizer(cfg.optim)
@@ -566,7 +562,7 @@ def _jax_vgg(ctx: BenchContext, cfg, phase):
     else:
         key = ("jax_vgg_random", layers)
         if key not in ctx.cache:
-            import torch_reference as tr
+            from facedeblur_jax.bench import torch_reference as tr
 
             size = cfg.image_size
             x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
@@ -650,7 +646,7 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
             f"global batch {batch} does not divide over {mesh.size} devices (--devices)"
         )
     cfg = _train_config(ctx, dtype, batch)
-    phase = _phases(cfg)[phase_name]
+    phase = bench_phases(cfg)[phase_name]
     vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
     state = jax.device_put(_host_train_state(ctx), replicated)
@@ -673,7 +669,7 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
 
 def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None) -> dict:
     """One phase's sharded train step at global batch ``batch`` on ``mesh``."""
-    import hlo_collectives
+    from facedeblur_jax.bench import hlo_collectives
 
     run, holder, compiled, cfg, phase, mesh, compile_s = jax_train_program(
         ctx, phase_name, batch, dtype, mesh
@@ -713,7 +709,7 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
         batch = min(train_batch_sizes(ctx))
         mesh = make_mesh(jax.devices("cpu")[:1])
         cfg = _train_config(ctx, "fp32", batch)
-        phase = _phases(cfg)[phase_name]
+        phase = bench_phases(cfg)[phase_name]
         vgg_apply, vgg_params = _jax_vgg(ctx, cfg, phase)
 
         replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
@@ -733,7 +729,7 @@ def _torch_train_nets(ctx: BenchContext):
     random D), so that rows do not train each other's weights."""
     import copy
 
-    import torch_reference as tr
+    from facedeblur_jax.bench import torch_reference as tr
 
     if "torch_disc" not in ctx.cache:
         cfg = ctx.config_for("fp32")
@@ -755,13 +751,14 @@ def _torch_degrade(ctx: BenchContext, step, inputs, sync, batch: int) -> dict:
 
 def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, compiled: bool):
     import torch
-    import torch_train_reference as ttr
+
+    from facedeblur_jax.bench import torch_train_reference as ttr
 
     device = _torch_device()
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     cfg = _train_config(ctx, dtype, batch)
-    phase = _phases(cfg)[phase_name]
+    phase = bench_phases(cfg)[phase_name]
     model, disc = _torch_train_nets(ctx)
     vgg = ttr.VGGFace(tuple(cfg.loss.vgg_layers)).to(device) if phase.loss["vgg"] > 0 else None
     if compiled:
@@ -831,7 +828,7 @@ def bench_inference(ctx: BenchContext) -> list[dict]:
     try:
         fpi = flops_per_image(ctx)
     except Exception as e:  # keep measuring even without a FLOP count
-        print(f"FLOP count failed: {_error(e)}", file=sys.stderr)
+        print(f"FLOP count failed: {error_text(e)}", file=sys.stderr)
         fpi = None
     rows = []
     for framework, variant, fn in _variants(ctx):
@@ -844,7 +841,7 @@ def bench_inference(ctx: BenchContext) -> list[dict]:
                     row.update(fn(ctx, batch, dtype))
                     row["error"] = None
                 except Exception as e:  # OOM or a failed torch.compile
-                    row["error"] = _error(e)
+                    row["error"] = error_text(e)
                     print(f"  failed: {row['error']}", file=sys.stderr)
                     traceback.print_exc(file=sys.stderr)
                 _add_flops(row, fpi, peaks, dtype)
@@ -875,7 +872,7 @@ def bench_train(ctx: BenchContext) -> list[dict]:
                         row.update(fn(ctx, phase, batch, dtype))
                         row["error"] = None
                     except Exception as e:  # OOM, a failed torch.compile, batch vs devices
-                        row["error"] = _error(e)
+                        row["error"] = error_text(e)
                         print(f"  failed: {row['error']}", file=sys.stderr)
                         traceback.print_exc(file=sys.stderr)
                     # On a CPU the row's own program count is the CPU count; elsewhere
@@ -888,7 +885,7 @@ def bench_train(ctx: BenchContext) -> list[dict]:
                         try:
                             fpi = _jax_train_flops(ctx, phase)
                         except Exception as e:
-                            print(f"FLOP count failed: {_error(e)}", file=sys.stderr)
+                            print(f"FLOP count failed: {error_text(e)}", file=sys.stderr)
                     _add_flops(row, fpi, peaks, dtype, row.get("devices", 1))
                     if row["error"] is None:
                         print(
@@ -959,7 +956,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _fmt(v, spec: str) -> str:
+def fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
@@ -971,7 +968,7 @@ def markdown(report: dict) -> str:
         f"- device: {env['device']} (jax {env['jax_version']} on {env['jax_platform']}, "
         f"torch {env.get('torch_version')} on {env.get('torch_device')})",
         f"- generator parameters: {report['generator_params']:,}; inference FLOPs/image (XLA): "
-        f"{_fmt(report['flops_per_image'] and report['flops_per_image'] / 1e9, '.2f')} G",
+        f"{fmt(report['flops_per_image'] and report['flops_per_image'] / 1e9, '.2f')} G",
         f"- median of {report['settings']['repeats']} runs; {report['timestamp']}",
         "",
     ]
@@ -993,10 +990,10 @@ def markdown(report: dict) -> str:
             mem = r.get("peak_device_bytes")
             lines.append(
                 f"{head} {r['images_per_s']:.1f} | {r['ms_per_batch']:.2f} | "
-                f"{r['latency_ms']:.2f} | {_fmt(r.get('compile_s'), '.1f')} | "
-                f"{r['warmup_s']:.1f} | {_fmt(mem and mem / 2**20, '.0f')} | "
-                f"{_fmt(r['tflops_per_s'], '.2f')} | {_fmt(r['mfu'], '.1%')} | "
-                f"{_fmt(r.get('mfu_vs_measured_peak'), '.1%')} |"
+                f"{r['latency_ms']:.2f} | {fmt(r.get('compile_s'), '.1f')} | "
+                f"{r['warmup_s']:.1f} | {fmt(mem and mem / 2**20, '.0f')} | "
+                f"{fmt(r['tflops_per_s'], '.2f')} | {fmt(r['mfu'], '.1%')} | "
+                f"{fmt(r.get('mfu_vs_measured_peak'), '.1%')} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -1020,10 +1017,10 @@ def _train_markdown(rows: list[dict], notes) -> list[str]:
         mem, fpi = r.get("peak_device_bytes"), r.get("flops_per_image")
         lines.append(
             f"{head} {r['devices']} | {r['images_per_s']:.2f} | {r['ms_per_batch']:.1f} | "
-            f"{_fmt(r.get('compile_s'), '.1f')} | {r['degrade_ms']:.1f} "
-            f"({r['degrade_pct_of_step']:.1f} %) | {_fmt(mem and mem / 2**20, '.0f')} | "
-            f"{_fmt(fpi and fpi / 1e9, '.4g')} | {_fmt(r['tflops_per_s'], '.3f')} | "
-            f"{_fmt(r['mfu'], '.1%')} | {_fmt(r.get('mfu_vs_measured_peak'), '.1%')} |"
+            f"{fmt(r.get('compile_s'), '.1f')} | {r['degrade_ms']:.1f} "
+            f"({r['degrade_pct_of_step']:.1f} %) | {fmt(mem and mem / 2**20, '.0f')} | "
+            f"{fmt(fpi and fpi / 1e9, '.4g')} | {fmt(r['tflops_per_s'], '.3f')} | "
+            f"{fmt(r['mfu'], '.1%')} | {fmt(r.get('mfu_vs_measured_peak'), '.1%')} |"
         )
     vgg = sorted({r["vgg"] for r in rows if r.get("vgg") and r["vgg"] != "off"})
     lines += ["", *(f"- {n}" for n in notes)]
@@ -1033,7 +1030,7 @@ def _train_markdown(rows: list[dict], notes) -> list[str]:
     return lines
 
 
-def _csv(text: str, cast=str) -> tuple:
+def parse_csv(text: str, cast=str) -> tuple:
     return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
 
 
@@ -1075,11 +1072,11 @@ def main(argv: list[str] | None = None) -> int:
         from facedeblur_jax.compile_cache import enable_compilation_cache
 
         enable_compilation_cache(config.train.compilation_cache_dir)
-    dtypes = _csv(args.dtypes)
+    dtypes = parse_csv(args.dtypes)
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or not dtypes:
         raise SystemExit(f"--dtypes must be a comma-separated subset of {list(DTYPES)}")
-    batch_sizes = _csv(args.batch_sizes, int) if args.batch_sizes else None
+    batch_sizes = parse_csv(args.batch_sizes, int) if args.batch_sizes else None
     if batch_sizes is not None and (not batch_sizes or min(batch_sizes) < 1):
         raise SystemExit("--batch-sizes must be positive integers")
     if args.devices is not None and not 1 <= args.devices <= jax.device_count():
@@ -1100,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         min_time_s=args.min_time,
         torch_compile=args.torch_compile,
-        phases=_csv(args.phases) if args.phases else None,
+        phases=parse_csv(args.phases) if args.phases else None,
         num_devices=args.devices,
         rows_log=args.rows_jsonl,
     )
@@ -1109,9 +1106,9 @@ def main(argv: list[str] | None = None) -> int:
         train_phases(ctx)  # fail on a bad --phases before anything runs
     results: dict[str, Any] = {mode: BENCHMARKS[mode](ctx) for mode in modes}
     env = device_info()
-    variables = _jax_variables(ctx)
+    variables = jax_variables(ctx)
     report = {
-        "tool": "tools/bench_throughput.py",
+        "tool": "facedeblur_jax.bench.throughput",
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": args.config,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},

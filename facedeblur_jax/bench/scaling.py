@@ -1,6 +1,6 @@
 """Weak scaling of the sharded train step: a fixed per-device batch on 1, 2, 4, 8 devices.
 
-    python tools/bench_scaling.py [--config tiny] [--phase joint] [--per-device-batch 1] \\
+    python -m facedeblur_jax.bench.scaling [--config tiny] [--phase joint] [--per-device-batch 1] \\
         [--devices 1,2,4,8] [--dtype fp32] [--repeats 3] [--min-time 1] \\
         [--out scaling.json] [--markdown scaling.md] [--config.KEY=VALUE ...]
 
@@ -15,7 +15,7 @@ Each row is ``bench_throughput.jax_train_row`` (the real ``build_train_step`` on
 of the first N devices, degradation included) at global batch ``N × per-device batch``,
 plus images/s per device, the efficiency against one device (per-device images/s ÷ that
 of the 1-device row) and the all-reduces of the compiled step
-(``tools/hlo_collectives.py``): how many there are and how many carry gradients (one is
+(``hlo_collectives.py``): how many there are and how many carry gradients (one is
 expected).
 """
 
@@ -35,10 +35,9 @@ import pathlib  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import bench_throughput as bt  # noqa: E402
 import jax  # noqa: E402
 
+from facedeblur_jax.bench import throughput as bt  # noqa: E402
 from facedeblur_jax.cli import split_overrides  # noqa: E402
 from facedeblur_jax.config import load_config  # noqa: E402
 
@@ -69,7 +68,7 @@ def scaling_rows(ctx: bt.BenchContext, phase: str, per_device_batch: int, device
                 flush=True,
             )
         except Exception as e:
-            row["error"] = bt._error(e)
+            row["error"] = bt.error_text(e)
             print(f"  failed: {row['error']}", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
         rows.append(row)
@@ -107,7 +106,7 @@ def markdown(report: dict) -> str:
             continue
         lines.append(
             f"{head} {r['images_per_s']:.2f} | {r['images_per_s_per_device']:.2f} | "
-            f"{bt._fmt(r['efficiency_vs_1_device'], '.0%')} | {r['ms_per_batch']:.1f} | "
+            f"{bt.fmt(r['efficiency_vs_1_device'], '.0%')} | {r['ms_per_batch']:.1f} | "
             f"{r['compile_s']:.1f} | {r['all_reduces']} ({r['gradient_all_reduces']}) |"
         )
     return "\n".join(lines)
@@ -130,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     config = load_config(args.config, split_overrides(rest))
-    devices = bt._csv(args.devices, int)
+    devices = bt.parse_csv(args.devices, int)
     if not devices or min(devices) < 1 or max(devices) > jax.device_count():
         raise SystemExit(f"--devices must be counts in [1, {jax.device_count()}]")
     if args.per_device_batch < 1 or args.repeats < 1:
@@ -145,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         min_time_s=args.min_time,
         torch_compile=False,
     )
-    phases = bt._phases(config)
+    phases = bt.bench_phases(config)
     if args.phase not in phases:
         raise SystemExit(f"--phase: unknown phase {args.phase!r}; the schedule has {tuple(phases)}")
     rows = scaling_rows(ctx, args.phase, args.per_device_batch, devices, args.dtype)
     env = bt.device_info()
     fake = jax.devices()[0].platform == "cpu"
     report = {
-        "tool": "tools/bench_scaling.py",
+        "tool": "facedeblur_jax.bench.scaling",
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": args.config,
         "image_size": config.image_size,

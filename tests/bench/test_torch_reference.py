@@ -14,8 +14,6 @@ draws all parameters and batch statistics at random (``tr.random_flax_variables`
 """
 
 import functools
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +21,10 @@ import numpy as np
 import pytest
 import torch
 
+from facedeblur_jax.bench import torch_reference as tr
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models import layers
 from facedeblur_jax.models.factory import build_discriminator, build_model
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tools"))
-import torch_reference as tr
 
 TOL = 1e-4
 

@@ -1,6 +1,6 @@
 """Time the on-device degradation alone (kernels → blur → noise → augmentation).
 
-    python tools/bench_degrade.py --config paper --batch-sizes 16,64 --unroll 1,8,32,128 \\
+    python -m facedeblur_jax.bench.degrade --config paper --batch-sizes 16,64 --unroll 1,8,32,128 \\
         --blur-methods grouped,fft --impls scan,auto --pool-sizes 0,20000 [--json OUT.json]
 
 For each combination: ``jax.jit(synthesize)`` on a uint8 batch already on the device,
@@ -25,9 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import bench_throughput
-
+from facedeblur_jax.bench import throughput as bench_throughput
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
@@ -41,7 +39,7 @@ def time_ms(fn, repeats: int, min_time_s: float) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     iters = max(1, int(min_time_s / max(time.perf_counter() - t0, 1e-6)))
-    return bench_throughput._median_ms(fn, jax.block_until_ready, iters, repeats)[0]
+    return bench_throughput.median_ms(fn, jax.block_until_ready, iters, repeats)[0]
 
 
 def main(argv=None) -> int:

@@ -38,8 +38,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torch_reference as tr
 from torch import nn
+
+from facedeblur_jax.bench import torch_reference as tr
 
 KEY_PARTS = (2, 3, 4, 5, 6, 7, 8, 9)  # facedeblur_jax.losses.KEY_PARTS
 VGG_FACE_MEAN_RGB = (129.186279296875, 104.76238250732422, 93.59396362304688)

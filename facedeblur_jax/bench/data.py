@@ -1,6 +1,6 @@
 """Input-pipeline throughput: images/s the training iterator delivers, as JSON.
 
-    python tools/bench_data.py --config paper --batches 60 --workers 0 2
+    python -m facedeblur_jax.bench.data --config paper --batches 60 --workers 0 2
 
 Measures ``make_train_iterator`` end to end (decode, resize / crop, batch, device put)
 with nothing else running, after ``--warmup`` batches (worker start-up excluded).

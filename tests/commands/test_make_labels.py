@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import shutil
@@ -13,21 +12,19 @@ from facedeblur_jax.data.label_io import load_labels
 from facedeblur_jax.sample_data import SAMPLE_FACES
 from tests.conftest import REPO_ROOT
 
-TOOL = REPO_ROOT / "tools" / "make_parsing_labels.py"
 FACES = ("test/id01_0000.png", "test/id04_0001.png", "test/id05_0001.png")  # last: fallback
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("make_parsing_labels", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from facedeblur_jax.commands import make_labels
+
+    return make_labels
 
 
 def run_tool(*args):
     """The real command line, in a fresh process."""
     return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)],
+        [sys.executable, "-m", "facedeblur_jax.commands.make_labels", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,

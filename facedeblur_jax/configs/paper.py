@@ -70,10 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- data (DESIGN.md §7; facedeblur_jax/data) ------------------------------------
     config.data = ml_collections.ConfigDict()
-    # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds"
+    # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds" (data/sources.py).
+    # "faces": a folder of aligned faces with labels.csv (split,file,identity), train/ and
+    # test/ (the bundled sample's layout); "sample": the bundled faces themselves.
     config.data.source = "faces"
-    # Dataset root; "" = the source's default (faces: ../shared/data/faces beside the
-    # checkout, sample: the bundled faces). For "tfds" the TFDS data_dir.
+    # The dataset folder; required by every source but "sample" (there is no default
+    # location): --config.data.root=DIR. For "tfds" the TFDS data_dir.
     config.data.root = ""
     # Parsing labels mirroring the image tree (<split>/<stem>.png); "" = the source's
     # default (<root>/labels when it exists). Unused by helen/celebamask (labels built in).
@@ -99,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.adv_weight = 5e-5  # λ_adv
     config.loss.structural_c = 1.0  # c of eq. 7
     config.loss.structural_adaptive = True  # w_k = c / A_k (False: equal weights, Table 4)
-    config.loss.vgg_weights_path = ""  # converted VGG-Face weights (tools/convert_vgg_face.py)
+    config.loss.vgg_weights_path = ""  # converted VGG-Face weights (facedeblur convert-vgg)
     config.loss.vgg_layers = ("pool2", "pool5")
 
     # --- optimiser (§3.5) ---------------------------------------------------------------
@@ -172,7 +174,7 @@ def eval_entry() -> ml_collections.ConfigDict:
     """One ``config.evals`` entry: which faces, which kernels, when.
 
     ``split`` of the training data source, ``max_faces`` of its faces spread evenly over it
-    (0 = all); ``kernels``: a bank file from tools/make_test_kernels.py, or "" for
+    (0 = all); ``kernels``: a bank file from `facedeblur make-kernels`, or "" for
     ``kernels_per_size`` bank kernels per ``degrade.kernel_sizes`` drawn from the bank's
     fixed seed; ``noise_sigma`` after the blur; ``batch_size`` images per jitted call.
     """

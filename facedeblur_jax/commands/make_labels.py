@@ -1,7 +1,8 @@
-"""Writes pseudo face-parsing labels (11 Helen classes) for a folder of aligned face crops.
+"""``facedeblur make-labels``: pseudo face-parsing labels (11 Helen classes) for a folder of
+aligned face crops.
 
-python tools/make_parsing_labels.py --data DIR --out LABEL_DIR [--overlay grid.png]
-    [--limit N] [--workers N] [--overwrite]
+    facedeblur make-labels --data DIR --out LABEL_DIR [--overlay grid.png]
+        [--limit N] [--workers N] [--overwrite]
 
 Walks DIR for images (.png, .jpg, …; LABEL_DIR itself is skipped when it lies inside DIR),
 finds dlib's 68 landmarks (the fixed aligned-crop box when the detector finds no face) and
@@ -16,7 +17,6 @@ results (image | labels over it | label colours), ×2 nearest-neighbour, to look
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import multiprocessing
@@ -28,6 +28,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from facedeblur_jax import commands
 from facedeblur_jax.data.label_io import save_labels
 from facedeblur_jax.data.parsing_palette import colorize, grid, overlay
 from facedeblur_jax.faces.landmarks import landmarks
@@ -83,45 +84,60 @@ def overlay_grid(records: list[dict], scale: int = 2) -> np.ndarray:
     return grid(tiles, columns=4, pad=4)
 
 
+def _error(message: str) -> None:
+    print(f"facedeblur make-labels: error: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = commands.parser(
+        "make-labels",
+        "Writes pseudo parsing labels (the 11 Helen classes, drawn from dlib's 68 landmarks) "
+        "for every image under --data as --out/<relative path>.png, plus --out/report.json "
+        "(counts: detected, fallback box, failed sanity check, unreadable). Needs the "
+        "[faces] extra (dlib). Existing labels are never replaced without --overwrite.",
+    )
     parser.add_argument("--data", required=True, type=pathlib.Path, help="image folder")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="label folder")
     parser.add_argument("--overlay", type=pathlib.Path, help="write an overlay grid PNG here")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by path)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="processes")
     parser.add_argument("--overwrite", action="store_true", help="replace existing labels")
     args = parser.parse_args(argv)
 
     if not args.data.is_dir():
-        print(f"error: --data {str(args.data)!r} is not a folder", file=sys.stderr)
+        print(
+            f"facedeblur make-labels: error: --data {str(args.data)!r} is not a folder",
+            file=sys.stderr,
+        )
         return 2
     files = find_images(args.data, exclude=args.out)
     if args.limit is not None:
         files = files[: max(0, args.limit)]
     if not files:
-        print(f"error: no images found under {str(args.data)!r}", file=sys.stderr)
+        print(
+            f"facedeblur make-labels: error: no images found under {str(args.data)!r}",
+            file=sys.stderr,
+        )
         return 2
     out = args.out.resolve()
     targets = [safe_output_path(out, str(f.with_suffix(".png"))) for f in files]
     clashes = len(targets) - len(set(targets))
     if clashes:
-        print(
-            f"error: {clashes} image(s) map to the same label file (e.g. a.png and a.jpg)",
-            file=sys.stderr,
-        )
+        _error(f"{clashes} image(s) map to the same label file (e.g. a.png and a.jpg)")
         return 2
     report_path = safe_output_path(out, "report.json")
     existing = [t for t in [*targets, report_path] if t.exists()]
     if existing and not args.overwrite:
-        print(
-            f"error: {len(existing)} output file(s) already exist in {str(out)!r} "
-            f"(e.g. {str(existing[0])!r}); refusing to overwrite without --overwrite",
-            file=sys.stderr,
+        _error(
+            f"{len(existing)} output file(s) already exist in {str(out)!r} "
+            f"(e.g. {str(existing[0])!r}); refusing to overwrite without --overwrite"
         )
         return 1
     if args.overlay is not None and args.overlay.exists() and not args.overwrite:
-        print(f"error: overlay {str(args.overlay)!r} exists; use --overwrite", file=sys.stderr)
+        print(
+            f"facedeblur make-labels: error: overlay {str(args.overlay)!r} exists; use --overwrite",
+            file=sys.stderr,
+        )
         return 1
 
     show = set(np.linspace(0, len(files) - 1, min(GRID_TILES, len(files))).round().astype(int))

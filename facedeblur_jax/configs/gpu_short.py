@@ -1,0 +1,35 @@
+"""A short run of the paper's networks on one GPU: minutes, not the paper's 560k steps.
+
+The paper's architecture at 128×128, bf16 compute, all four phases, but a schedule about
+70× shorter than §3.4's with learning rates 5× the paper's (which are tuned for 560k
+steps), global batch 32 instead of 16 (a batch of 16 leaves an H100 mostly idle). L_VGG is
+off (``loss.vgg_weight = 0``), so no VGG-Face weights are needed. The data is an aligned
+face folder (``data.source = "faces"``) that you name::
+
+    facedeblur train --config gpu_short --workdir runs/gpu_short --config.data.root=DIR
+
+``DIR`` holds labels.csv, train/ and test/, and parsing labels in ``DIR/labels`` (e.g.
+written by ``facedeblur make-labels``). A run on one H100 and its ``facedeblur eval`` are in
+docs/benchmarks/h100_2026-11-24.md.
+"""
+
+from facedeblur_jax.configs import paper
+
+STEPS = {"coarse": 3000, "parsing": 1000, "fine": 2500, "joint": 1500}
+
+
+def get_config():
+    config = paper.get_config()
+    config.model.compute_dtype = "bfloat16"
+    config.loss.vgg_weight = 0.0  # no VGG-Face weights needed
+    config.data.source = "faces"
+    config.data.num_workers = 8
+    for name, steps in STEPS.items():
+        config.phases[name].steps = steps
+        for net, lr in paper.LEARNING_RATES.items():
+            config.phases[name].lr[net] = 5 * lr
+    config.train.global_batch_size = 32
+    config.train.log_every = 100
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 2
+    return config
