@@ -1,7 +1,8 @@
 """The ``facedeblur`` subcommands that are tools around the model: ``make-kernels``,
 ``convert-vgg``, ``convert-mobilefacenet``, ``make-labels``, ``build-tfds``, ``params``. One
 module per subcommand, each with ``build_parser()`` and ``main(argv) -> exit status``;
-``facedeblur NAME ARGS`` runs ``main(ARGS)`` of its module (``python -m facedeblur_jax.commands.<module>`` too).
+``facedeblur NAME ARGS`` runs ``main(ARGS)`` of its module (``python -m
+facedeblur_jax.commands.<module>`` too).
 """
 
 from __future__ import annotations
