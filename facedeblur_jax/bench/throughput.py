@@ -39,8 +39,9 @@ How it measures (``inference``):
 * MFU = FLOPs/image × images/s ÷ the device's dense peak for the dtype
   (:data:`PEAK_FLOPS`; fp32 against the TF32 tensor-core peak, since both frameworks
   run float32 convolutions in TF32 on Hopper by default). Null where no peak is known
-  (CPUs). ``mfu_vs_measured_peak`` divides by the bf16 matmul rate measured on this
-  workplace's H100/H200 instead of the spec sheet's (Markdown: "MFU (spec)", "MFU (measured)").
+  (CPUs). ``mfu_vs_measured_peak`` divides by the bf16 matmul rate measured on an
+  H100 / H200 (docs/benchmarks/h100_2026-11-24.md) instead of the spec sheet's
+  (Markdown: "MFU (spec)", "MFU (measured)").
 * Memory: ``jax.devices()[0].memory_stats()["peak_bytes_in_use"]`` (the process-wide
   peak so far, so batch sizes run in increasing order) and XLA's ``memory_analysis()``
   of each compiled program; ``torch.cuda.max_memory_allocated()`` after a reset per
@@ -123,7 +124,7 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 # Dense peak FLOP/s by device kind (lower-case substrings of the device name, first match).
 # fp32 = TF32 tensor cores (the frameworks' default for float32 convs on these chips).
-# "bf16_measured": a large bf16 matmul as measured on this workplace's machines.
+# "bf16_measured": a large bf16 matmul as measured on that device (docs/benchmarks/).
 PEAK_FLOPS: list[tuple[tuple[str, ...], dict[str, float]]] = [
     (("h100", "pcie"), {"bf16": 756e12, "fp32": 378e12}),
     (("h100",), {"bf16": 989.4e12, "fp32": 494.7e12, "bf16_measured": 800e12}),

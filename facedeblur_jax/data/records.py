@@ -3,7 +3,7 @@
 A record is a dict::
 
     {"image": uint8[H, W, 3],   # RGB, any size (the pipeline resizes / crops)
-     "labels": uint8[H, W],     # parsing labels, DESIGN.md §2 classes 0..10; absent if none
+     "labels": uint8[H, W],     # parsing labels, docs/design.md §2 classes 0..10; absent if none
      "identity": int,           # index into ``source.identities``; absent if unknown
      "name": str}               # e.g. "train/id00_0000", unique within the source
 

@@ -59,6 +59,7 @@ def test_profile_step_runs_on_cpu(capsys):
     assert "no device kernels" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_degrade_rows(tmp_path):
     out = tmp_path / "degrade.json"
     argv = ["--config", "tiny", "--batch-sizes", "2", "--unroll", "1,4", "--repeats", "1"]

@@ -8,6 +8,7 @@ import pytest
 from facedeblur_jax.bench import scaling as bench_scaling
 
 
+@pytest.mark.slow
 def test_weak_scaling_on_one_and_two_fake_devices(tmp_path):
     out, md = tmp_path / "scaling.json", tmp_path / "scaling.md"
     argv = ["--devices", "1,2", "--phase", "coarse", "--per-device-batch", "2"]

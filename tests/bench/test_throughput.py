@@ -90,6 +90,7 @@ def test_failed_torch_compile_is_recorded(tmp_path, monkeypatch):
 TRAIN_NUMBERS = ("compile_s", "ms_per_batch", "images_per_s", "degrade_ms", "flops_per_image")
 
 
+@pytest.mark.slow
 def test_train_mode_both_frameworks(tmp_path, monkeypatch):
     """Tiny config, batch 2 on one JAX device and in torch, the first and the last phase
     (every phase's step itself is tested in tests/test_train_step.py and
@@ -181,6 +182,7 @@ def test_train_mode_with_a_kernel_pool(tmp_path, monkeypatch):
         assert _positive(r["flops_per_image"])
 
 
+@pytest.mark.slow
 def test_train_mode_sharded_bf16_with_random_vgg(tmp_path):
     """Two JAX devices, bf16, L_VGG on without a weight file: random VGG weights, labelled;
     a batch that does not divide over the devices is an error row, the rest goes on."""
