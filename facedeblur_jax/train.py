@@ -149,12 +149,13 @@ def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState
     return state.replace(params=params, batch_stats=stats)
 
 
-def _restore(checkpointer, state: TrainState, data) -> TrainState:
-    """The latest checkpoint's state (and the data iterator's position), or ``state``."""
+def _restore(checkpointer, state: TrainState, data, config) -> TrainState:
+    """The latest checkpoint's state (and the data iterator's position), or ``state``;
+    a checkpoint of another model than ``config``'s is refused by key."""
     start = checkpointer.latest_step()
     if start is None:
         return state
-    state, meta = checkpointer.restore(state, start)
+    state, meta = checkpointer.restore(state, start, config=config)
     data.set_state(meta["data_state"])
     print(
         f"resumed from {checkpointer.directory / str(start)}: step {start}, phase "
@@ -207,7 +208,7 @@ def train(
     )(jax.random.key(config.seed))
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
     try:
-        resumed = _restore(checkpointer, state, data)
+        resumed = _restore(checkpointer, state, data, config)
         if resumed is state and config.train.init_from:
             resumed = _warm_start(
                 state, config.train.init_from, tuple(config.train.init_nets), replicated
