@@ -166,7 +166,8 @@ def check_layout(config: ml_collections.ConfigDict, where: str) -> None:
         raise CheckpointError(
             f"checkpoint {where!r} holds networks of model.layout_version = {version!r}; this "
             f"version builds only layout {LAYOUT_VERSION} (18-conv scales, the official "
-            "parsing net): load it with the version that wrote it, or train anew"
+            "parsing net): load it with the version that wrote it, or train anew in another "
+            "workdir"
         )
 
 
