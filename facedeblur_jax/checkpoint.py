@@ -35,8 +35,9 @@ import orbax.checkpoint as ocp
 PyTree = Any
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used with this config (named in the message)."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used with this config (named in the message; a
+    ``ValueError``, so the command line reports it in one line)."""
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
@@ -105,15 +106,32 @@ class Checkpointer:
             "meta"
         ]
 
-    def restore(self, abstract_state: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
+    def restore(
+        self,
+        abstract_state: PyTree,
+        step: int | None = None,
+        config: ml_collections.ConfigDict | None = None,
+    ) -> tuple[PyTree, dict]:
         """Restores ``(state, meta)``; ``abstract_state`` gives shapes, dtypes and shardings.
 
-        Raises :class:`CheckpointError` naming the checkpoint when its arrays do not fit the
-        state built from the current config (e.g. other widths).
+        Raises :class:`CheckpointError` naming the checkpoint when it holds networks of
+        another layout or model keys other than ``config``'s (when given; checked on the
+        stored config before any array is read), or when its arrays do not fit the state.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {str(self.directory)!r}")
+        where = str(self.directory / str(step))
+        if config is not None:
+            stored = config_from_meta(self.restore_meta(step))
+            check_layout(stored, where)
+            differences = model_differences(stored, config)
+            if differences:
+                raise CheckpointError(
+                    f"checkpoint {where!r} does not match the model built from the current "
+                    f"config: {'; '.join(differences)}; use the config it was trained with "
+                    "(stored in its meta) or another --workdir"
+                )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
             restored = self._manager.restore(
@@ -123,11 +141,11 @@ class Checkpointer:
                 ),
             )
         except (ValueError, KeyError, TypeError) as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first_line = next(iter(str(e).strip().splitlines()), "")
             raise CheckpointError(
-                f"checkpoint {str(self.directory / str(step))!r} does not match the model "
-                f"built from the current config ({type(e).__name__}: {first_line}); use the "
-                "config it was trained with (stored in its meta) or another --workdir"
+                f"checkpoint {where!r} does not match the model built from the current "
+                f"config ({type(e).__name__}: {first_line}); use the config it was trained "
+                "with (stored in its meta) or another --workdir"
             ) from e
         return restored["state"], restored["meta"]
 
@@ -156,8 +174,53 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 # Keys whose default changed after they were added: a checkpoint written before the key
 # existed ran with the value here, not with today's default (resuming it must not switch
 # implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
-# measurement of the Triton walk.
-LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan"}
+# measurement of the Triton walk. model.layout_version / model.resblock_post_relu: added
+# with the official layout (models/factory.py); older checkpoints hold layout 1, whose
+# ResBlocks had no ReLU after the add.
+LEGACY_DEFAULTS = {
+    "degrade.trajectory_impl": "scan",
+    "model.layout_version": 1,
+    "model.resblock_post_relu": False,
+}
+
+# Model keys that say how the networks run, not what they compute: a resumed run may
+# change them.
+RUNTIME_MODEL_KEYS = ("remat", "compute_dtype")
+
+
+def check_layout(config: ml_collections.ConfigDict, where: str) -> None:
+    """Raises :class:`CheckpointError` naming ``where`` and ``model.layout_version`` when a
+    checkpoint's stored config is of a network layout this code does not build."""
+    from facedeblur_jax.models.factory import LAYOUT_VERSION
+
+    version = config.model.layout_version
+    if version != LAYOUT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {where!r} holds networks of model.layout_version = {version!r}; this "
+            f"version builds only layout {LAYOUT_VERSION} (18-conv scales, the official "
+            "parsing net): load it with the version that wrote it, or train anew in another "
+            "workdir"
+        )
+
+
+def model_differences(
+    stored: ml_collections.ConfigDict, config: ml_collections.ConfigDict
+) -> list[str]:
+    """``"model.KEY = A in the checkpoint, B here"`` for every model key (but the
+    :data:`RUNTIME_MODEL_KEYS`) where the checkpoint's config and ``config`` differ."""
+
+    def norm(value):
+        return tuple(value) if isinstance(value, list | tuple) else value
+
+    out = []
+    for key, value in config.model.items():
+        if key in RUNTIME_MODEL_KEYS:
+            continue
+        before = norm(stored.model.get(key))
+        if before != norm(value):
+            out.append(f"model.{key} = {before!r} in the checkpoint, {norm(value)!r} here")
+    return out
+
 
 # Keys an older schema had and this one dropped; a stored config loses them on loading.
 # train.fault_kill_*: crash-test hooks, never part of what a run computes.
@@ -239,6 +302,14 @@ def check_resumable(meta: dict, config: ml_collections.ConfigDict, where: str) -
     it runs before any restore. Other differences (schedule length, logging, data
     workers, ...) are allowed: a resumed run may change them."""
     stored = config_from_meta(meta)
+    check_layout(stored, where)
+    differences = model_differences(stored, config)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {where!r} was trained with another model: {'; '.join(differences)}; "
+            "resume with the config it was trained with (stored in its meta) or use another "
+            "--workdir"
+        )
     if _state_layout(stored) == _state_layout(config):
         return
     diff = config_diff(stored, config)

@@ -73,6 +73,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             raise FileNotFoundError(f"no checkpoint in {str(checkpointer.directory)!r}")
         meta = checkpointer.restore_meta(step)
         config = ckpt_lib.config_from_meta(meta)
+        ckpt_lib.check_layout(config, str(checkpointer.directory / str(step)))
         model = build_model(config.model)
         device = jax.devices()[0]
         abstract = jax.eval_shape(

@@ -30,10 +30,12 @@ How the Flax semantics map onto torch (each checked numerically by the test):
   ``method="cubic"`` uses Keys' kernel with ``a = -0.5`` and JAX's renormalisation at
   the border, which torch's bicubic (``a = -0.75``, clamped) is not: it is done here with
   separable weight matrices that copy ``jax._src.image.scale.compute_weight_mat``.
-* ``nn.max_pool((2, 2), strides=(2, 2))``: ``F.max_pool2d(2)``.
-* ``nn.BatchNorm``: ``eps = 1e-5``; train mode normalises with the biased batch
-  variance and updates ``ra = m·ra + (1-m)·batch`` with the *biased* variance, which
-  :class:`FlaxBatchNorm2d` reproduces (torch's own update uses the unbiased one).
+* ``nn.max_pool((2, 2), strides=(2, 2))`` and ``layers.max_pool(x, f)`` (the prior at
+  a scale ``f`` times smaller): ``F.max_pool2d(2)`` / ``F.max_pool2d(f)``.
+* ``nn.BatchNorm``: P's ``eps`` (1e-4, the official value); train mode normalises with
+  the biased batch variance and updates ``ra = m·ra + (1-m)·batch`` with the *biased*
+  variance, which :class:`FlaxBatchNorm2d` reproduces (torch's own update uses the
+  unbiased one).
 * ``Dense`` on ``h.reshape(B, -1)`` of an NHWC map: torch flattens
   ``h.permute(0, 2, 3, 1)`` (a free view in channels_last), so the Linear weight is
   just the Flax kernel transposed.
@@ -56,6 +58,7 @@ from torch import nn
 
 STAGES = ("coarse", "parsing", "fine")
 CHANNELS_LAST = torch.channels_last
+WIDE_STAGE = 2  # parsing_net.WIDE_STAGE: P's third encoder conv is 5×5
 
 # --------------------------------------------------------------------------------------
 # Padding rules of XLA's "SAME"
@@ -239,15 +242,19 @@ class Upsample2x(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv–ReLU–conv + identity skip (``layers.ResBlock``)."""
+    """``layers.ResBlock``: ``x + conv2(relu(conv1(relu(x))))`` with ``pre_relu`` (the
+    official ReLU after the add, moved to the next block's front), else without the
+    first ReLU."""
 
-    def __init__(self, features: int, kernel_size: int = 5):
+    def __init__(self, features: int, kernel_size: int = 5, pre_relu: bool = True):
         super().__init__()
+        self.pre_relu = pre_relu
         self.conv1 = Conv2dSame(features, features, kernel_size)
         self.conv2 = Conv2dSame(features, features, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        y = F.relu(x) if self.pre_relu else x
+        return x + self.conv2(F.relu(self.conv1(y)))
 
 
 # --------------------------------------------------------------------------------------
@@ -256,22 +263,38 @@ class ResBlock(nn.Module):
 
 
 class ScaleNet(nn.Module):
-    """``deblur_net.ScaleNet``: ``[B, C_in, h, w] -> [B, 3, h, w]``."""
+    """``deblur_net.ScaleNet``: ``[B, C_in, h, w] -> [B, 3, h, w]``, the official layout
+    conv_in, conv_pre0/1, res0…, conv_post0/1, conv_out."""
 
     def __init__(
-        self, in_ch: int, first_kernel: int, features: int, num_resblocks: int, kernel_size: int
+        self,
+        in_ch: int,
+        first_kernel: int,
+        features: int,
+        num_resblocks: int,
+        kernel_size: int,
+        resblock_post_relu: bool = True,
     ):
         super().__init__()
-        self.conv_in = Conv2dSame(in_ch, features, first_kernel)
         self.num_resblocks = num_resblocks
+        self.resblock_post_relu = resblock_post_relu
+        self.conv_in = Conv2dSame(in_ch, features, first_kernel)
+        self.conv_pre0 = Conv2dSame(features, features, kernel_size)
+        self.conv_pre1 = Conv2dSame(features, features, kernel_size)
         for i in range(num_resblocks):
-            self.add_module(f"res{i}", ResBlock(features, kernel_size))
+            self.add_module(f"res{i}", ResBlock(features, kernel_size, resblock_post_relu))
+        self.conv_post0 = Conv2dSame(features, features, kernel_size)
+        self.conv_post1 = Conv2dSame(features, features, kernel_size)
         self.conv_out = Conv2dSame(features, 3, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.conv_in(x))
+        h = F.relu(self.conv_pre1(F.relu(self.conv_pre0(h))))
         for i in range(self.num_resblocks):
             h = getattr(self, f"res{i}")(h)
+        if self.resblock_post_relu:
+            h = F.relu(h)
+        h = F.relu(self.conv_post1(F.relu(self.conv_post0(h))))
         return self.conv_out(h)
 
 
@@ -287,6 +310,7 @@ class MultiScaleDeblurNet(nn.Module):
         num_resblocks: int = 6,
         num_scales: int = 2,
         kernel_size: int = 5,
+        resblock_post_relu: bool = True,
         upsample: str = "transposed",
         residual: bool = True,
     ):
@@ -297,7 +321,9 @@ class MultiScaleDeblurNet(nn.Module):
             if s > 0:
                 self.add_module(f"up{s}", Upsample2x(3, upsample))
             in_ch = 3 + guide_channels + prior_channels + (3 if s > 0 else 0)
-            net = ScaleNet(in_ch, first_kernel, features, num_resblocks, kernel_size)
+            net = ScaleNet(
+                in_ch, first_kernel, features, num_resblocks, kernel_size, resblock_post_relu
+            )
             self.add_module(f"scale{s}", net)
 
     def forward(
@@ -313,7 +339,6 @@ class MultiScaleDeblurNet(nn.Module):
                 f"x height and width must be divisible by 2^(num_scales-1) = {top}; "
                 f"got shape {tuple(x.shape)}"
             )
-        prior_coarse = downsample(prior, top) if prior is not None else None
         outputs, prev = [], None
         for s in range(self.num_scales):
             factor = 2 ** (self.num_scales - 1 - s)
@@ -325,9 +350,8 @@ class MultiScaleDeblurNet(nn.Module):
                 parts.append(base)
             if prev is not None:
                 parts.append(getattr(self, f"up{s}")(prev).to(xs.dtype))
-            if prior_coarse is not None:
-                hs, ws = xs.shape[2:]
-                p = prior_coarse if factor == top else resize_to(prior_coarse, hs, ws)
+            if prior is not None:  # max-pooled to the scale (full resolution at the last)
+                p = F.max_pool2d(prior, factor) if factor > 1 else prior
                 parts.append(p.to(xs.dtype))
             inputs = torch.cat(parts, dim=1)
             pred = getattr(self, f"scale{s}")(inputs)
@@ -340,30 +364,36 @@ class MultiScaleDeblurNet(nn.Module):
 
 
 class ParsingNet(nn.Module):
-    """``parsing_net.ParsingNet``: ``[B, 3, H, W] -> logits f32[B, K, H, W]``."""
+    """``parsing_net.ParsingNet``: ``[B, 3, H, W] -> logits f32[B, K, H, W]`` (the official
+    layout: encoder convs enc0… with a 5×5 third conv, decoder stages up{j} → dec{j} with
+    additive skips for j ≥ 1, 3×3 logits)."""
 
     def __init__(
         self,
         num_classes: int = 11,
-        features: Sequence[int] = (64, 128, 256, 320, 320, 320),
+        features: Sequence[int] = (64, 128, 256, 256, 256, 256),
         use_bn: bool = True,
         bn_momentum: float = 0.99,
+        bn_epsilon: float = 1e-4,
     ):
         super().__init__()
         self.features = tuple(features)
         self.use_bn = use_bn
         in_ch = 3
         for i, f in enumerate(self.features):
-            self.add_module(f"enc{i}", Conv2dSame(in_ch, f, 3))
+            kernel = 5 if i == WIDE_STAGE else 3
+            self.add_module(f"enc{i}", Conv2dSame(in_ch, f, kernel))
             if use_bn:
-                self.add_module(f"enc{i}_bn", FlaxBatchNorm2d(f, bn_momentum))
+                self.add_module(f"enc{i}_bn", FlaxBatchNorm2d(f, bn_momentum, bn_epsilon))
             in_ch = f
-        for i in reversed(range(len(self.features))):
-            self.add_module(f"dec{i}", ConvTranspose2dSame(in_ch, self.features[i], 4, 2))
+        for j in reversed(range(len(self.features) - 1)):
+            f = self.features[j]
+            self.add_module(f"up{j}", ConvTranspose2dSame(in_ch, f, 4, 2))
+            self.add_module(f"dec{j}", Conv2dSame(f, f, 3))
             if use_bn:
-                self.add_module(f"dec{i}_bn", FlaxBatchNorm2d(self.features[i], bn_momentum))
-            in_ch = self.features[i]
-        self.logits = Conv2dSame(in_ch, num_classes, 1)
+                self.add_module(f"dec{j}_bn", FlaxBatchNorm2d(f, bn_momentum, bn_epsilon))
+            in_ch = f
+        self.logits = Conv2dSame(in_ch, num_classes, 3)
 
     def _norm_act(self, h: torch.Tensor, name: str, train: bool | None) -> torch.Tensor:
         if self.use_bn:
@@ -373,19 +403,23 @@ class ParsingNet(nn.Module):
     def forward(self, x: torch.Tensor, train: bool | None = None) -> torch.Tensor:
         """``train``: BatchNorm on batch statistics (``None``: follow ``self.training``)."""
         depth = len(self.features)
-        if x.shape[2] % 2**depth or x.shape[3] % 2**depth:
+        pools = 2 ** (depth - 1)
+        if x.shape[2] % pools or x.shape[3] % pools:
             raise ValueError(
-                f"ParsingNet with {depth} stages needs height and width divisible by "
-                f"{2**depth}; got x of shape {tuple(x.shape)}"
+                f"ParsingNet with {depth} stages ({depth - 1} pools) needs height and width "
+                f"divisible by {pools}; got x of shape {tuple(x.shape)}"
             )
         h, skips = x, []
         for i in range(depth):
             h = self._norm_act(getattr(self, f"enc{i}")(h), f"enc{i}_bn", train)
             skips.append(h)
-            h = F.max_pool2d(h, 2)
-        for i in reversed(range(depth)):
-            h = self._norm_act(getattr(self, f"dec{i}")(h), f"dec{i}_bn", train)
-            h = h + skips[i]
+            if i < depth - 1:
+                h = F.max_pool2d(h, 2)
+        for j in reversed(range(depth - 1)):
+            h = getattr(self, f"up{j}")(h)
+            h = self._norm_act(getattr(self, f"dec{j}")(h), f"dec{j}_bn", train)
+            if j > 0:
+                h = h + skips[j]
         return _f32(self.logits(h))
 
 
@@ -447,9 +481,10 @@ class FaceDeblurModel(nn.Module):
         num_resblocks: int = 6,
         num_scales: int = 2,
         kernel_size: int = 5,
+        resblock_post_relu: bool = True,
         upsample: str = "transposed",
         residual: bool = True,
-        parsing_features: Sequence[int] = (64, 128, 256, 320, 320, 320),
+        parsing_features: Sequence[int] = (64, 128, 256, 256, 256, 256),
         parsing_use_bn: bool = True,
     ):
         super().__init__()
@@ -462,6 +497,7 @@ class FaceDeblurModel(nn.Module):
             num_resblocks=num_resblocks,
             num_scales=num_scales,
             kernel_size=kernel_size,
+            resblock_post_relu=resblock_post_relu,
             upsample=upsample,
             residual=residual,
         )
@@ -525,6 +561,7 @@ def build_model(config) -> FaceDeblurModel:
         num_resblocks=m.num_resblocks,
         num_scales=m.num_scales,
         kernel_size=m.kernel_size,
+        resblock_post_relu=bool(m.resblock_post_relu),
         upsample=m.upsample,
         residual=m.residual,
         parsing_features=tuple(m.parsing_features),
@@ -675,13 +712,15 @@ def torch_to_flax(torch_model: nn.Module) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------
 
 
-def random_flax_variables(module, *example_args, seed: int = 0, gain: float = 0.5) -> dict:
+def random_flax_variables(module, *example_args, seed: int = 0, gain: float = 1.0) -> dict:
     """Random Flax variables for ``module`` (numpy float32), without compiling its init.
 
     Shapes come from ``jax.eval_shape(module.init, ...)`` (a trace; ``jit(init)`` takes
     XLA ~10 s on CPU even for the tiny model). Kernels get ``N(0, gain² / fan_in)``, the
-    zero-initialised last convs too, so the net is not the identity; with ``gain = 0.5``
-    activations stay O(1) through the residual stacks. Biases, BatchNorm scale offsets
+    zero-initialised last convs too, so the net is not the identity; with ``gain = 1``
+    activations stay O(1) through the 18-conv scales and every input still moves the
+    output (paper model at 128 px: max |y| 1.45, G_f's prior swapped for another moves y
+    by up to 0.23; at gain 0.5 by 0.002). Biases, BatchNorm scale offsets
     and running means ``N(0, 0.1²)`` (scale around 1), running variances ``U(0.5, 1.5)``.
     """
     import jax

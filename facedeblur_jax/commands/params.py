@@ -1,6 +1,9 @@
 """``facedeblur params``: the parameter count of each network and the total next to the paper's.
 
 facedeblur params --config configs/paper.py [--config.model.num_fine_stages=2]
+
+The paper publishes totals only (Table 8, Table 12), and they contradict each other and
+the text; see facedeblur_jax/models/param_count.py.
 """
 
 from __future__ import annotations
@@ -11,7 +14,17 @@ import sys
 from facedeblur_jax import commands
 from facedeblur_jax.cli import split_overrides
 from facedeblur_jax.config import load_config
-from facedeblur_jax.models.param_count import PAPER_TOTAL, param_counts
+from facedeblur_jax.models.param_count import (
+    PAPER_TABLE12,
+    PAPER_TOTAL,
+    net_label,
+    paper_total,
+    param_counts,
+)
+
+
+def _m(n: float) -> str:
+    return f"{n / 1e6:.2f} M"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,25 +39,44 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, split_overrides(rest))
     counts = param_counts(config)
     n = config.model.num_fine_stages
-    # Table 8: with shared fine weights the count stays at N = 1's 14.80 M.
-    paper = PAPER_TOTAL[1] if config.model.share_fine_weights else PAPER_TOTAL.get(n)
+    paper = paper_total(config.model)
     if args.json:
-        print(json.dumps({"counts": counts, "paper_total": paper}, indent=2))
-        return 0
-    print(f"{'network':<18}{'parameters':>14}")
-    for name, value in counts.items():
-        if name != "generator_total":
-            print(f"{name:<18}{value:>14,}")
-    total = counts["generator_total"]
-    print(f"{'total G_c+P+G_f':<18}{total:>14,}  ({total / 1e6:.2f} M)")
-    if paper:
         print(
-            f"{'paper (Table 8)':<18}{int(paper):>14,}  ({paper / 1e6:.2f} M, N = {n}); "
-            f"ours / paper = {total / paper:.3f}"
+            json.dumps(
+                {
+                    "counts": counts,
+                    "paper_total": paper,
+                    "paper_table8": {str(k): v for k, v in PAPER_TOTAL.items()},
+                    "paper_table12": PAPER_TABLE12,
+                },
+                indent=2,
+            )
         )
+        return 0
+    step = PAPER_TOTAL[2] - PAPER_TOTAL[1]
+    fine = [k for k in counts if k.startswith("fine")]
+    notes = {
+        "coarse": "not published",
+        "parsing": "not published (nor are its widths)",
+        **{k: f"not published; Table 8 adds {_m(step)} per extra G_f" for k in fine},
+    }
+    print(f"{'network':<16}{'parameters':>14}  paper")
+    for name in ("coarse", "parsing", *fine):
+        print(f"{net_label(name):<16}{counts[name]:>14,}  {notes[name]}")
+    total = counts["generator_total"]
+    vs = (
+        f"Table 8 (N = {n}{', shared' if config.model.share_fine_weights else ''}): "
+        f"{_m(paper)}, ours / paper = {total / paper:.3f}"
+        if paper
+        else f"Table 8 has no N = {n}"
+    )
+    print(f"{'total G_c+P+G_f':<16}{total:>14,}  {vs}; Table 12: {PAPER_TABLE12 / 1e6:.1f} M")
+    print(f"{net_label('disc'):<16}{counts['disc']:>14,}  not part of the paper's count")
     print(
-        "D is not part of the paper's count. P's widths are not in the paper (see "
-        "facedeblur_jax/models/parsing_net.py)."
+        "Table 8 (14.80 M at N = 1) and Table 12 (26.6 M for the same model) disagree, and "
+        f"Table 8's {_m(step)} per extra G_f is not the {_m(counts[fine[0]])} of a G_f "
+        "laid out as the text says (§3.5). P's widths are our choice "
+        "(facedeblur_jax/models/parsing_net.py)."
     )
     return 0
 

@@ -13,7 +13,7 @@ def get_config():
     config.model.features = 24
     config.model.num_resblocks = 2
     config.model.first_kernel = 7
-    config.model.parsing_features = (16, 32, 64, 64)
+    config.model.parsing_features = (16, 32, 64, 64, 64, 64)  # 64 px -> 2×2
     config.model.disc_features = (16, 32, 64, 64, 64)
     # Kernels scaled with the image: 13…27 px at 128 px are 7…13 px at 64 px.
     config.degrade.kernel_sizes = (7, 9, 11, 13)

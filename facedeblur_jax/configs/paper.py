@@ -15,20 +15,27 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- networks (§3.2, §3.5; DESIGN.md §2) -----------------------------------------
     config.model = ml_collections.ConfigDict()
+    # The network layout this code builds (models/factory.py LAYOUT_VERSION); checkpoints
+    # of another layout are refused by name. Not a knob.
+    config.model.layout_version = 2
     config.model.num_classes = 11  # Helen label set, DESIGN.md §2
     config.model.num_fine_stages = 1  # N of Table 8
     config.model.share_fine_weights = False
     config.model.first_kernel = 11  # Table 7
     config.model.features = 64
-    config.model.num_resblocks = 6
+    config.model.num_resblocks = 6  # §3.5 (the released official file has 5)
     config.model.num_scales = 2
     config.model.kernel_size = 5
+    # ReLU after each ResBlock's add (the skip carries the sum before it), as the official
+    # code; False: no ReLU after the add (Nah et al. 2017). models/deblur_net.py.
+    config.model.resblock_post_relu = True
     config.model.upsample = "transposed"  # 4×4 transposed conv, §3.5
     config.model.residual = True
     # Rematerialise the deblurring nets' ResBlocks in the backward pass (same model and
     # checkpoints; less activation memory for ~1/3 more conv work). A speed/memory knob.
     config.model.remat = False
-    config.model.parsing_features = (64, 128, 256, 320, 320, 320)
+    # P's 6 encoder widths (unpublished; models/parsing_net.py says why these).
+    config.model.parsing_features = (64, 128, 256, 256, 256, 256)
     config.model.parsing_use_bn = True
     config.model.disc_features = (64, 128, 256, 512, 512, 512)  # 6 strided convs
     config.model.disc_negative_slope = 0.2

@@ -10,7 +10,7 @@ def get_config():
     config.model.num_resblocks = 1
     config.model.first_kernel = 5
     config.model.kernel_size = 3
-    config.model.parsing_features = (8, 16, 16)
+    config.model.parsing_features = (8, 16, 16, 16, 16, 16)  # 32 px -> 1×1
     config.model.disc_features = (8, 16, 16)
     config.degrade.kernel_sizes = (3, 5, 7)
     config.degrade.kernel_canvas = 7

@@ -63,8 +63,9 @@ class FaceDeblurModel(nn.Module):
       num_classes: K parsing classes (11).
       num_fine_stages: N cascaded fine nets (paper default 1; Table 8 tries 2, 3).
       share_fine_weights: one set of G_f weights for all N stages (Table 8, "shared").
-      first_kernel, features, num_resblocks, num_scales, kernel_size, upsample, residual,
-      remat: forwarded to both deblurring nets (see ``MultiScaleDeblurNet``).
+      first_kernel, features, num_resblocks, num_scales, kernel_size, resblock_post_relu,
+      upsample, residual, remat: forwarded to every deblurring net (see
+      ``MultiScaleDeblurNet``).
       parsing_features, parsing_use_bn, bn_axis_name: forwarded to ``ParsingNet``.
       dtype: compute dtype of all nets (params float32).
     """
@@ -77,10 +78,11 @@ class FaceDeblurModel(nn.Module):
     num_resblocks: int = 6
     num_scales: int = 2
     kernel_size: int = 5
+    resblock_post_relu: bool = True
     upsample: str = "transposed"
     residual: bool = True
     remat: bool = False
-    parsing_features: Sequence[int] = (64, 128, 256, 320, 320, 320)
+    parsing_features: Sequence[int] = (64, 128, 256, 256, 256, 256)
     parsing_use_bn: bool = True
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
@@ -92,6 +94,7 @@ class FaceDeblurModel(nn.Module):
             num_resblocks=self.num_resblocks,
             num_scales=self.num_scales,
             kernel_size=self.kernel_size,
+            resblock_post_relu=self.resblock_post_relu,
             upsample=self.upsample,
             residual=self.residual,
             remat=self.remat,

@@ -10,6 +10,14 @@ from facedeblur_jax.models.face_deblur import FaceDeblurModel
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
+# ``model.layout_version`` of the networks this code builds. 2: the official layout
+# (18-conv scales with ReLU after the ResBlock adds, max-pooled prior, the official P;
+# docs/design.md §2). 1: the layout before (14-conv scales, the prior average-pooled to
+# 0.5× and resized up, a P of 3×3 conv stages, transposed-conv decoder stages and 1×1
+# logits); no longer built, so its checkpoints are refused by name
+# (checkpoint.check_layout).
+LAYOUT_VERSION = 2
+
 
 def compute_dtype(model_cfg: ml_collections.ConfigDict):
     """The compute dtype named by ``model.compute_dtype`` (params always float32)."""
@@ -27,6 +35,11 @@ def build_model(
     ``bn_axis_name`` is the mesh axis over which P's BatchNorm averages batch statistics
     in training (``"data"`` inside the sharded step, ``None`` elsewhere).
     """
+    if model_cfg.layout_version != LAYOUT_VERSION:
+        raise ValueError(
+            f"model.layout_version = {model_cfg.layout_version!r}: this version builds only "
+            f"layout {LAYOUT_VERSION}"
+        )
     return FaceDeblurModel(
         num_classes=model_cfg.num_classes,
         num_fine_stages=model_cfg.num_fine_stages,
@@ -36,6 +49,7 @@ def build_model(
         num_resblocks=model_cfg.num_resblocks,
         num_scales=model_cfg.num_scales,
         kernel_size=model_cfg.kernel_size,
+        resblock_post_relu=bool(model_cfg.resblock_post_relu),
         upsample=model_cfg.upsample,
         residual=model_cfg.residual,
         remat=bool(model_cfg.remat),

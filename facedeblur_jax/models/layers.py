@@ -35,6 +35,25 @@ def downsample(x: jax.Array, factor: int) -> jax.Array:
     return x
 
 
+def max_pool(x: jax.Array, factor: int) -> jax.Array:
+    """``factor``×``factor`` max pooling with stride ``factor``: ``[B, H, W, C] ->
+    [B, H/factor, W/factor, C]`` (1 = identity).
+
+    How the official code brings the parsing prior to the 0.5× scale
+    (``vl_nnpool(softmax, [2, 2], 'stride', 2, 'method', 'max')``); for a power of two it
+    equals repeated 2×2 max pools.
+    """
+    b, h, w, c = x.shape
+    if h % factor or w % factor:
+        raise ValueError(
+            f"max_pool by {factor} needs height and width divisible by {factor}; "
+            f"got shape {x.shape}"
+        )
+    if factor == 1:
+        return x
+    return x.reshape(b, h // factor, factor, w // factor, factor, c).max(axis=(2, 4))
+
+
 def resize_to(x: jax.Array, height: int, width: int, method: str = "linear") -> jax.Array:
     """Resizes ``[B, h, w, C] -> [B, height, width, C]`` with ``jax.image.resize``."""
     b, _, _, c = x.shape
@@ -99,19 +118,27 @@ class Upsample2x(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv–ReLU–conv with an identity skip, no normalisation (Nah et al. 2017 style).
+    """Two convs with an identity skip, no normalisation: ``[B, H, W, F] -> [B, H, W, F]``.
 
-    ``[B, H, W, F] -> [B, H, W, F]``.
+    ``pre_relu=True`` (the official code, ``model.resblock_post_relu``):
+    ``x + conv2(relu(conv1(relu(x))))``. In ``DL_deblur_net18.m`` each block's sum goes
+    through a ReLU into the next block's first conv while the skip carries the sum itself
+    (``sum_k = conv(relu(conv(relu(sum_{k-1})))) + sum_{k-1}``), and ``relu(sum_last)``
+    feeds the next layer; that is this block with the ReLU moved to the front, plus one
+    ReLU after the last block (``ScaleNet``). ``pre_relu=False``: ``x + conv2(relu(conv1(x)))``
+    (Nah et al. 2017; no ReLU after the add).
     """
 
     features: int
     kernel_size: int = 5
     dtype: Dtype = jnp.float32
+    pre_relu: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = (self.kernel_size, self.kernel_size)
-        y = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(x) if self.pre_relu else x
+        y = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv1")(y)
         y = nn.relu(y)
         y = nn.Conv(self.features, k, padding="SAME", dtype=self.dtype, name="conv2")(y)
         return x + y

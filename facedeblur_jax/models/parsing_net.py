@@ -1,17 +1,34 @@
-"""``ParsingNet``: the face parsing network P (paper §3.2, DESIGN.md §2).
+"""``ParsingNet``: the face parsing network P (paper §3.2, docs/design.md §2).
 
-Encoder–decoder with additive skips, after the official CVPR'18 code of Shen et al.:
-``len(features)`` encoder stages of conv 3×3 (+BatchNorm) + ReLU + 2×2 max-pool, then as
-many decoder stages of 4×4 stride-2 transposed conv (+BatchNorm) + ReLU whose output is
-added to the matching encoder activation, and a 1×1 conv to ``num_classes`` logits.
+The paper says only "an encoder-decoder architecture with skip connections". The layout
+is the one the authors' official test code builds (``DL_deblur_net18.m``), stage for
+stage, with ``n = len(features)`` (6 there):
 
-The paper gives neither the widths nor the depth of P. The default widths
-``(64, 128, 256, 320, 320, 320)`` are our choice: with them G_c + P + G_f (N = 1) has
-15.1 M parameters against the 14.8 M of Table 8 (see ``tools/param_count.py``).
+    enc0 … enc{n-1}   conv (3×3; 5×5 for enc2) → BatchNorm → ReLU, then a 2×2 max-pool
+                      after every stage but the last (5 pools for n = 6)
+    up{j}, dec{j}     for j = n-2 … 0: 4×4 stride-2 transposed conv → conv 3×3 → BatchNorm
+                      → ReLU, then ``+`` the encoder's ReLU output of stage j for j ≥ 1
+                      (4 additive skips for n = 6; the last stage, j = 0, has none)
+    logits            conv 3×3 → ``num_classes``
 
-BatchNorm statistics live in the ``batch_stats`` collection; during training they are
-averaged over the device axis ``bn_axis_name`` (the mesh axis ``"data"``) so all
-replicas keep identical statistics.
+Padding keeps sizes (the official pads are ``k // 2``; its transposed convs crop 1, i.e.
+2× upsampling), BatchNorm ε = 1e-4 as there. ``H`` and ``W`` must divide by ``2^(n-1)``.
+
+The widths are not published (the official weights are not in its repository). The
+encoder's are ``features``; each decoder stage ends at the width of the skip it adds to
+(stage j: ``features[j]``, also for the transposed conv; the skipless last stage keeps
+``features[0]``), so the decoder mirrors the encoder. The default ``(64, 128, 256, 256,
+256, 256)`` doubles from G's 64 features and stops at 256, chosen once and not tuned to a
+count: G_c + P + G_f (N = 1) then has 15.37 M parameters against Table 8's 14.80 M
+(``python tools/param_count.py --config paper``; Table 8, Table 12 and the text do not
+agree on the count, see the README).
+
+In the official test code P sees the blurred image (CVPR'18: P → G); in the IJCV model it
+sees G_c's output (``FaceDeblurModel``). BatchNorm statistics live in the ``batch_stats``
+collection; during training they are averaged over the device axis ``bn_axis_name`` (the
+mesh axis ``"data"``) so all replicas keep identical statistics. (The released test code
+calls ``vl_nnbnorm`` without its stored moments, i.e. normalises with the test batch's
+statistics; we use the running averages in eval mode.)
 """
 
 from __future__ import annotations
@@ -27,26 +44,30 @@ from facedeblur_jax.checks import check_images
 
 Dtype = Any
 
+WIDE_STAGE = 2  # the official encoder's third conv is 5×5 (pad 2); all others are 3×3
+
 
 class ParsingNet(nn.Module):
     """Face parsing network: ``f32[B, H, W, 3] -> logits f32[B, H, W, num_classes]``.
 
     Attributes:
-      num_classes: K (Helen's 11 classes by default, DESIGN.md §2).
-      features: encoder widths, one per stage; ``H`` and ``W`` must divide by
-        ``2^len(features)``.
-      use_bn: BatchNorm after every conv (the official code uses it).
+      num_classes: K (Helen's 11 classes by default, docs/design.md §2).
+      features: encoder widths, one per conv stage (official: 6 stages); ``H`` and ``W``
+        must divide by ``2^(len(features) - 1)``.
+      use_bn: BatchNorm after every conv but the logits (the official code uses it).
       bn_axis_name: named axis to average batch statistics over in training (``"data"``
         inside the sharded train step), or ``None``.
       bn_momentum: running-average momentum.
+      bn_epsilon: BatchNorm ε (official: 1e-4).
       dtype: compute dtype.
     """
 
     num_classes: int = 11
-    features: Sequence[int] = (64, 128, 256, 320, 320, 320)
+    features: Sequence[int] = (64, 128, 256, 256, 256, 256)
     use_bn: bool = True
     bn_axis_name: str | None = None
     bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-4
     dtype: Dtype = jnp.float32
 
     def _norm_act(self, h: jax.Array, train: bool, name: str) -> jax.Array:
@@ -54,11 +75,15 @@ class ParsingNet(nn.Module):
             h = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
                 axis_name=self.bn_axis_name if train else None,
                 dtype=self.dtype,
                 name=name,
             )(h)
         return nn.relu(h)
+
+    def _conv(self, features: int, size: int, name: str) -> nn.Conv:
+        return nn.Conv(features, (size, size), padding="SAME", dtype=self.dtype, name=name)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -73,28 +98,29 @@ class ParsingNet(nn.Module):
         """
         check_images("x", x, 3, value_range=None)
         depth = len(self.features)
-        if x.shape[1] % 2**depth or x.shape[2] % 2**depth:
+        if depth < 1:
+            raise ValueError("ParsingNet needs at least one encoder width in features")
+        pools = 2 ** (depth - 1)
+        if x.shape[1] % pools or x.shape[2] % pools:
             raise ValueError(
-                f"ParsingNet with {depth} stages needs height and width divisible by "
-                f"{2**depth}; got x of shape {x.shape}"
+                f"ParsingNet with {depth} stages ({depth - 1} pools) needs height and width "
+                f"divisible by {pools}; got x of shape {x.shape}"
             )
         h = x.astype(self.dtype)
         skips = []
         for i, f in enumerate(self.features):
-            h = nn.Conv(f, (3, 3), padding="SAME", dtype=self.dtype, name=f"enc{i}")(h)
+            h = self._conv(f, 5 if i == WIDE_STAGE else 3, f"enc{i}")(h)
             h = self._norm_act(h, train, f"enc{i}_bn")
             skips.append(h)
-            h = nn.max_pool(h, (2, 2), strides=(2, 2))
-        for i in reversed(range(depth)):
+            if i < depth - 1:
+                h = nn.max_pool(h, (2, 2), strides=(2, 2))
+        for j in reversed(range(depth - 1)):
+            f = self.features[j]
             h = nn.ConvTranspose(
-                self.features[i],
-                (4, 4),
-                strides=(2, 2),
-                padding="SAME",
-                dtype=self.dtype,
-                name=f"dec{i}",
+                f, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"up{j}"
             )(h)
-            h = self._norm_act(h, train, f"dec{i}_bn")
-            h = h + skips[i]
-        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="logits")(h)
+            h = self._norm_act(self._conv(f, 3, f"dec{j}")(h), train, f"dec{j}_bn")
+            if j > 0:
+                h = h + skips[j]
+        logits = self._conv(self.num_classes, 3, "logits")(h)
         return logits.astype(jnp.float32)

@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,26 +38,77 @@ def test_guide_and_prior_channels_match_paper():
     assert gc["scale1"]["conv_in"]["kernel"].shape == (5, 5, 6, 8)
 
 
-def _scale_params(cin, first_kernel=11, features=64, blocks=6, k=5):
-    first = first_kernel**2 * cin * features + features
-    res = blocks * 2 * (k * k * features * features + features)
-    last = k * k * features * 3 + 3
-    return first + res + last
+def test_paper_deblur_net_param_counts_by_hand():
+    """§3.5 + the official layout fix G_c and G_f: per scale an 11×11 conv to 64 ch, 2 5×5
+    convs, 6 ResBlocks of two 5×5 convs, 2 5×5 convs (all 64 → 64), a 5×5 conv to 3 ch; a
+    4×4 transposed conv (3 → 3) between the scales. Every conv has a bias."""
+    conv11 = lambda cin: 11 * 11 * cin * 64 + 64  # conv_in
+    conv5 = 5 * 5 * 64 * 64 + 64  # = 102,464; 2 pre + 12 in ResBlocks + 2 post = 16 of them
+    out = 5 * 5 * 64 * 3 + 3  # = 4,803
+    up = 4 * 4 * 3 * 3 + 3  # = 147
+    body = 16 * conv5 + out  # = 1,644,227
+    # G_c: 3 channels at 0.5× (x), 6 at 1× (x, upsampled): 23,296 + 46,528 + 2 · body + up.
+    assert conv11(3) == 23_296 and conv11(6) == 46_528 and body == 1_644_227
+    g_c = conv11(3) + body + up + conv11(6) + body
+    assert g_c == 3_358_425
+    # G_f: 17 channels at 0.5× (x, y_c, p), 20 at 1× (x, y_c, upsampled, p).
+    assert conv11(17) == 131_712 and conv11(20) == 154_944
+    g_f = conv11(17) + body + up + conv11(20) + body
+    assert g_f == 3_575_257
 
-
-def test_paper_deblur_net_param_counts_match_the_text():
-    """§3.5 fully specifies G_c and G_f: each scale is an 11×11 conv to 64 ch, 6 ResBlocks of
-    two 5×5 convs at 64 ch, a 5×5 conv to 3 ch; 4×4 transposed conv (3→3) between scales."""
     x = jnp.zeros((1, 128, 128, 3))
     gc = jax.eval_shape(lambda: MultiScaleDeblurNet().init(jax.random.key(0), x))
-    up = 4 * 4 * 3 * 3 + 3
-    assert count(gc) == _scale_params(3) + _scale_params(6) + up
+    assert count(gc) == g_c
     gf = jax.eval_shape(
         lambda: MultiScaleDeblurNet().init(
             jax.random.key(0), x, guide=x, prior=jnp.zeros((1, 128, 128, 11))
         )
     )
-    assert count(gf) == _scale_params(17) + _scale_params(20) + up
+    assert count(gf) == g_f
+    scale = gc["params"]["scale1"]
+    assert len([k for k in scale if k.startswith("conv")]) + 2 * 6 == 18  # convs per scale
+
+
+def _record_scale_inputs(net, *args):
+    """The inputs each ``ScaleNet`` of ``net`` receives, in call order."""
+    seen = []
+
+    def interceptor(next_fun, call_args, kwargs, context):
+        if type(context.module).__name__ == "ScaleNet" and context.method_name == "__call__":
+            seen.append(call_args[0])
+        return next_fun(*call_args, **kwargs)
+
+    variables = net.init(jax.random.key(0), *args)
+    with nn.intercept_methods(interceptor):
+        net.apply(variables, *args)
+    return seen
+
+
+def test_prior_is_max_pooled_at_half_scale_and_full_at_full():
+    """The official feed: 2×2 max-pooled softmax at 0.5×, the full-resolution one at 1×. A
+    one-pixel-wide part (an eye line, a lip) keeps its full probability at 0.5× instead
+    of being averaged away."""
+    net = MultiScaleDeblurNet(**TINY)
+    x = jnp.zeros((1, 16, 16, 3))
+    prior = jnp.zeros((1, 16, 16, 11)).at[0, 5, 2:14, 4].set(1.0).at[..., 0].set(0.25)
+    half, full = _record_scale_inputs(net, x, x, prior)
+    assert half.shape == (1, 8, 8, 17) and full.shape == (1, 16, 16, 20)
+    np.testing.assert_array_equal(half[..., 6:], prior.reshape(1, 8, 2, 8, 2, 11).max((2, 4)))
+    assert np.all(half[0, 2, 1:7, 6 + 4] == 1.0)  # the thin line, not 0.5 or 0.25
+    np.testing.assert_array_equal(full[..., 9:], prior)
+    three = MultiScaleDeblurNet(num_scales=3, **TINY)
+    quarter, _, _ = _record_scale_inputs(three, x, x, prior)
+    np.testing.assert_array_equal(quarter[..., 6:], prior.reshape(1, 4, 4, 4, 4, 11).max((2, 4)))
+
+
+def test_resblock_post_relu_switch():
+    """Same params either way; the official ReLU after the add changes the function."""
+    x = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+    on = MultiScaleDeblurNet(residual=False, **TINY)
+    off = MultiScaleDeblurNet(residual=False, resblock_post_relu=False, **TINY)
+    variables = on.init(jax.random.key(1), x)
+    assert jax.tree.structure(off.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+    assert not np.allclose(on.apply(variables, x)[-1], off.apply(variables, x)[-1])
 
 
 def test_residual_identity_at_zero_weights():
