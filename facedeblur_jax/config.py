@@ -77,7 +77,26 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key in _flatten(cfg):
         if _schema_key(key) not in known:
             _unknown([key], sorted(known), "config")
+    _check_image_size(cfg)
     return cfg
+
+
+def _check_image_size(cfg: ml_collections.ConfigDict) -> None:
+    """``image_size`` must survive G's scales and P's max-pools: one line naming the keys."""
+    if "image_size" not in cfg or "model" not in cfg:
+        return
+    size, model = cfg.image_size, cfg.model
+    needs = {}
+    if "parsing_features" in model:
+        needs["model.parsing_features"] = 2 ** (len(model.parsing_features) - 1)
+    if "num_scales" in model:
+        needs["model.num_scales"] = 2 ** (model.num_scales - 1)
+    for key, factor in needs.items():
+        if size % factor:
+            raise ValueError(
+                f"config key 'image_size' = {size} must be divisible by {factor} (set by {key}; "
+                f"e.g. image_size = {max(factor, size // factor * factor)})"
+            )
 
 
 def _packaged(name: str):

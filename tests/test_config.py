@@ -133,3 +133,14 @@ def test_override_of_the_wrong_type_names_key_type_and_value():
     assert cfg.loss.vgg_weight == 1.0 and isinstance(cfg.loss.vgg_weight, float)
     assert cfg.degrade.kernel_sizes == (3, 5) and cfg.degrade.anxiety is None
     assert cfg.model.features == 4 and type(cfg.model.features) is int
+
+
+def test_image_size_that_the_pools_cannot_halve_is_named():
+    # P's six stages pool five times: 112 px (the bundled faces' size) is refused at load.
+    with pytest.raises(ValueError, match=r"'image_size' = 112 must be divisible by 32 .*parsing"):
+        load_config("tiny", {"image_size": 112})
+    with pytest.raises(ValueError, match=r"divisible by 4 \(set by model\.num_scales"):
+        load_config(
+            "tiny", {"image_size": 66, "model.parsing_features": (8,), "model.num_scales": 3}
+        )
+    assert load_config("tiny", {"image_size": 96}).image_size == 96

@@ -146,8 +146,8 @@ def test_resume_with_another_model_is_refused_and_keeps_the_checkpoint(straight,
     assert cli.returncode == 2
     assert cli.stderr.strip().splitlines() == [
         f"facedeblur train: error: checkpoint {str(workdir / 'checkpoints' / '6')!r} was "
-        "trained with another model: model.features=8 (this run: 4); resume with the config "
-        "it was trained with (stored in its meta) or use another --workdir"
+        "trained with another model: model.features = 8 in the checkpoint, 4 here; resume with "
+        "the config it was trained with (stored in its meta) or use another --workdir"
     ]
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 

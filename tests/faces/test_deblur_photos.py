@@ -35,8 +35,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def identity_checkpoint(tmp_path_factory):
-    """A real Orbax checkpoint of the untrained tiny model at 112 px (the bundled faces'
-    size, so a face placed at scale 1 is not resized): its output equals its input."""
+    """A real Orbax checkpoint of the untrained tiny model at 128 px (P's five max-pools need
+    a multiple of 32; the bundled faces are 112 px): its output equals its input."""
     import jax
 
     from facedeblur_jax import checkpoint as ckpt_lib
@@ -44,7 +44,7 @@ def identity_checkpoint(tmp_path_factory):
     from facedeblur_jax.models.factory import build_discriminator, build_model
     from facedeblur_jax.train_state import create_train_state
 
-    config = load_config("tiny", {"image_size": 112})
+    config = load_config("tiny", {"image_size": 128})
     model, disc = build_model(config.model), build_discriminator(config.model)
     state = jax.jit(lambda key: create_train_state(config, model, disc, key))(jax.random.key(0))
     workdir = tmp_path_factory.mktemp("identity")
