@@ -66,7 +66,12 @@ def data_spec(spec: str) -> tuple[dict[str, str], str, str | None]:
             f"--data {spec!r} is neither 'sample', 'faces' nor an existing folder"
         )
     root = root.resolve()
-    cfg = {"source": "folder", "root": str(root), "label_root": ""}
+    labels = root / "labels"
+    cfg = {
+        "source": "folder",
+        "root": str(root),
+        "label_root": str(labels) if labels.is_dir() else "",
+    }
     if (root / "test").is_dir():
         return cfg, "test", "train" if (root / "train").is_dir() else None
     return cfg, "all", None
