@@ -223,7 +223,6 @@ class Plan:
     """What a run is to do, known before any image is aligned.
 
     Attributes:
-      tree: where the release's parts are.
       settings: what the outputs depend on (compared with a previous run's in ``OUT``).
       tasks: one :func:`prepare_one` task per image with an identity (and landmarks).
       failures: ``{image name: {"reason", "detail"}}`` of images skipped before aligning.
@@ -232,7 +231,6 @@ class Plan:
       found: images found (after ``--limit``).
     """
 
-    tree: celeba.CelebaTree
     settings: dict
     tasks: list[dict]
     failures: dict[str, dict]
@@ -256,6 +254,14 @@ def make_plan(args) -> Plan:
         names = names[: args.limit]
     if not names:
         raise FileNotFoundError(f"no .jpg or .png images in {str(tree.images)!r}")
+    stems: dict[str, str] = {}
+    for name in names:
+        other = stems.setdefault(pathlib.Path(name).stem, name)
+        if other != name:
+            raise ValueError(
+                f"{other!r} and {name!r} in {str(tree.images)!r} would both be written as "
+                f"{pathlib.Path(name).stem}.png"
+            )
     identities = celeba.read_identities(tree.identity_file)
     landmarks = celeba.read_aligned_landmarks(tree.landmark_file) if tree.landmark_file else {}
     partition = celeba.read_partition(tree.partition_file) if tree.partition_file else None
@@ -299,7 +305,7 @@ def make_plan(args) -> Plan:
         "fractions": list(fractions),
         "limit": args.limit,
     }
-    return Plan(tree, settings, tasks, failures, identity_of, splits, len(names))
+    return Plan(settings, tasks, failures, identity_of, splits, len(names))
 
 
 def _failure(reason: str, detail: str) -> dict:
@@ -458,15 +464,17 @@ def build_manifest(plan: Plan, records: dict[str, dict], out: pathlib.Path) -> t
 
 def _summary(manifest: dict, seconds: float | None, out: pathlib.Path) -> str:
     counts = manifest["counts"]
-    reasons = ", ".join(f"{k} {v}" for k, v in counts["failed_by_reason"].items()) or "none"
+    by_reason = counts["failed_by_reason"]
+    reasons = ", ".join(f"{k} {by_reason[k]}" for k in celeba.REASONS if k in by_reason)
     splits = "; ".join(
-        f"{s} {v['identities']} identities / {v['images']} images"
-        for s, v in manifest["splits"].items()
+        f"{s} {manifest['splits'][s]['identities']} identities / "
+        f"{manifest['splits'][s]['images']} images"
+        for s in celeba.SPLITS
     )
     took = "" if seconds is None else f" (this run {seconds:.1f} s)"
     return (
         f"{counts['aligned']} of {counts['images']} images aligned at "
-        f"{manifest['settings']['size']} px{took}; failed {counts['failed']}: {reasons}. "
+        f"{manifest['settings']['size']} px{took}; failed {counts['failed']}: {reasons or 'none'}. "
         f"Splits ({manifest['split_rule'].split(':')[0]}): {splits} -> {str(out)!r}"
     )
 

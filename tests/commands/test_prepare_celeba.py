@@ -297,3 +297,12 @@ def test_the_command_line_in_a_fresh_process_with_tfds(wild, tmp_path):
         a, b = tfds_source[0], folder_source[0]
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_two_images_with_one_stem_are_refused(tmp_path, capsys):
+    celeba_tree.write_jpg(tmp_path / "img_celeba" / "000001.jpg", celeba_tree.good_photo(1))
+    celeba_tree.write_jpg(tmp_path / "img_celeba" / "000001.png", celeba_tree.good_photo(2))
+    rows = [("000001.jpg", 1), ("000001.png", 2)]
+    celeba_tree.write_annotation(tmp_path / "identity_CelebA.txt", rows)
+    assert prepare("--src", tmp_path, "--out", tmp_path / "out") == 2
+    assert "would both be written as 000001.png" in capsys.readouterr().err
