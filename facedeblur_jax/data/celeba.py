@@ -40,14 +40,16 @@ prepared (identities it puts in more than one split are reported), else
 cumulative image count at the requested fractions, so no identity is in two splits and each
 split's size is within one identity's image count of its fraction.
 
-Paper reading. §3.6 aligns CelebA, Helen and CMU PIE faces with the landmarks of Sun et
-al. (2013) warped as in Kae et al. (2013) to 128 × 128, and uses 2,300 CelebA faces to train
-and 100 to test, without saying how they were chosen; the authors' repository has test
-code and aligned test images only, no aligner. Here the landmarks are dlib's (or CelebA's
-own five) and the template is the one ``facedeblur deblur`` aligns photos with, so training
-crops and deblurred photo crops agree. The paper's test faces come from 100 identities
-with more images of each for the recognition gallery (§5.2), which needs test identities
-unseen in training: hence splits by identity.
+Paper reading. §3.6 aligns the CelebA, Helen and CMU PIE faces with the landmarks of Sun
+et al. (2013), warped as in Kae et al. (2013), and uses 2,300 CelebA faces to train and 100
+to test without saying how they were chosen; the authors' repository has test code and
+aligned 128 × 128 test images, no aligner. Here the landmarks are dlib's (or CelebA's own
+five) and the template is the one ``facedeblur deblur`` aligns photos with, so training
+crops and the crops deblurred in photos agree. The paper's 100 test faces are 100
+identities with 9 more clear images each as the recognition gallery (§5.2); it does not
+say whether they were trained on. Recognition of identities the model has seen says
+little, so the splits here are by identity, and the gallery of an identity-disjoint test
+split is its own clear faces (``evaluators/face_analysis.py``).
 """
 
 from __future__ import annotations
