@@ -1,6 +1,6 @@
 """``facedeblur`` command line: ``demo``, ``train``, ``deblur``, ``eval``, ``export`` (here)
-and the tools ``make-kernels``, ``convert-vgg``, ``make-labels``, ``build-tfds``, ``params``
-(``facedeblur_jax/commands/``, one module each).
+and the tools ``make-kernels``, ``convert-vgg``, ``make-labels``, ``build-tfds``, ``params``,
+``data`` (``facedeblur_jax/commands/``, one module each).
 
 Config overrides use big_vision's form: ``--config.model.features=16``.
 """
@@ -25,6 +25,7 @@ TOOLS = {
     ),
     "make-labels": ("make_labels", "pseudo parsing labels from dlib landmarks for a folder"),
     "build-tfds": ("build_tfds", "write an image folder as a TFDS ArrayRecord data set"),
+    "data": ("data", "prepare a data set: 'facedeblur data prepare celeba --src DIR --out DIR'"),
     "params": ("params", "parameters per network beside the paper's count"),
 }
 

@@ -17,6 +17,8 @@ from tests.data.conftest import write_face_tree
 
 PACKAGE = REPO_ROOT / "facedeblur_jax"
 COMMANDS = ("demo", "train", "deblur", "eval", "export", *cli.TOOLS)
+# A dispatching subcommand's options are those of the command it dispatches to.
+HELP_ARGV = {"data": ("data", "prepare", "celeba")}
 
 
 def help_text(capsys, *argv) -> str:
@@ -34,7 +36,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help_with_defaults_and_no_developer_paths(capsys, command):
-    text = help_text(capsys, command)
+    text = help_text(capsys, *HELP_ARGV.get(command, (command,)))
     assert text.startswith(f"usage: facedeblur {command} ")
     options = re.findall(r"^  (--[\w-]+)", text, re.M)
     assert options, text
@@ -70,6 +72,14 @@ def test_eval_help_names_data_choices_without_paths(capsys):
     text = " ".join(help_text(capsys, "eval").split())
     assert "'sample' (the bundled faces) or a folder" in text
     assert "'facedeblur make-kernels'" in text
+
+
+def test_data_help_lists_what_it_prepares(capsys):
+    text = " ".join(help_text(capsys, "data").split())
+    assert text.startswith("usage: facedeblur data ") and "{prepare}" in text
+    assert "celeba: CelebA (img_celeba or img_align_celeba)" in text
+    text = " ".join(help_text(capsys, "data", "prepare", "celeba").split())
+    assert "--split" in text and "(default: 0.8,0.1,0.1)" in text and "(default: 128)" in text
 
 
 def test_tool_subcommands_run_their_module(tmp_path, capsys, monkeypatch):
@@ -116,6 +126,7 @@ def test_train_without_a_data_root_names_the_key(tmp_path, capsys):
     assert cli.main([*argv, "--config.loss.vgg_weight=0"]) == 2  # (the VGG check comes first)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("facedeblur train: error: data.root must name the dataset folder")
+    assert "facedeblur data prepare celeba" in err
 
 
 def test_the_console_script_runs_a_subcommand():

@@ -4,13 +4,15 @@ The paper's architecture at 128×128, bf16 compute, all four phases, but a sched
 70× shorter than §3.4's with learning rates 5× the paper's (which are tuned for 560k
 steps), global batch 32 instead of 16 (a batch of 16 leaves an H100 mostly idle). L_VGG is
 off (``loss.vgg_weight = 0``), so no VGG-Face weights are needed. The data is an aligned
-face folder (``data.source = "faces"``) that you name::
+face folder (``data.source = "faces"``) that you name, by default CelebA as ``facedeblur
+data prepare celeba`` writes it::
 
+    facedeblur data prepare celeba --src CELEBA --out DIR
     facedeblur train --config gpu_short --workdir runs/gpu_short --config.data.root=DIR
 
-``DIR`` holds labels.csv, train/ and test/, and parsing labels in ``DIR/labels`` (e.g.
-written by ``facedeblur make-labels``). A run on one H100 and its ``facedeblur eval`` are in
-docs/benchmarks/h100_2026-11-24.md.
+Any ``DIR`` with labels.csv, train/ and test/, and parsing labels in ``DIR/labels`` (e.g.
+written by ``facedeblur make-labels``) works the same way. A run on one H100 and its
+``facedeblur eval`` are in docs/benchmarks/h100_2026-11-24.md.
 """
 
 from facedeblur_jax.configs import paper

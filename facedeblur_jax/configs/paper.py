@@ -80,9 +80,13 @@ def get_config() -> ml_collections.ConfigDict:
     # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds" (data/sources.py).
     # "faces": a folder of aligned faces with labels.csv (split,file,identity), train/ and
     # test/ (the bundled sample's layout); "sample": the bundled faces themselves.
+    # The paper's data is CelebA (§3.6): the default is the folder that `facedeblur data
+    # prepare celeba --src CELEBA --out DIR` writes (128-px faces, pseudo parsing labels,
+    # identity-disjoint train/val/test), read by the "faces" source.
     config.data.source = "faces"
     # The dataset folder; required by every source but "sample" (there is no default
-    # location): --config.data.root=DIR. For "tfds" the TFDS data_dir.
+    # location): --config.data.root=DIR, e.g. the prepared CelebA folder. For "tfds" the
+    # TFDS data_dir.
     config.data.root = ""
     # Parsing labels mirroring the image tree (<split>/<stem>.png); "" = the source's
     # default (<root>/labels when it exists). Unused by helen/celebamask (labels built in).

@@ -8,7 +8,9 @@ Records are the dicts of ``records.py`` (``image``, optional ``labels`` and ``id
   exists; identities from ``root/labels.csv`` (``split,file,identity``) when present
   (``folders.py``).
 - ``"faces"``: an aligned face folder with a ``labels.csv`` (the bundled sample's layout):
-  the files it lists for the split, with their identities (``folders.py``).
+  the files it lists for the split, with their identities (``folders.py``). ``facedeblur
+  data prepare celeba`` writes CelebA in this layout (``celeba.py``; splits ``train``,
+  ``val``, ``test``, labels in ``root/labels``).
 - ``"sample"``: the 200 faces bundled in ``facedeblur_jax/assets/faces`` (the ``"faces"``
   layout with a fixed root).
 - ``"helen"``: Helen in the SmithCVPR2013 layout (``helen.py``).
@@ -36,7 +38,8 @@ from facedeblur_jax.data.labels import NUM_CLASSES
 
 SOURCES = ("sample", "faces", "folder", "helen", "celebamask", "tfds")
 ROOT_HINTS = {
-    "faces": "the folder holding labels.csv, train/ and test/",
+    "faces": "the folder holding labels.csv, train/ and test/, e.g. written by 'facedeblur "
+    "data prepare celeba --src CELEBA --out DIR'",
     "folder": "the image folder",
     "helen": "the SmithCVPR2013_dataset_resized folder",
     "celebamask": "the CelebAMask-HQ folder",

@@ -21,6 +21,10 @@ import numpy as np
 from facedeblur_jax import imageio
 
 
+class NoFacesError(ValueError):
+    """A split holds no faces (of the identities asked for)."""
+
+
 @dataclasses.dataclass
 class FaceSet:
     """Faces at the model's size.
@@ -66,7 +70,12 @@ def data_spec(spec: str) -> tuple[dict[str, str], str, str | None]:
             f"--data {spec!r} is neither 'sample', 'faces' nor an existing folder"
         )
     root = root.resolve()
-    cfg = {"source": "folder", "root": str(root), "label_root": ""}
+    labels = root / "labels"
+    cfg = {
+        "source": "folder",
+        "root": str(root),
+        "label_root": str(labels) if labels.is_dir() else "",
+    }
     if (root / "test").is_dir():
         return cfg, "test", "train" if (root / "train").is_dir() else None
     return cfg, "all", None
@@ -159,7 +168,7 @@ def load_faces(
         every = {i for i in ids if i >= 0}
     keep = [t for t, i in enumerate(ids) if wanted is None or i in wanted]
     if not keep:
-        raise ValueError(f"no faces in split {split!r} of {dict(overrides) or 'the config'}")
+        raise NoFacesError(f"no faces in split {split!r} of {dict(overrides) or 'the config'}")
     return FaceSet(
         images=np.stack([images[t] for t in keep]),
         identities=np.asarray([ids[t] for t in keep], np.int32),

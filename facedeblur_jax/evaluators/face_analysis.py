@@ -6,7 +6,9 @@ module imports it lazily (:func:`import_face_analysis`, checked before any work,
 needed only when the analysis is asked for) and feeds it (:func:`run_face_analysis`): each
 face analysed with ``per_face`` bank kernels (face ``i`` with kernels ``(i·n + t) mod K``,
 t < n: the probes spread over all sizes), the recognition gallery the clear *train* split
-of the same source, restricted to the identities of the test split.
+of the same source, restricted to the identities of the test split. When the train split
+holds none of them (identity-disjoint splits, as ``facedeblur data prepare celeba``
+writes), the gallery is the analysed clear test faces, each probe's own image left out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from facedeblur_jax.evaluators.data import FaceSet, load_faces
+from facedeblur_jax.evaluators.data import FaceSet, NoFacesError, load_faces
 from facedeblur_jax.evaluators.psnr_ssim import BUILTIN_METHODS
 
 FACE_ANALYSIS_MODULE = "facedeblur_jax.faces.analysis"
@@ -90,12 +92,21 @@ def run_face_analysis(
     gallery, gallery_text = None, "none (the source has no train split or no identities)"
     known = [i for i in faces.split_identities if i >= 0]
     if gallery_split is not None and known:
-        g = load_faces(config, overrides, gallery_split, identities=known, batch_size=batch_size)
-        gallery = (g.images, g.identities)
-        gallery_text = (
-            f"{len(g)} clear faces of split {gallery_split!r} of the {len(known)} identities "
-            "of the test split"
-        )
+        try:
+            g = load_faces(
+                config, overrides, gallery_split, identities=known, batch_size=batch_size
+            )
+        except NoFacesError:
+            gallery_text = (
+                f"none in split {gallery_split!r}, which holds none of the test split's "
+                "identities: the clear probes, each probe's own image left out"
+            )
+        else:
+            gallery = (g.images, g.identities)
+            gallery_text = (
+                f"{len(g)} clear faces of split {gallery_split!r} of the {len(known)} "
+                "identities of the test split"
+            )
     fa = analyzer.analyze(clear, variants, identities, gallery)
     if not isinstance(fa, Mapping):
         raise TypeError(f"{FACE_ANALYSIS_MODULE}.analyze must return a dict; got {type(fa)}")

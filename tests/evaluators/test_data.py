@@ -7,6 +7,7 @@ import pytest
 
 from facedeblur_jax.config import load_config
 from facedeblur_jax.evaluators import data
+from tests.data.conftest import label_value, write_face_tree
 
 
 def test_spread_indices():
@@ -38,3 +39,21 @@ def test_data_spec(tmp_path):
     assert cfg["source"] == "folder" and split == "test" and gallery is None
     with pytest.raises(FileNotFoundError, match="neither 'sample', 'faces' nor"):
         data.data_spec(str(tmp_path / "missing"))
+    (tmp_path / "labels").mkdir()  # parsing labels mirroring the folder's tree
+    cfg, _, _ = data.data_spec(str(tmp_path))
+    assert cfg["label_root"] == str((tmp_path / "labels").resolve())
+
+
+def test_load_faces_of_a_folder_reads_its_labels_and_identities(tmp_path):
+    """A face folder with labels.csv and labels/ (the layout 'facedeblur data prepare
+    celeba' writes): its test split with parsing labels and identities."""
+    root = tmp_path / "faces"
+    names = write_face_tree(root, root / "labels", splits=(("train", 3), ("test", 4)))
+    overrides, split, gallery = data.data_spec(str(root))
+    assert (split, gallery) == ("test", "train")
+    faces = data.load_faces(load_config("tiny"), overrides, split)
+    assert faces.names == [n for n in names if n.startswith("test/")]
+    assert faces.has_labels.all() and faces.labels.shape == (4, 32, 32)
+    for i, name in enumerate(faces.names):
+        assert (faces.labels[i] == label_value(names.index(name))).all()
+    assert (faces.identities >= 0).all()

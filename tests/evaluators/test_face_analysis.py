@@ -13,6 +13,7 @@ import numpy as np
 
 from facedeblur_jax import cli
 from facedeblur_jax.evaluators import face_analysis, report
+from tests.data.conftest import write_face_tree
 from tests.evaluators import strict_json
 
 
@@ -68,3 +69,29 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "none", "--face-analysis") == 2
     assert f"needs the module {face_analysis.FACE_ANALYSIS_MODULE}" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_identity_disjoint_splits_use_the_test_faces_as_gallery(
+    bank_path, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """A folder whose train split shares no identity with its test split (as 'facedeblur
+    data prepare celeba' writes): no gallery from train, so the analysis gets ``None``
+    (leave-one-out among the clear probes) and the report says why."""
+    root = tmp_path / "faces"
+    write_face_tree(root, root / "labels", splits=(("train", 4), ("test", 4)), identities=8)
+    calls = {}
+
+    def analyze(clear, variants, identities, gallery):
+        calls.update(identities=identities, gallery=gallery)
+        return {"detection_rate": {"clear": {"rate": 1.0}}}
+
+    fake = types.ModuleType(face_analysis.FACE_ANALYSIS_MODULE)
+    fake.analyze = analyze
+    monkeypatch.setitem(sys.modules, face_analysis.FACE_ANALYSIS_MODULE, fake)
+    monkeypatch.setattr(face_analysis, "FACE_ANALYSIS_PACKAGES", ())
+    argv = ["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(root)]
+    argv += ["--kernels", str(bank_path), "--out", str(tmp_path / "fa"), "--no-progress"]
+    assert cli.main([*argv, "--face-analysis"]) == 0
+    assert calls["gallery"] is None and len(set(calls["identities"].tolist())) == 4
+    results = strict_json.loads((tmp_path / "fa" / "results.json").read_text())
+    assert "holds none of the test split's identities" in results["face_analysis_input"]["gallery"]
