@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="demo", help=CONFIG_HELP)
     p.add_argument("--workdir", default="runs/demo", help="checkpoints and logs")
     p.add_argument(
-        "--out", default=None, help="also write blurred | G_c | full | sharp strips here"
+        "--out",
+        default=None,
+        help="also write blurred | G_c | full | sharp strips here (default: not written)",
     )
     p.set_defaults(func=_cmd_demo)
 
@@ -179,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         "same command again resumes from the latest checkpoint there.",
         epilog=OVERRIDES_HELP
         + "\n\nExample:\n  facedeblur train --config configs/paper.py --workdir runs/paper \\\n"
-        "      --config.data.root=DIR --config.loss.vgg_weights_path=weights/vgg_face.npz",
+        "      --config.data.root=DIR --config.loss.vgg_weights_path=weights/vgg_face.npz\n"
+        "Your own faces in DIR/train/, DIR/test/ (README: Training on your own data):\n"
+        "  facedeblur train --config configs/paper.py --workdir runs/mine \\\n"
+        "      --config.data.source=folder --config.data.root=DIR \\\n"
+        "      --config.data.label_root=DIR/labels --config.loss.vgg_weight=0",
     )
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
@@ -252,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="another checkpoint whose full model is compared (repeatable)",
     )
-    p.add_argument("--max-faces", type=int, default=None, help="N test faces spread over the split")
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=None,
+        help="N test faces spread over the split (default: all)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per jitted call")
     p.add_argument("--noise-sigma", type=float, default=0.01, help="noise std after blur")
     p.add_argument("--grid-rows", type=int, default=8, help="examples in grid.png")

@@ -6,7 +6,7 @@ and channels of an image and averaged over the batch**. The paper's weights
 (a per-pixel mean would make L_c ~10⁴× smaller at 128² and upset the balance); Adam is
 invariant to the overall scale, so only the ratios matter.
 
-Label set (DESIGN.md §2): 0 background, 1 skin, 2/3 left/right brow, 4/5 left/right eye,
+Label set (docs/design.md §2): 0 background, 1 skin, 2/3 left/right brow, 4/5 left/right eye,
 6 nose, 7 upper lip, 8 inner mouth/teeth, 9 lower lip, 10 hair.
 """
 

@@ -1,4 +1,4 @@
-"""The staged training schedule (paper §3.4, DESIGN.md §5) — data in the config, not code.
+"""The staged training schedule (paper §3.4, docs/design.md §5) — data in the config, not code.
 
 ``config.phase_order`` names the phases in order; ``config.phases.<name>`` holds each
 phase's length, the nets it trains, its loss weights and learning rates (see

@@ -4,10 +4,10 @@ Parameters are one dict keyed by sub-network — ``coarse``, ``parsing``, ``fine
 ``fine``) and ``disc`` — with one Adam state per key. A phase updates only the keys of the
 nets it trains; the others' parameters *and* optimiser states are passed through
 untouched (not merely given zero updates), so a frozen net's Adam moments and step count
-do not move. DESIGN.md §5 suggests ``optax.multi_transform`` with ``set_to_zero``; one
-``scale_by_adam`` per net gives the same updates, keeps each net's moments across phases
-(P resumes its own Adam state in the joint phase) and lets the learning rate come from the
-phase record.
+do not move (docs/design.md §5). ``optax.multi_transform`` with ``set_to_zero`` for the
+frozen nets would give the same updates; one ``scale_by_adam`` per net also keeps each net's
+moments across phases (P resumes its own Adam state in the joint phase) and lets the
+learning rate come from the phase record.
 """
 
 from __future__ import annotations

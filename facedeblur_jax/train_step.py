@@ -1,4 +1,4 @@
-"""One jitted, data-parallel training step per phase (DESIGN.md §5–6).
+"""One jitted, data-parallel training step per phase (docs/design.md §5–6).
 
 The step is per-device SPMD code under ``jax.shard_map`` over the mesh axis ``"data"``,
 inside ``jax.jit`` — the current form of ``pmap``: the batch is sharded on ``"data"``, the
@@ -8,10 +8,10 @@ its batch statistics over ``"data"``, and the state buffer is donated.
 Degradation runs inside the step. Randomness: the per-step key is
 ``fold_in(state.rng, step)``; each device derives one key per sample from it with
 ``fold_in(step_key, global sample index)``, the index being
-``axis_index("data") · local_batch + i``. That is the per-device key of DESIGN.md §6
-(unique per device and sample) made independent of the number of devices: a run on 1, 8
-or 256 devices with the same global batch sees exactly the same blur, so it computes the
-same update (tested) and a run can resume on a different topology.
+``axis_index("data") · local_batch + i`` (docs/design.md §6): unique per device and
+sample, and independent of the number of devices: a run on 1, 8 or 256 devices with the
+same global batch sees exactly the same blur, so it computes the same update (tested) and a
+run can resume on a different topology.
 
 Gradients cross devices in exactly one all-reduce per step (checked on the compiled HLO
 by ``tests/test_train_step_hlo.py``): the step differentiates with respect to a

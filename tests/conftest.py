@@ -16,8 +16,8 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Optional data for the tests that need more than the bundled faces; each test skips
-# without it. Developers keep it beside the checkout, which the defaults point at.
+# Optional data for the tests that need more than the bundled faces: set the environment
+# variable named below to its path; each test that needs it skips without it.
 FACES_ENV, OFFICIAL_KERNEL_ENV = "FACEDEBLUR_FACES", "FACEDEBLUR_OFFICIAL_KERNEL"
 MOBILEFACENET_ENV = "FACEDEBLUR_MOBILEFACENET"
 _BESIDE = REPO_ROOT.parent / "shared"
@@ -32,7 +32,7 @@ def shared_faces_dir():
     """The 20-identity face set (a folder with labels.csv, train/, test/), or skip."""
     root = _optional_path(FACES_ENV, _BESIDE / "data" / "faces")
     if not (root / "labels.csv").is_file():
-        pytest.skip(f"face set not available: pass {FACES_ENV}=DIR (a folder with labels.csv)")
+        pytest.skip(f"face set not available: set {FACES_ENV}=DIR (a folder with labels.csv)")
     return root
 
 
@@ -43,7 +43,7 @@ def official_kernel_path():
         OFFICIAL_KERNEL_ENV, _BESIDE / "reference" / "official_test_kernel_27.npy"
     )
     if not path.is_file():
-        pytest.skip(f"official test kernel not available: pass {OFFICIAL_KERNEL_ENV}=FILE.npy")
+        pytest.skip(f"official test kernel not available: set {OFFICIAL_KERNEL_ENV}=FILE.npy")
     return path
 
 
@@ -53,7 +53,7 @@ def mobilefacenet_checkpoint():
     of the repository."""
     path = _optional_path(MOBILEFACENET_ENV, _BESIDE / "weights" / "mobilefacenet" / "068.ckpt")
     if not path.is_file():
-        pytest.skip(f"MobileFaceNet checkpoint not available: pass {MOBILEFACENET_ENV}=FILE")
+        pytest.skip(f"MobileFaceNet checkpoint not available: set {MOBILEFACENET_ENV}=FILE")
     return path
 
 

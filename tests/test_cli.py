@@ -58,6 +58,9 @@ def test_train_help_explains_overrides_and_the_config_forms(capsys):
     assert "--config.KEY=VALUE" in text and "--config.train.global_batch_size=32" in text
     assert "configs/NAME.py (the built-in NAME when no such file exists)" in text
     assert "paper, demo, tiny, gpu_short" in text
+    # Training on one's own faces: the folder source, its root and its labels.
+    assert "--config.data.source=folder --config.data.root=DIR" in text
+    assert "--config.data.label_root=DIR/labels" in text
 
 
 def test_demo_help_says_what_it_runs_its_defaults_and_how_long(capsys):
@@ -65,6 +68,7 @@ def test_demo_help_says_what_it_runs_its_defaults_and_how_long(capsys):
     assert "bundled" in text and "PSNR/SSIM" in text
     assert "coarse 240, parsing 80, fine 160, joint 60" in text  # from the demo config
     assert "(default: demo)" in text and "(default: runs/demo)" in text
+    assert "(default: not written)" in text
     assert "a few minutes on a 2-core CPU" in text
 
 
@@ -72,6 +76,7 @@ def test_eval_help_names_data_choices_without_paths(capsys):
     text = " ".join(help_text(capsys, "eval").split())
     assert "'sample' (the bundled faces) or a folder" in text
     assert "'facedeblur make-kernels'" in text
+    assert "N test faces spread over the split (default: all)" in text
 
 
 def test_data_help_lists_what_it_prepares(capsys):

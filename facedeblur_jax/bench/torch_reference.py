@@ -1,8 +1,8 @@
 """The Flax networks of ``facedeblur_jax.models`` rebuilt in PyTorch, with weight converters.
 
-Used by ``tools/bench_throughput.py`` to compare against a PyTorch baseline and by
-``tests/tools/test_torch_reference.py`` to check that both implementations compute the
-same function. Modules take and return NCHW tensors and run in ``channels_last`` memory
+Used by ``python -m facedeblur_jax.bench.throughput`` to compare against a PyTorch baseline
+and by ``tests/bench/test_torch_reference.py`` to check that both implementations compute
+the same function. Modules take and return NCHW tensors and run in ``channels_last`` memory
 format (NHWC in memory, like the Flax code, and what cuDNN's fast kernels want).
 
 Every module is named after the Flax module it mirrors, so a torch ``state_dict`` key is

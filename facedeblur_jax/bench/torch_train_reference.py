@@ -1,7 +1,7 @@
 """One training step of each phase in PyTorch, degradation included: the benchmark's baseline.
 
 The same *work* as ``facedeblur_jax.train_step`` (not bit-identical results), on one
-device, for ``tools/bench_throughput.py --mode train``:
+device, for ``python -m facedeblur_jax.bench.throughput --mode train``:
 
 1. Degradation on the device, vectorised over the batch (``degrade_batch``), following
    ``facedeblur_jax/degrade``: a random similarity per sample (``affine_grid`` +
@@ -12,7 +12,7 @@ device, for ``tools/bench_throughput.py --mode train``:
    random number drawn up front — rasterised by bilinear splatting on the
    ``canvas × canvas`` grid (a batched ``wyᵀ @ wx``), the per-sample blur as one grouped
    ``conv2d`` (``groups = B·C``) after reflect padding, Gaussian noise and clipping.
-2. The phase's forward pass (``tools/torch_reference.py`` nets, channels_last), its losses
+2. The phase's forward pass (``torch_reference.py`` nets, channels_last), its losses
    with the phase's weights (multi-scale L1, structural, parsing cross-entropy, VGG
    perceptual, non-saturating adversarial; reductions as ``facedeblur_jax/losses.py``),
    backward into the trained nets only (frozen nets have ``requires_grad = False``; D's

@@ -1,4 +1,4 @@
-"""A short run of the paper's networks on one GPU: minutes, not the paper's 560k steps.
+"""A short run of the paper's networks on one GPU: 8,000 steps, not the paper's 560k.
 
 The paper's architecture at 128×128, bf16 compute, all four phases, but a schedule about
 70× shorter than §3.4's with learning rates 5× the paper's (which are tuned for 560k
@@ -11,8 +11,9 @@ data prepare celeba`` writes it::
     facedeblur train --config gpu_short --workdir runs/gpu_short --config.data.root=DIR
 
 Any ``DIR`` with labels.csv, train/ and test/, and parsing labels in ``DIR/labels`` (e.g.
-written by ``facedeblur make-labels``) works the same way. A run on one H100 and its
-``facedeblur eval`` are in docs/benchmarks/h100_2026-11-24.md.
+written by ``facedeblur make-labels``) works the same way. A run on one H100 (on the earlier
+network layout, cut short in the fine phase) and its ``facedeblur eval`` are in
+docs/benchmarks/h100_2026-11-24.md.
 """
 
 from facedeblur_jax.configs import paper

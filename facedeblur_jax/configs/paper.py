@@ -13,12 +13,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.image_size = 128  # paper: aligned 128×128 faces
 
-    # --- networks (§3.2, §3.5; DESIGN.md §2) -----------------------------------------
+    # --- networks (§3.2, §3.5; docs/design.md §2) -----------------------------------------
     config.model = ml_collections.ConfigDict()
     # The network layout this code builds (models/factory.py LAYOUT_VERSION); checkpoints
     # of another layout are refused by name. Not a knob.
     config.model.layout_version = 2
-    config.model.num_classes = 11  # Helen label set, DESIGN.md §2
+    config.model.num_classes = 11  # Helen label set, docs/design.md §2
     config.model.num_fine_stages = 1  # N of Table 8
     config.model.share_fine_weights = False
     config.model.first_kernel = 11  # Table 7
@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.disc_negative_slope = 0.2
     config.model.compute_dtype = "float32"  # or "bfloat16"; params stay float32
 
-    # --- degradation on the accelerator (§3.6, §4.1 augmentation; DESIGN.md §3) --------
+    # --- degradation on the accelerator (§3.6, §4.1 augmentation; docs/design.md §3) --------
     config.degrade = ml_collections.ConfigDict()
     config.degrade.kernel_sizes = KERNEL_SIZES
     config.degrade.kernel_canvas = 27
@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
     # (docs/benchmarks/h100_2026-11-24_speedups.md). Checkpoints that predate this key ran
     # the scan and keep it (checkpoint.LEGACY_DEFAULTS).
     config.degrade.trajectory_impl = "auto"
-    # 0: a fresh kernel for every sample of every step (DESIGN.md §3). N > 0: sample N
+    # 0: a fresh kernel for every sample of every step (docs/design.md §3). N > 0: sample N
     # kernels on the device once per run and draw from them (the paper's Table 1 trains on
     # 20,000 fixed kernels); takes the sequential walk out of the step
     # (facedeblur_jax/degrade/kernel_pool.py).
@@ -75,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.max_rotation_deg = 30.0
     config.degrade.fill_mode = "nearest"  # border handling of the affine warp
 
-    # --- data (DESIGN.md §7; facedeblur_jax/data) ------------------------------------
+    # --- data (docs/design.md §7; facedeblur_jax/data) ------------------------------------
     config.data = ml_collections.ConfigDict()
     # "sample" | "faces" | "folder" | "helen" | "celebamask" | "tfds" (data/sources.py).
     # "faces": a folder of aligned faces with labels.csv (split,file,identity), train/ and
@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.host_buffer = 8  # decoded batches kept ready per process
     config.data.prefetch = 2  # batches already on the accelerator ahead of the step
 
-    # --- losses (§3.3; DESIGN.md §4) ----------------------------------------------------
+    # --- losses (§3.3; docs/design.md §4) ----------------------------------------------------
     # The paper's λ's (eq. 11). Each phase switches losses on with a multiplier (1 = on);
     # its effective weight is multiplier × λ. ``vgg_weight = 0`` turns L_VGG off everywhere
     # (then no VGG-Face weight file is needed).
@@ -122,7 +122,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.eps = 1e-8
     config.optim.grad_clip_norm = 0.0  # per-net global-norm clipping; 0 = off (paper: none)
 
-    # --- the staged schedule (§3.4; DESIGN.md §5) as data -------------------------------
+    # --- the staged schedule (§3.4; docs/design.md §5) as data -------------------------------
     config.phase_order = ("coarse", "parsing", "fine", "joint")
     config.phases = ml_collections.ConfigDict()
     # Parsing alone trains on λ_p·L_p: with Adam the scale of a lone loss does not matter.
@@ -142,7 +142,7 @@ def get_config() -> ml_collections.ConfigDict:
         "adv",
     )
 
-    # --- the training loop (DESIGN.md §6) -----------------------------------------------
+    # --- the training loop (docs/design.md §6) -----------------------------------------------
     config.train = ml_collections.ConfigDict()
     config.train.global_batch_size = 16  # §3.5; sharded over the mesh axis "data"
     config.train.log_every = 100  # steps between logged metrics (TensorBoard + bar)

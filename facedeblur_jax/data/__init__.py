@@ -1,4 +1,4 @@
-"""Data layer (DESIGN.md §7): sources, the grain pipeline and the TFDS/ArrayRecord builder.
+"""Data layer (docs/design.md §7): sources, the grain pipeline and the TFDS/ArrayRecord builder.
 
 - ``sources.py``: ``make_source(config.data, split)``, the source a config names (folder,
   bundled sample, aligned face folder, Helen, CelebAMask-HQ, TFDS).

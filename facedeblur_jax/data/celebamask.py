@@ -12,7 +12,7 @@ original CelebA file; the last file is CelebA's own and has to be placed in ``ro
 hand. ``"all"`` needs neither file.
 
 Merging follows the dataset's own ``g_mask.py``: parts are painted in its order, later
-parts over earlier ones, mapped onto DESIGN.md §2 — skin 1, l_brow 2, r_brow 3, l_eye 4,
+parts over earlier ones, mapped onto docs/design.md §2 — skin 1, l_brow 2, r_brow 3, l_eye 4,
 r_eye 5, nose 6, u_lip 7, mouth 8, l_lip 9, hair 10; hat, ears, neck and cloth paint
 background 0 (Helen's skin is the face only); eye glasses, earrings and necklaces are not
 painted (the face under them keeps its class). A mask pixel is set where it is > 127.

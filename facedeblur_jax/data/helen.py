@@ -7,7 +7,7 @@ Layout (``SmithCVPR2013_dataset_resized``)::
     root/exemplars.txt  (train, 2000)   tuning.txt (val, 230)   testing.txt (test, 100)
 
 Split files hold lines ``"<index> , <name>"``. The eleven grayscale maps are per-class
-memberships in the order of DESIGN.md §2 (00 background, 01 skin, 02 left brow, 03 right
+memberships in the order of docs/design.md §2 (00 background, 01 skin, 02 left brow, 03 right
 brow, 04 left eye, 05 right eye, 06 nose, 07 upper lip, 08 inner mouth, 09 lower lip,
 10 hair), so the label map is their per-pixel argmax; ties go to the lower class
 (all-zero pixels are background). Helen images vary in size; the pipeline crops them.

@@ -1,6 +1,6 @@
 """Checking and decoding untrusted image and label files.
 
-Where bad input is caught (DESIGN.md §7):
+Where bad input is caught (docs/design.md §7):
 
 1. **At source construction** every listed file is checked. ``verify="header"`` opens each
    image and label file and reads only its header (format, size, pixel mode: ~20 µs per

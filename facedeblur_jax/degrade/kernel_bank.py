@@ -1,4 +1,4 @@
-"""The fixed test-kernel bank (DESIGN.md §3, paper Tables 9/10): ``per_size`` Boracchi & Foi
+"""The fixed test-kernel bank (docs/design.md §3, paper Tables 9/10): ``per_size`` Boracchi & Foi
 kernels for every support size, drawn from a seed that no training run uses, saved as one
 deterministic ``.npz``.
 

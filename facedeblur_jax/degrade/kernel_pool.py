@@ -5,7 +5,7 @@ kernels" (§3.6, Table 1): a fixed set of kernels, not a fresh one per image. Wi
 ``config.degrade.kernel_pool_size = N > 0`` a run samples N Boracchi–Foi kernels on the
 accelerator at start-up (the same sampler as the per-step path) and each training sample
 then draws one of them uniformly; blur, noise and augmentation stay per sample and per step.
-``0`` (the default, DESIGN.md §3) samples a fresh kernel for every sample of every step.
+``0`` (the default, docs/design.md §3) samples a fresh kernel for every sample of every step.
 
 Why it exists: the 2,000-step walk is sequential, so sampling a batch of kernels costs the
 same ~17–20 ms on an H100 whatever the batch (docs/benchmarks/h100_2026-11-24.md), 42–67 %

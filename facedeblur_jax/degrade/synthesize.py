@@ -1,6 +1,6 @@
 """One call from sharp faces to a training example: augment → kernel → blur → noise.
 
-Runs inside the jitted train step (DESIGN.md §1): the loader moves only sharp ``uint8``
+Runs inside the jitted train step (docs/design.md §1): the loader moves only sharp ``uint8``
 crops and label maps; everything here is traced once and fused by XLA.
 """
 

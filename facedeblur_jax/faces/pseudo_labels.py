@@ -4,7 +4,7 @@ Where a face set has no parsing ground truth, ``facedeblur make-labels`` derives
 from landmarks: ``labels_from_landmarks(landmarks(image)[0], image.shape[:2], image=image)``
 with :func:`facedeblur_jax.faces.landmarks.landmarks`.
 
-Classes (:mod:`facedeblur_jax.data.labels`; DESIGN.md §2, Helen's order)::
+Classes (:mod:`facedeblur_jax.data.labels`; docs/design.md §2, Helen's order)::
 
     0 background  1 skin  2 left brow  3 right brow  4 left eye  5 right eye  6 nose
     7 upper lip   8 inner mouth / teeth  9 lower lip  10 hair

@@ -20,8 +20,8 @@ encoder's are ``features``; each decoder stage ends at the width of the skip it 
 ``features[0]``), so the decoder mirrors the encoder. The default ``(64, 128, 256, 256,
 256, 256)`` doubles from G's 64 features and stops at 256, chosen once and not tuned to a
 count: G_c + P + G_f (N = 1) then has 15.37 M parameters against Table 8's 14.80 M
-(``python tools/param_count.py --config paper``; Table 8, Table 12 and the text do not
-agree on the count, see the README).
+(``facedeblur params --config paper``; Table 8, Table 12 and the text do not agree on the
+count, see docs/design.md §2).
 
 In the official test code P sees the blurred image (CVPR'18: P → G); in the IJCV model it
 sees G_c's output (``FaceDeblurModel``). BatchNorm statistics live in the ``batch_stats``

@@ -1,10 +1,11 @@
-"""The PyTorch twin (tools/torch_reference.py) computes what the Flax model computes.
+"""The PyTorch twin (``facedeblur_jax/bench/torch_reference.py``) computes what the Flax
+model computes.
 
 Tolerance: both sides run float32 on CPU, XLA's convolutions against oneDNN's, which sum
 in different orders (~1e-7 relative per layer, growing with depth and width). We require
 ``max |flax - torch| <= TOL · max(1, max |flax|)`` with ``TOL = 1e-5`` for every output.
 Measured with the random weights below (activations O(0.1–1) everywhere, outputs O(1);
-``python -m pytest tests/tools/test_torch_reference.py -s``): <= 4.2e-7 on the tiny model,
+``python -m pytest tests/bench/test_torch_reference.py -s``): <= 4.2e-7 on the tiny model,
 <= 2.8e-6 on the paper model at 128 px (18-conv scales, official P), where JAX's float32
 result is itself <= 1.5e-6 from a float64 torch run, i.e. the gap is rounding on both
 sides. A wrong padding, kernel flip, flatten order or resize is off by 1e-2 or more (see

@@ -1,5 +1,6 @@
-"""tools/torch_train_reference.py: the torch degradation matches facedeblur_jax.degrade on
-the same random numbers, and a train step updates exactly the nets its phase trains."""
+"""``facedeblur_jax/bench/torch_train_reference.py``: the torch degradation matches
+facedeblur_jax.degrade on the same random numbers, and a train step updates exactly the nets
+its phase trains."""
 
 import copy
 
