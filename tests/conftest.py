@@ -11,6 +11,17 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# One persistent XLA compilation cache for the whole session, inherited by the processes
+# the tests start: the tiny configs' programs, which many tests train with again, compile
+# once instead of once per train() call. Set JAX_COMPILATION_CACHE_DIR to keep your own.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="facedeblur-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -88,3 +99,11 @@ def tiny_demo_run(tmp_path_factory):
         argv = ["demo", "--config", "tiny", "--workdir", str(workdir), "--out", str(strips)]
         assert cli.main(argv) == 0
     return runs, workdir, printed.getvalue(), strips
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Removes the session's compilation cache (only the one this conftest made)."""
+    if _SESSION_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+        import shutil
+
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
