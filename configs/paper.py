@@ -52,6 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
     # (docs/benchmarks/h100_2026-11-24_speedups.md). Checkpoints that predate this key ran
     # the scan and keep it (checkpoint.LEGACY_DEFAULTS).
     config.degrade.trajectory_impl = "auto"
+    # Where the fitted stroke sits in its k×k support: "centroid" | "bbox" | "random"
+    # (facedeblur_jax/degrade/kernels.py). "bbox": the paper's released 27×27 test kernel
+    # has its bounding box within 1 px of the canvas centre but its centroid 3.1 px off.
+    # Checkpoints that predate this key trained with "centroid" (checkpoint.LEGACY_DEFAULTS).
+    config.degrade.center = "bbox"
     # 0: a fresh kernel for every sample of every step (DESIGN.md §3). N > 0: sample N
     # kernels on the device once per run and draw from them (the paper's Table 1 trains on
     # 20,000 fixed kernels); takes the sequential walk out of the step

@@ -123,8 +123,9 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 # Keys whose default changed after they were added: a checkpoint written before the key
 # existed ran with the value here, not with today's default (resuming it must not switch
 # implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
-# measurement of the Triton walk.
-LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan"}
+# measurement of the Triton walk. degrade.center: kernels were centroid-centred before the
+# placement became a choice (default "bbox").
+LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan", "degrade.center": "centroid"}
 
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:

@@ -60,6 +60,8 @@ def check_degrade_config(cfg: ml_collections.ConfigDict) -> None:
             f"{cfg.trajectory_impl!r} ('pallas' — Pallas' interpreter off CUDA — cannot run "
             "inside the sharded train step; 'auto' runs the kernel on CUDA)"
         )
+    if cfg.center not in kernels_lib.CENTERS:
+        raise ValueError(f"degrade.center must be one of {kernels_lib.CENTERS}, got {cfg.center!r}")
 
 
 def to_float_images(images: jax.Array) -> jax.Array:
