@@ -155,23 +155,35 @@ def summarize(values: np.ndarray) -> dict[str, float | int]:
     return {"mean": mean, "std": std, "worst": float(np.min(v)), "count": int(v.size), "inf": n_inf}
 
 
-def aggregate(per_image: Mapping[str, Mapping[str, np.ndarray]], sizes: Sequence[int]) -> dict:
+def aggregate(
+    per_image: Mapping[str, Mapping[str, np.ndarray]],
+    sizes: Sequence[int],
+    groups: Sequence[str] | None = None,
+) -> dict:
     """The Table 9 / Table 10 numbers from per-image scores.
 
     Args:
       per_image: ``{method: {"psnr": f[N, K], "ssim": f[N, K]}}`` (face × bank kernel).
       sizes: ``int[K]`` support size of each bank kernel.
+      groups: ``str[K]`` group of each kernel (``KernelBank.group_labels``): ``"<size>"``
+        for drawn kernels, a name for an extra kernel (e.g. a released one); default: the
+        sizes. An extra group gets its own ``per_size`` entry after the sizes and is left
+        out of ``overall`` (Table 10 averages the drawn kernels, as the paper's 80).
 
     Returns:
-      ``{"sizes": [k, ...], "methods": [...],
-      "per_size": {method: {"<k>": {"psnr", "ssim", "count"}}},
+      ``{"sizes": [k, ...], "extra_groups": [name, ...], "methods": [...],
+      "per_size": {method: {"<k>" or name: {"psnr", "ssim", "count"}}},
       "overall": {method: {"psnr_mean", "psnr_std", "psnr_worst", "ssim_mean", "ssim_std",
       "ssim_worst", "num_images", "psnr_inf"}}}``.
     """
     sizes = np.asarray(sizes)
-    unique = sorted(int(k) for k in np.unique(sizes))
-    table: dict[str, Any] = {"sizes": unique, "methods": list(per_image), "per_size": {}}
-    table["overall"] = {}
+    labels = np.asarray([str(int(k)) for k in sizes])
+    groups = labels if groups is None else np.asarray(groups, str)
+    drawn = groups == labels
+    unique = sorted(int(k) for k in np.unique(sizes[drawn]))
+    extras = list(dict.fromkeys(groups[~drawn].tolist()))
+    table: dict[str, Any] = {"sizes": unique, "extra_groups": extras, "methods": list(per_image)}
+    table["per_size"], table["overall"] = {}, {}
     for method, scores in per_image.items():
         psnr, ssim = np.asarray(scores["psnr"]), np.asarray(scores["ssim"])
         if psnr.shape != ssim.shape or psnr.ndim != 2 or psnr.shape[1] != sizes.shape[0]:
@@ -180,12 +192,12 @@ def aggregate(per_image: Mapping[str, Mapping[str, np.ndarray]], sizes: Sequence
                 f"psnr {psnr.shape}, ssim {ssim.shape}"
             )
         rows = {}
-        for k in unique:
-            cols = sizes == k
+        for label in [str(k) for k in unique] + extras:
+            cols = groups == label
             p, s = summarize(psnr[:, cols]), summarize(ssim[:, cols])
-            rows[str(k)] = {"psnr": p["mean"], "ssim": s["mean"], "count": p["count"]}
+            rows[label] = {"psnr": p["mean"], "ssim": s["mean"], "count": p["count"]}
         table["per_size"][method] = rows
-        p, s = summarize(psnr), summarize(ssim)
+        p, s = summarize(psnr[:, drawn]), summarize(ssim[:, drawn])
         table["overall"][method] = {
             "psnr_mean": p["mean"],
             "psnr_std": p["std"],
@@ -238,15 +250,17 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 
 def table9_markdown(table: Mapping) -> list[str]:
-    """Markdown lines: one row per method, PSNR and SSIM columns per kernel size."""
-    sizes = table["sizes"]
-    head = ["Method"] + [f"{k}×{k} {m}" for k in sizes for m in ("PSNR", "SSIM")]
+    """Markdown lines: one row per method, PSNR and SSIM columns per kernel size, then per
+    extra kernel group (e.g. a released kernel)."""
+    groups = [(str(k), f"{k}×{k}") for k in table["sizes"]]
+    groups += [(name, name) for name in table.get("extra_groups", [])]
+    head = ["Method"] + [f"{title} {m}" for _, title in groups for m in ("PSNR", "SSIM")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in table["methods"]:
         row = table["per_size"][method]
         cells = [method]
-        for k in sizes:
-            cells += [_fmt(row[str(k)]["psnr"], 2), _fmt(row[str(k)]["ssim"], 3)]
+        for key, _ in groups:
+            cells += [_fmt(row[key]["psnr"], 2), _fmt(row[key]["ssim"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -935,7 +949,7 @@ def run(
         keep=list(dict.fromkeys([*shown, *probes])),
         progress=progress,
     )
-    table = aggregate(ev["per_image"], bank.sizes)
+    table = aggregate(ev["per_image"], bank.sizes, bank.group_labels)
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "checkpoint": {

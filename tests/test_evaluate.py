@@ -127,6 +127,22 @@ def test_aggregate_by_hand():
         evaluate.aggregate({"m": {"psnr": psnr[:, :3], "ssim": ssim[:, :3]}}, SIZES)
 
 
+def test_aggregate_reports_an_extra_group_beside_the_sizes():
+    """A released kernel as its own group: its own per-size entry and Table 9 columns, left
+    out of Table 10's overall numbers (the drawn kernels, as the paper's 80)."""
+    psnr = np.asarray([[10.0, 20.0, 30.0, 40.0, 99.0], [20.0, 30.0, 40.0, 50.0, 97.0]])
+    sizes, groups = np.asarray([3, 3, 5, 5, 5]), ["3", "3", "5", "5", "released27"]
+    table = evaluate.aggregate({"m": {"psnr": psnr, "ssim": psnr / 100}}, sizes, groups)
+    assert table["sizes"] == [3, 5] and table["extra_groups"] == ["released27"]
+    assert table["per_size"]["m"]["5"]["psnr"] == pytest.approx(40.0)  # not the extra's 98
+    assert table["per_size"]["m"]["released27"] == {"psnr": 98.0, "ssim": 0.98, "count": 2}
+    assert table["overall"]["m"]["psnr_mean"] == pytest.approx(30.0)
+    assert table["overall"]["m"]["num_images"] == 8
+    t9 = evaluate.table9_markdown(table)
+    assert t9[0].endswith("| 5×5 SSIM | released27 PSNR | released27 SSIM |")
+    assert t9[2].endswith("| 98.00 | 0.980 |")
+
+
 def test_markdown_tables_layout():
     psnr = np.asarray([[21.0, 22.0, 23.0, 24.0]])
     per_image = {
@@ -261,6 +277,26 @@ def test_scores_do_not_depend_on_batch_size_or_subset(
         rows = a["face_index"]
         np.testing.assert_allclose(a["psnr"][:3], b["psnr"][:, rows], atol=1e-4)
         np.testing.assert_allclose(a["ssim"][:3], b["ssim"][:, rows], atol=1e-5)
+
+
+def test_eval_reports_an_extra_kernel_of_the_bank(tiny_checkpoint, tmp_path):
+    """A bank with an extra kernel (``make_test_kernels.py --extra``): its own column."""
+    line = np.zeros((7, 7), np.float32)
+    line[3, 1:6] = 0.2
+    np.save(tmp_path / "line.npy", line)
+    bank = kernel_bank.make_bank(sizes=(3, 5), per_size=1, canvas=7, num_steps=200)
+    bank = kernel_bank.with_extras(bank, [("line5", tmp_path / "line.npy")])
+    path = kernel_bank.save_bank(tmp_path / "bank.npz", bank)
+    assert _eval(tiny_checkpoint, path, tmp_path / "out", "--max-faces", "2") == 0
+    results = _strict_json((tmp_path / "out" / "results.json").read_text())
+    table = results["table"]
+    assert table["sizes"] == [3, 5] and table["extra_groups"] == ["line5"]
+    for m in table["methods"]:
+        assert table["per_size"][m]["line5"]["count"] == 2
+        assert table["overall"][m]["num_images"] == 4  # the drawn kernels only
+    assert results["bank"]["provenance"]["extras"][0]["file"] == "line.npy"
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| line5 PSNR | line5 SSIM |" in md
 
 
 def test_eval_never_overwrites(evaluated, bank_path, tiny_checkpoint, capsys):
