@@ -23,6 +23,7 @@ def get_config():
     config.data.read_threads = 2
     config.data.host_buffer = 2
     config.loss.vgg_weight = 0.0  # no VGG-Face weights on a fresh machine
+    config.loss.structural_min_area = 4.0  # the paper config's 16 px at 128 px, at 64 px
     for name, steps in (("coarse", 240), ("parsing", 80), ("fine", 160), ("joint", 60)):
         config.phases[name].steps = steps
         config.phases[name].lr.coarse = 1e-3

@@ -124,8 +124,12 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 # existed ran with the value here, not with today's default (resuming it must not switch
 # implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
 # measurement of the Triton walk. degrade.center: kernels were centroid-centred before the
-# placement became a choice (default "bbox").
-LEGACY_DEFAULTS = {"degrade.trajectory_impl": "scan", "degrade.center": "centroid"}
+# placement became a choice (default "bbox"). loss.structural_min_area: L_s had no floor.
+LEGACY_DEFAULTS = {
+    "degrade.trajectory_impl": "scan",
+    "degrade.center": "centroid",
+    "loss.structural_min_area": 0.0,
+}
 
 
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:

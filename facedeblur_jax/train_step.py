@@ -138,6 +138,7 @@ def make_step_body(
                     c=lcfg.structural_c,
                     adaptive=lcfg.structural_adaptive,
                     has_labels=has_labels,
+                    min_area=float(lcfg.structural_min_area),
                 )
                 for stage in out.fine
                 for pred in stage

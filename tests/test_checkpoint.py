@@ -28,3 +28,16 @@ def test_keys_newer_than_the_checkpoint_take_their_defaults():
     assert config.degrade.trajectory_impl == "auto" and back.degrade.trajectory_impl == "scan"
     assert back.model.features == 6 and back.degrade.noise_sigma == 0.02
     assert back.image_size == config.image_size  # tiny's stored value, not the paper's
+
+
+def test_placement_and_area_floor_of_older_checkpoints():
+    """Checkpoints from before degrade.center and loss.structural_min_area trained with
+    centroid-placed kernels and no floor: they load with those, not today's defaults."""
+    config = load_config("tiny")
+    raw = json.loads(config_to_json(config))
+    del raw["degrade"]["center"], raw["loss"]["structural_min_area"]
+    back = config_from_meta({"config": json.dumps(raw)})
+    assert (config.degrade.center, back.degrade.center) == ("bbox", "centroid")
+    assert config.loss.structural_min_area == 1.0 and back.loss.structural_min_area == 0.0
+    kept = config_from_meta({"config": config_to_json(config)})
+    assert kept.degrade.center == "bbox" and kept.loss.structural_min_area == 1.0

@@ -278,15 +278,18 @@ def structural_loss(
     parts: torch.Tensor,
     c: float = 1.0,
     adaptive: bool = True,
+    min_area: float = 0.0,
 ) -> torch.Tensor:
-    """``parts``: ``i64[P]`` label values of the key parts, on the labels' device."""
+    """``parts``: ``i64[P]`` label values of the key parts, on the labels' device;
+    ``min_area``: the floor of A_k at full resolution (``losses.structural_loss``)."""
     factor = target.shape[2] // pred.shape[2]
     masks = tr.downsample((labels[:, None] == parts[None, :, None, None]).float(), factor)
     err = (pred.float() - tr.downsample(target, factor)).abs().sum(dim=1)  # [B, h, w]
     per_part = torch.einsum("bhw,bphw->bp", err, masks)
     if adaptive:
         area = masks.sum(dim=(2, 3))
-        per_part = per_part * torch.where(area > 0, c / area.clamp_min(1e-6), 0.0)
+        floor = max(float(min_area) / factor**2, 1e-6)
+        per_part = per_part * torch.where(area > 0, c / area.clamp_min(floor), 0.0)
     return _batch_mean(per_part.sum(dim=1), has_labels)
 
 
@@ -410,6 +413,7 @@ class TorchTrainStep:
                         self.parts,
                         lcfg.structural_c,
                         lcfg.structural_adaptive,
+                        float(lcfg.structural_min_area),
                     )
         if w["parsing"]:
             total = total + w["parsing"] * parsing_loss(out.parsing_logits, labels, has_labels)
