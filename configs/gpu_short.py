@@ -16,7 +16,8 @@ docs/benchmarks/h100_2026-11-24.md. A complete run needs ~13 min on that GPU.
 
 from facedeblur_jax.configs import paper
 
-STEPS = {"coarse": 3000, "parsing": 1000, "fine": 2500, "joint": 1500}
+# parsing_clear (P on clear faces first, paper §4.1) was added after the 2026-11-24 run.
+STEPS = {"coarse": 3000, "parsing_clear": 1000, "parsing": 1000, "fine": 2500, "joint": 1500}
 
 
 def get_config():
@@ -27,8 +28,8 @@ def get_config():
     config.data.num_workers = 8
     for name, steps in STEPS.items():
         config.phases[name].steps = steps
-        for net, lr in paper.LEARNING_RATES.items():
-            config.phases[name].lr[net] = 5 * lr
+        for net in paper.LEARNING_RATES:
+            config.phases[name].lr[net] *= 5
     config.train.global_batch_size = 32
     config.train.log_every = 100
     config.train.checkpoint_every = 1000

@@ -28,4 +28,6 @@ def get_config():
     config.train.log_every = 1
     config.train.checkpoint_every = 2
     config.train.keep_checkpoints = 2
+    config.train.log_grad_norms = False  # one more compile per phase; tests turn it on
+    config.train.parsing_eval_faces = 4
     return config

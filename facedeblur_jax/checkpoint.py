@@ -138,7 +138,9 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
     their default values, so older checkpoints keep loading, except keys in
     :data:`LEGACY_DEFAULTS`, which take the value such a checkpoint was trained with; every
-    key the checkpoint stored keeps its stored value.
+    key the checkpoint stored keeps its stored value. The phases are the checkpoint's own
+    (``phase_order`` included); a key a phase record lacks takes the reference phase
+    record's default (``parsing_input = "coarse"``: what every phase did before the key).
     """
     raw = json.loads(meta["config"])
 
@@ -155,4 +157,9 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     from facedeblur_jax.config import apply_overrides, reference_config
 
     ref = apply_overrides(reference_config(), LEGACY_DEFAULTS).to_dict()
+    # Each stored phase takes missing keys from the reference's first phase record, whatever
+    # its name (a phase added to the reference later, e.g. parsing_clear with
+    # parsing_input = "clear", must not lend its values to an older same-named phase).
+    template = ref["phases"]["coarse"]
+    ref["phases"] = {name: template for name in raw.get("phases", {})}
     return ml_collections.ConfigDict(fix(raw, ref))

@@ -13,6 +13,9 @@ import dataclasses
 import ml_collections
 
 NETS = ("coarse", "parsing", "fine", "disc")
+# What P sees in a phase (``config.phases.<name>.parsing_input``): "coarse" = P(G_c(x)) as in
+# the model; "clear" = P on the sharp (augmented, un-blurred) face, without G_c.
+PARSING_INPUTS = ("coarse", "clear")
 LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
 # The λ (config.loss.<key>) that multiplies each phase's loss multiplier.
 LAMBDA_KEYS = {
@@ -28,13 +31,20 @@ LAMBDA_KEYS = {
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase. ``loss`` maps every loss name to its effective weight (phase multiplier ×
-    λ from ``config.loss``), ``lr`` every net name to its learning rate."""
+    λ from ``config.loss``), ``lr`` every net name to its learning rate, ``parsing_input``
+    what P parses (:data:`PARSING_INPUTS`)."""
 
     name: str
     steps: int
     train: tuple[str, ...]
     loss: dict[str, float]
     lr: dict[str, float]
+    parsing_input: str = "coarse"
+
+    @property
+    def parsing_clear(self) -> bool:
+        """P trains on sharp faces: no blur, no G_c (paper §4.1's clear-image parser)."""
+        return self.parsing_input == "clear"
 
     def trains(self, net: str) -> bool:
         return net in self.train
@@ -90,7 +100,20 @@ def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
             )
         if not any(loss.values()) and train:
             raise ValueError(f"config.phases.{name} trains {train} with every loss weight 0")
-        out.append(Phase(name, steps, train, loss, lr))
+        parsing_input = str(rec.get("parsing_input", "coarse"))
+        if parsing_input not in PARSING_INPUTS:
+            raise ValueError(
+                f"config.phases.{name}.parsing_input must be one of {PARSING_INPUTS}; got "
+                f"{parsing_input!r}"
+            )
+        others = [k for k, v in loss.items() if v and k != "parsing"]
+        if parsing_input == "clear" and (train != ("parsing",) or others or not loss["parsing"]):
+            raise ValueError(
+                f'config.phases.{name}.parsing_input = "clear" (P on sharp faces, no G_c) '
+                f"needs train = ('parsing',) and the parsing loss alone; got train {train}, "
+                f"losses {[k for k, v in loss.items() if v]}"
+            )
+        out.append(Phase(name, steps, train, loss, lr, parsing_input))
     return tuple(out)
 
 

@@ -41,3 +41,22 @@ def test_placement_and_area_floor_of_older_checkpoints():
     assert config.loss.structural_min_area == 1.0 and back.loss.structural_min_area == 0.0
     kept = config_from_meta({"config": config_to_json(config)})
     assert kept.degrade.center == "bbox" and kept.loss.structural_min_area == 1.0
+
+
+def test_phases_of_an_older_checkpoint_parse_the_coarse_output():
+    """A 4-phase checkpoint (before parsing_clear / parsing_input) keeps its phases, and
+    each of them — even one named parsing_clear — parses G_c's output."""
+    from facedeblur_jax.schedule import phases_from_config
+
+    config = load_config("tiny", {"phase_order": ("coarse", "parsing", "fine", "joint")})
+    raw = json.loads(config_to_json(config))
+    del raw["phases"]["parsing_clear"]
+    for rec in raw["phases"].values():
+        del rec["parsing_input"]
+    raw["phases"]["parsing_clear"] = dict(raw["phases"]["parsing"])  # a custom phase
+    back = config_from_meta({"config": json.dumps(raw)})
+    assert back.phase_order == ("coarse", "parsing", "fine", "joint")
+    assert {n: r.parsing_input for n, r in back.phases.items()} == {
+        n: "coarse" for n in ("coarse", "parsing", "fine", "joint", "parsing_clear")
+    }
+    assert [p.parsing_input for p in phases_from_config(back)] == ["coarse"] * 4
