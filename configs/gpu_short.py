@@ -1,6 +1,6 @@
 """A short single-GPU run of the paper's networks: minutes on one H100, not the paper's 560k steps.
 
-The paper's architecture at 128×128, bf16 compute, all four phases, but a schedule about
+The paper's architecture at 128×128, bf16 compute, all phases, but a schedule about
 70× shorter than §3.4's with learning rates 5× the paper's (which are tuned for 560k
 steps), global batch 32 instead of 16 (a batch of 16 leaves an H100 mostly idle). No
 VGG-Face weights travel to the GPU machine, so L_VGG is off (``loss.vgg_weight = 0``).

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for result strips (optional)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train", help="train (or resume) the 4-phase schedule")
+    p = sub.add_parser("train", help="train (or resume) the staged schedule (config.phase_order)")
     p.add_argument("--config", required=True, help="config file (configs/*.py) or name")
     p.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

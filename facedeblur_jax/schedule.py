@@ -1,9 +1,21 @@
 """The staged training schedule (paper §3.4, DESIGN.md §5) — data in the config, not code.
 
 ``config.phase_order`` names the phases in order; ``config.phases.<name>`` holds each
-phase's length, the nets it trains, its loss weights and learning rates (see
-``configs/paper.py``). A global step maps to ``(phase index, step within the phase)``;
+phase's length, the nets it trains, its loss weights, learning rates and what P parses
+(see ``configs/paper.py``). A global step maps to ``(phase index, step within the phase)``;
 the checkpoint stores both, so a restarted run continues in the right phase.
+
+The paper's recipe (``configs/paper.py``; docs/design.md §5)::
+
+    phase          trains         P parses   loss                           steps  lr
+    coarse         G_c            —          L_c                            200k   4e-5
+    parsing_clear  P              sharp y    L_p                            60k*   1e-4*
+    parsing        P              G_c(x)     L_p                            60k    5e-6
+    fine           G_f, D         G_c(x)     L_c + λ_s L_s + λ_VGG + λ_adv  200k   4e-5
+    joint          G_c, P, G_f, D G_c(x)     fine's + λ_p L_p               100k   as above
+
+    * §4.1 trains a parser on clear labelled faces before fine-tuning it on G_c's output,
+      but gives no schedule for it: its length and learning rate are this project's choice.
 """
 
 from __future__ import annotations
