@@ -104,8 +104,8 @@ def test_loss_diagnostics_one_line_per_term_at_each_phase_start(straight):
 
 
 def test_parsing_f_scores_after_each_phase_that_trains_p(straight):
-    """One line per input (clear, deblurred) after parsing_clear, parsing and joint, with
-    the 10 non-background classes and their mean; a table on stdout."""
+    """One line per input (clear, blurred, deblurred) after parsing_clear, parsing and
+    joint, with the 10 non-background classes and their mean; a table on stdout."""
     lines = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     scores = [x for x in lines if any(k.startswith("parsing_f/") for k in x)]
     keys = [
@@ -114,7 +114,7 @@ def test_parsing_f_scores_after_each_phase_that_trains_p(straight):
     assert keys == [
         (phase, step, name)
         for phase, step in (("parsing_clear", 3), ("parsing", 4), ("joint", 6))
-        for name in ("clear", "deblurred")
+        for name in ("clear", "blurred", "deblurred")
     ]
     for x in scores:
         name = next(k for k in x if "/" in k).split("/")[1]
