@@ -176,11 +176,14 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 # implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
 # measurement of the Triton walk. model.layout_version / model.resblock_post_relu: added
 # with the official layout (models/factory.py); older checkpoints hold layout 1, whose
-# ResBlocks had no ReLU after the add.
+# ResBlocks had no ReLU after the add. degrade.center: kernels were centroid-centred before
+# the placement became a choice (default "bbox"). loss.structural_min_area: L_s had no floor.
 LEGACY_DEFAULTS = {
     "degrade.trajectory_impl": "scan",
     "model.layout_version": 1,
     "model.resblock_post_relu": False,
+    "degrade.center": "centroid",
+    "loss.structural_min_area": 0.0,
 }
 
 # Model keys that say how the networks run, not what they compute: a resumed run may
@@ -233,7 +236,10 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
     their default values, so older checkpoints keep loading, except keys in
     :data:`LEGACY_DEFAULTS`, which take the value such a checkpoint was trained with; every
-    key the checkpoint stored keeps its stored value, except the :data:`DROPPED_KEYS`.
+    key the checkpoint stored keeps its stored value, except the :data:`DROPPED_KEYS`. The
+    phases are the checkpoint's own (``phase_order`` included); a key a phase record lacks
+    takes the reference phase record's default (``parsing_input = "coarse"``: what every
+    phase did before the key).
     """
     raw = json.loads(meta["config"])
     for key in DROPPED_KEYS:
@@ -257,6 +263,11 @@ def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
     from facedeblur_jax.config import apply_overrides, reference_config
 
     ref = apply_overrides(reference_config(), LEGACY_DEFAULTS).to_dict()
+    # Each stored phase takes missing keys from the reference's first phase record, whatever
+    # its name (a phase added to the reference later, e.g. parsing_clear with
+    # parsing_input = "clear", must not lend its values to an older same-named phase).
+    template = ref["phases"]["coarse"]
+    ref["phases"] = {name: template for name in raw.get("phases", {})}
     return ml_collections.ConfigDict(fix(raw, ref))
 
 

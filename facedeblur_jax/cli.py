@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train (or resume) the 4-phase schedule",
+        help="train (or resume) the staged schedule (config.phase_order)",
         description="Trains G_c, P and G_f through the config's phases (config.phase_order), "
         "writing checkpoints, metrics.jsonl and TensorBoard logs to --workdir. Running the "
         "same command again resumes from the latest checkpoint there.",

@@ -1,4 +1,4 @@
-"""The README's main job: train the demo config on the bundled sample faces (all four
+"""The README's main job: train the demo config on the bundled sample faces (all five
 phases, minutes on a CPU), then deblur the 40 held-back faces and print mean PSNR/SSIM
 of the blurred input, of G_c alone and of the full model.
 

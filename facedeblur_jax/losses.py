@@ -68,13 +68,20 @@ def structural_loss(
     c: float = 1.0,
     adaptive: bool = True,
     has_labels: jax.Array | None = None,
+    min_area: float = 0.0,
 ) -> jax.Array:
     """Adaptive local structural loss L_s (eqs. 6–7) at one scale.
 
-    ``L_s = Σ_k w_k ‖M_k ⊙ (y − y_GT)‖₁`` over the key parts, with ``w_k = c / A_k`` where
-    ``A_k = Σ M_k`` is the part's area in that image at this scale (``adaptive``), or
-    ``w_k = 1`` (the equal weights of Shen et al. 2018). Parts absent from an image
-    (``A_k = 0``) contribute 0.
+    ``L_s = Σ_k w_k ‖M_k ⊙ (y − y_GT)‖₁`` over the key parts, with
+    ``w_k = c / max(A_k, floor)`` where ``A_k = Σ M_k`` is the part's area in that image at
+    this scale and ``floor = min_area / factor²`` (``adaptive``), or ``w_k = 1`` (the equal
+    weights of Shen et al. 2018). Parts absent from an image (``A_k = 0``) contribute 0.
+
+    The floor is not in the paper (eq. 7 is ``c / A_k``): with it a part of a few pixels —
+    a stray label pixel, a part cut by the image border after augmentation — gets at most
+    the weight of a ``min_area``-pixel part instead of dominating the sum, while parts at
+    least that large keep eq. 7's weight exactly (``config.loss.structural_min_area``;
+    docs/design.md §4).
 
     Args:
       prediction: ``f32[B, h, w, 3]`` (one scale of G_f's output).
@@ -84,6 +91,8 @@ def structural_loss(
       c: the constant of eq. 7.
       adaptive: size-adaptive weights.
       has_labels: optional ``bool[B]``; images without labels are left out of the mean.
+      min_area: the floor of ``A_k`` in pixels at full resolution (``target``'s size); at a
+        coarser scale it is divided by the scale's area factor, as ``A_k`` is. 0 = eq. 7.
 
     Returns:
       Scalar, averaged over (labelled) images.
@@ -94,7 +103,8 @@ def structural_loss(
     per_part = jnp.einsum("bhw,bhwp->bp", err, masks)  # ‖M_k ⊙ Δ‖₁ (channels summed)
     if adaptive:
         area = jnp.sum(masks, axis=(1, 2))
-        weights = jnp.where(area > 0, c / jnp.maximum(area, 1e-6), 0.0)
+        floor = max(float(min_area) / factor**2, 1e-6)
+        weights = jnp.where(area > 0, c / jnp.maximum(area, floor), 0.0)
         per_part = per_part * weights
     return _batch_mean(jnp.sum(per_part, axis=-1), has_labels)
 

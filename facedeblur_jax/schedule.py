@@ -1,9 +1,21 @@
 """The staged training schedule (paper §3.4, docs/design.md §5) — data in the config, not code.
 
 ``config.phase_order`` names the phases in order; ``config.phases.<name>`` holds each
-phase's length, the nets it trains, its loss weights and learning rates (see
-``configs/paper.py``). A global step maps to ``(phase index, step within the phase)``;
+phase's length, the nets it trains, its loss weights, learning rates and what P parses
+(see ``configs/paper.py``). A global step maps to ``(phase index, step within the phase)``;
 the checkpoint stores both, so a restarted run continues in the right phase.
+
+The paper's recipe (``configs/paper.py``; docs/design.md §5)::
+
+    phase          trains         P parses   loss                           steps  lr
+    coarse         G_c            —          L_c                            200k   4e-5
+    parsing_clear  P              sharp y    L_p                            60k*   1e-4*
+    parsing        P              G_c(x)     L_p                            60k    5e-6
+    fine           G_f, D         G_c(x)     L_c + λ_s L_s + λ_VGG + λ_adv  200k   4e-5
+    joint          G_c, P, G_f, D G_c(x)     fine's + λ_p L_p               100k   as above
+
+    * §4.1 trains a parser on clear labelled faces before fine-tuning it on G_c's output,
+      but gives no schedule for it: its length and learning rate are this project's choice.
 """
 
 from __future__ import annotations
@@ -13,6 +25,9 @@ import dataclasses
 import ml_collections
 
 NETS = ("coarse", "parsing", "fine", "disc")
+# What P sees in a phase (``config.phases.<name>.parsing_input``): "coarse" = P(G_c(x)) as in
+# the model; "clear" = P on the sharp (augmented, un-blurred) face, without G_c.
+PARSING_INPUTS = ("coarse", "clear")
 LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
 # The λ (config.loss.<key>) that multiplies each phase's loss multiplier.
 LAMBDA_KEYS = {
@@ -28,13 +43,20 @@ LAMBDA_KEYS = {
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase. ``loss`` maps every loss name to its effective weight (phase multiplier ×
-    λ from ``config.loss``), ``lr`` every net name to its learning rate."""
+    λ from ``config.loss``), ``lr`` every net name to its learning rate, ``parsing_input``
+    what P parses (:data:`PARSING_INPUTS`)."""
 
     name: str
     steps: int
     train: tuple[str, ...]
     loss: dict[str, float]
     lr: dict[str, float]
+    parsing_input: str = "coarse"
+
+    @property
+    def parsing_clear(self) -> bool:
+        """P trains on sharp faces: no blur, no G_c (paper §4.1's clear-image parser)."""
+        return self.parsing_input == "clear"
 
     def trains(self, net: str) -> bool:
         return net in self.train
@@ -90,7 +112,20 @@ def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
             )
         if not any(loss.values()) and train:
             raise ValueError(f"config.phases.{name} trains {train} with every loss weight 0")
-        out.append(Phase(name, steps, train, loss, lr))
+        parsing_input = str(rec.get("parsing_input", "coarse"))
+        if parsing_input not in PARSING_INPUTS:
+            raise ValueError(
+                f"config.phases.{name}.parsing_input must be one of {PARSING_INPUTS}; got "
+                f"{parsing_input!r}"
+            )
+        others = [k for k, v in loss.items() if v and k != "parsing"]
+        if parsing_input == "clear" and (train != ("parsing",) or others or not loss["parsing"]):
+            raise ValueError(
+                f'config.phases.{name}.parsing_input = "clear" (P on sharp faces, no G_c) '
+                f"needs train = ('parsing',) and the parsing loss alone; got train {train}, "
+                f"losses {[k for k, v in loss.items() if v]}"
+            )
+        out.append(Phase(name, steps, train, loss, lr, parsing_input))
     return tuple(out)
 
 

@@ -15,7 +15,12 @@ Laid out as big_vision's ``train.py``, in numbered sections:
    (params, optimiser states, step, PRNG key, data iterator position), else fresh;
 5. the loop over phases from the restored ``(phase, phase step)``: one jitted step per
    phase built once, metrics to TensorBoard + ``metrics.jsonl`` + a progress bar,
-   checkpoints every ``train.checkpoint_every`` steps and at the end.
+   checkpoints every ``train.checkpoint_every`` steps and at the end. At the first step a
+   run takes in a phase (also on resume) the gradient norm each active loss term sends
+   into the trained nets is logged, one line per term (``train.log_grad_norms``;
+   ``train_step.build_grad_norms``); after the last step of a phase that trains P, P's
+   per-class F-scores on held-out clear, blurred and G_c-deblurred faces, one line per
+   input (``train.parsing_eval_faces``; ``evaluators/parsing.py``).
 
 With several processes every process runs this same loop on its own rows of each global
 batch (docs/design.md §6); process 0 alone prints, logs metrics and shows progress; every
@@ -46,7 +51,7 @@ from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.degrade.synthesize import check_degrade_config
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.train_state import TrainState, create_train_state
-from facedeblur_jax.train_step import AXIS, build_train_step
+from facedeblur_jax.train_step import AXIS, build_grad_norms, build_train_step
 
 log = logging.getLogger("facedeblur.train")
 PyTree = Any
@@ -152,6 +157,37 @@ def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState
     return state.replace(params=params, batch_stats=stats)
 
 
+def _starts(named_steps, before: int) -> list[tuple[str, int]]:
+    """``(name, first global step)`` of the phases that start before step ``before``."""
+    out, start = [], 0
+    for name, steps in named_steps:
+        if start < before:
+            out.append((name, start))
+        start += steps
+    return out
+
+
+def _check_resumed_phase(meta: dict, phases, step: int, where: str) -> None:
+    """Raises :class:`CheckpointError` when this config's schedule runs different phases
+    over the first ``step`` steps than the run that wrote the checkpoint (at ``where``;
+    e.g. a run of the four-phase recipe resumed with one that has parsing_clear): it would
+    go on with the wrong nets and losses. Lengthening the phase in progress (or the last
+    one) is fine."""
+    if "config" not in meta:
+        return
+    stored = json.loads(meta["config"])
+    order = stored.get("phase_order", ())
+    was = _starts([(n, int(stored["phases"][n]["steps"])) for n in order], step)
+    now = _starts([(p.name, p.steps) for p in phases], step)
+    if was != now:
+        raise ckpt_lib.CheckpointError(
+            f"checkpoint {where!r} was trained with the phases {was} (name, first "
+            f"step) but this config's schedule has {now} over those steps; resume with the "
+            f"checkpoint's schedule (e.g. --config.phase_order={tuple(order)} and its phase "
+            "lengths) or use another --workdir"
+        )
+
+
 def _resume_point(checkpointer, config, data) -> tuple[int, dict] | None:
     """``(step, meta)`` of the latest checkpoint, checked against ``config`` (the state's
     layout) and ``data`` (positioned after the checkpoint's last batch); ``None`` when there
@@ -160,13 +196,13 @@ def _resume_point(checkpointer, config, data) -> tuple[int, dict] | None:
     if step is None:
         return None
     meta = checkpointer.restore_meta(step)
-    ckpt_lib.check_resumable(meta, config, str(checkpointer.directory / str(step)))
+    where = str(checkpointer.directory / str(step))
+    ckpt_lib.check_resumable(meta, config, where)
+    _check_resumed_phase(meta, schedule_lib.phases_from_config(config), step, where)
     try:
         data.set_state(meta["data_state"])
     except ValueError as e:
-        raise ckpt_lib.CheckpointError(
-            f"checkpoint {str(checkpointer.directory / str(step))!r}: {e}"
-        ) from e
+        raise ckpt_lib.CheckpointError(f"checkpoint {where!r}: {e}") from e
     return step, meta
 
 
@@ -182,6 +218,60 @@ def _check_cluster_keys(train_config) -> None:
         raise ValueError(
             f"{', '.join(set_keys)} set, but train.distributed=False: add "
             "--config.train.distributed=True to run as one of several processes"
+        )
+
+
+def _log_grad_norms(
+    config, phase, step, state, batch, vgg_apply, vgg_params, kernel_pool, writer, is_main
+) -> None:
+    """One metrics line per active loss term of ``phase`` (and D): the gradient norm it sends
+    into the trained nets at the phase's first step (``train_step.build_grad_norms``; every
+    process runs it, process 0 writes and prints)."""
+    norms = build_grad_norms(config, phase, vgg_apply)(state, batch, vgg_params, kernel_pool)
+    norms = {k: float(v) for k, v in jax.device_get(norms).items()}
+    terms = [t for t in (*schedule_lib.LOSSES, "disc") if f"grad_norm/{t}" in norms]
+    for term in terms:
+        line = {f"grad_norm/{term}": norms[f"grad_norm/{term}"]}
+        if f"weighted_loss/{term}" in norms:
+            line[f"weighted_loss/{term}"] = norms[f"weighted_loss/{term}"]
+        writer.write(step, phase.name, line)
+    if is_main:
+        summary = ", ".join(f"{t} {norms[f'grad_norm/{t}']:.3g}" for t in terms)
+        print(f"phase {phase.name} (step {step}): gradient norm per loss term: {summary}")
+
+
+class _ParsingScoresOnce:
+    """P's per-class F-scores after a phase that trains P (the parsing evaluator,
+    ``evaluators/parsing.py``), on process 0; the held-out faces are read and the kernels
+    drawn at the first use. A source without a labelled split gives one note and no
+    scores."""
+
+    def __init__(self, config, is_main: bool):
+        self.config, self.evaluator = config, None
+        self.enabled = is_main and int(config.train.parsing_eval_faces) > 0
+
+    def run(self, phase_name: str, step: int, state: TrainState, writer) -> None:
+        from facedeblur_jax.evaluators import parsing
+        from facedeblur_jax.inference import generator_variables
+
+        if not self.enabled:
+            return
+        if self.evaluator is None:
+            try:
+                self.evaluator = parsing.after_phase_evaluator(self.config)
+            except (FileNotFoundError, ValueError) as e:
+                print(f"note: no parsing F-scores during training: {e}", flush=True)
+                self.enabled = False
+                return
+        device = self.evaluator.device
+        variables = jax.device_put(jax.device_get(generator_variables(state)), device)
+        ev = self.evaluator.evaluate(variables)
+        for line in parsing.metric_lines(ev).values():
+            writer.write(step, phase_name, line)
+        print(
+            f"P's F-scores after phase {phase_name} (step {step}, {ev['num_faces']} held-out "
+            f"{self.evaluator.split!r} faces):\n{parsing.table(ev)}",
+            flush=True,
         )
 
 
@@ -285,6 +375,7 @@ def train(
 
         # 5. Loop over phases. ---------------------------------------------------------
         writer = MetricWriter(workdir, is_main)
+        parsing_scores = _ParsingScoresOnce(config, is_main)
         if progress and is_main:
             from tqdm import tqdm
 
@@ -297,8 +388,25 @@ def train(
             train_step = build_train_step(config, phase, mesh, vgg_apply)
             history: list[dict] = []
             t_log, steps_since = time.time(), 0
+            first = True
             while step < phase_end:
-                state, metrics = train_step(state, next(data), vgg_params, kernel_pool)
+                batch_data = next(data)
+                if first and config.train.log_grad_norms:
+                    _log_grad_norms(
+                        config,
+                        phase,
+                        step,
+                        state,
+                        batch_data,
+                        vgg_apply,
+                        vgg_params,
+                        kernel_pool,
+                        writer,
+                        is_main,
+                    )
+                    t_log = time.time()
+                first = False
+                state, metrics = train_step(state, batch_data, vgg_params, kernel_pool)
                 step += 1
                 steps_since += 1
                 history.append(metrics)
@@ -311,7 +419,8 @@ def train(
                     if bar is not None:
                         bar.set_postfix_str(
                             f"{phase.name} {step - (phase_end - phase.steps)}/{phase.steps} "
-                            f"loss {scalars['loss/total']:.4g} psnr {scalars['psnr']:.2f} "
+                            f"loss {scalars['loss/total']:.4g} "
+                            f"psnr {scalars.get('psnr', float('nan')):.2f} "
                             f"{scalars['images_per_s']:.1f} img/s",
                             refresh=False,
                         )
@@ -332,6 +441,8 @@ def train(
                         "versions": {"jax": jax.__version__},
                     }
                     checkpointer.save(step, state, meta)
+            if phase.trains("parsing") and step == phase_end:
+                parsing_scores.run(phase.name, step, state, writer)
             index += 1
     finally:
         if bar is not None:

@@ -32,7 +32,7 @@ increments ``state.nonfinite``; the step counter still advances.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,10 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from facedeblur_jax import losses, metrics
-from facedeblur_jax.degrade.synthesize import synthesize
+from facedeblur_jax.degrade.synthesize import Degraded, augment_only, synthesize
+from facedeblur_jax.models.face_deblur import DeblurOutputs
 from facedeblur_jax.models.factory import build_discriminator, build_model
+from facedeblur_jax.models.parsing_net import ParsingNet
 from facedeblur_jax.schedule import Phase
 from facedeblur_jax.train_state import TrainState, make_optimizer, net_of
 
@@ -70,6 +72,132 @@ def sample_keys(rng: jax.Array, step: jax.Array, local_b: int, axis_name: str | 
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, first + jnp.arange(local_b))
 
 
+class PhaseLosses(NamedTuple):
+    """The losses of one phase, shared by the train step and :func:`build_grad_norms`.
+
+    Attributes:
+      degrade: ``(state, batch, kernel_pool) -> Degraded``: this device's (or, with
+        ``axis_name=None``, the whole) batch made into training examples with the step's
+        per-sample keys — blurred by :func:`synthesize`, or only augmented
+        (:func:`augment_only`) when P parses clear faces.
+      split: ``params -> (trained generator nets, the rest)`` by top-level key.
+      terms: ``(trained, frozen, batch_stats, deg, has_labels, vgg_params) ->
+        (terms, new_batch_stats, y)``: every active loss term *unweighted*
+        (``{name: f32[]}``, names of ``schedule.LOSSES``), P's updated BatchNorm
+        statistics and the output image (``None`` when no deblurring net ran).
+      weights: ``phase.loss``: the weight of each term.
+      disc_loss: ``(d_params, real, fake) -> (loss, logits)``.
+    """
+
+    degrade: Callable
+    split: Callable
+    terms: Callable
+    weights: dict
+    disc_loss: Callable
+
+
+def phase_losses(
+    config: ml_collections.ConfigDict,
+    phase: Phase,
+    vgg_apply: VggApply | None = None,
+    axis_name: str | None = AXIS,
+) -> PhaseLosses:
+    """:class:`PhaseLosses` of ``phase`` (P's BatchNorm averages over ``axis_name``).
+
+    With ``phase.parsing_clear`` P is applied alone to the augmented sharp face: G_c is
+    not part of the program and nothing is blurred.
+    """
+    model = build_model(config.model, bn_axis_name=axis_name)
+    parser = ParsingNet(
+        num_classes=model.num_classes,
+        features=tuple(model.parsing_features),
+        use_bn=model.parsing_use_bn,
+        bn_axis_name=axis_name,
+        dtype=model.dtype,
+    )
+    disc = build_discriminator(config.model)
+    w = phase.loss
+    train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
+    if w["vgg"] > 0 and vgg_apply is None:
+        raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG-Face network was given")
+    lcfg = config.loss
+
+    def degrade(state: TrainState, batch: dict, kernel_pool=None) -> Degraded:
+        local_b = batch["image"].shape[0]
+        keys = sample_keys(state.rng, state.step, local_b, axis_name)
+        if phase.parsing_clear:
+            return augment_only(keys, batch["image"], batch["labels"], config.degrade)
+        return synthesize(keys, batch["image"], batch["labels"], config.degrade, kernel_pool)
+
+    def split(params):
+        keys = [k for k in params if k != "disc" and phase.trains(net_of(k))]
+        return {k: params[k] for k in keys}, {k: v for k, v in params.items() if k not in keys}
+
+    def forward(params, batch_stats, x):
+        """``(DeblurOutputs, new batch_stats)`` of the nets this phase runs on input ``x``."""
+        if phase.parsing_clear:
+            variables = {"params": params["parsing"]}
+            if "parsing" in batch_stats:
+                variables["batch_stats"] = batch_stats["parsing"]
+            if not train_parsing:
+                logits, new_stats = parser.apply(variables, x), batch_stats
+            else:
+                logits, updates = parser.apply(variables, x, train=True, mutable=["batch_stats"])
+                new_stats = {**batch_stats, "parsing": updates["batch_stats"]}
+            return DeblurOutputs(coarse=(), parsing_logits=logits), new_stats
+        variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        if train_parsing:
+            out, updates = model.apply(
+                variables, x, upto=phase.upto, train_parsing=True, mutable=["batch_stats"]
+            )
+            return out, updates["batch_stats"]
+        return model.apply(variables, x, upto=phase.upto), batch_stats
+
+    def terms_of(trained, frozen, batch_stats, deg, has_labels, vgg_params):
+        params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
+        out, new_stats = forward(params, batch_stats, deg.blurred)
+        sharp, labels = deg.sharp, deg.labels
+        terms = {}
+        if w["content_coarse"]:
+            terms["content_coarse"] = losses.content_loss(out.coarse, sharp)
+        if w["content_fine"]:
+            terms["content_fine"] = _sum(losses.content_loss(s, sharp) for s in out.fine)
+        if w["structural"]:
+            terms["structural"] = _sum(
+                losses.structural_loss(
+                    pred,
+                    sharp,
+                    labels,
+                    c=lcfg.structural_c,
+                    adaptive=lcfg.structural_adaptive,
+                    has_labels=has_labels,
+                    min_area=float(lcfg.structural_min_area),
+                )
+                for stage in out.fine
+                for pred in stage
+            )
+        if w["parsing"]:
+            terms["parsing"] = losses.parsing_loss(out.parsing_logits, labels, has_labels)
+        if w["vgg"]:
+            terms["vgg"] = losses.perceptual_loss(
+                lambda im: vgg_apply(vgg_params, im), out.y, sharp, tuple(lcfg.vgg_layers)
+            )
+        if w["adv"]:
+            fake = disc.apply({"params": params["disc"]}, out.y)
+            terms["adv"] = losses.generator_adversarial_loss(fake)
+        y = None if phase.parsing_clear else out.y
+        return terms, new_stats, y
+
+    def disc_loss(d_params, real, fake):
+        logits = disc.apply({"params": d_params}, jnp.concatenate([real, fake], axis=0))
+        b = real.shape[0]
+        return losses.discriminator_loss(logits[:b], logits[b:]), logits
+
+    return PhaseLosses(degrade, split, terms_of, dict(w), disc_loss)
+
+
 def make_step_body(
     config: ml_collections.ConfigDict,
     phase: Phase,
@@ -83,14 +211,9 @@ def make_step_body(
     bool[b]}`` — this device's shard. With ``axis_name=None`` it is a plain single-device
     step (no collectives).
     """
-    model = build_model(config.model, bn_axis_name=axis_name)
-    disc = build_discriminator(config.model)
     tx = make_optimizer(config.optim)
-    w = phase.loss
-    train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
-    if w["vgg"] > 0 and vgg_apply is None:
-        raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG-Face network was given")
-    lcfg = config.loss
+    phase_loss = phase_losses(config, phase, vgg_apply, axis_name)
+    w = phase_loss.weights
 
     def pmean(x):
         return x if axis_name is None else jax.lax.pmean(x, axis_name)
@@ -107,76 +230,28 @@ def make_step_body(
         return unravel(jax.lax.pmean(flat, axis_name))
 
     def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params):
-        params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
-        variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
-        if batch_stats:
-            variables["batch_stats"] = batch_stats
-        if train_parsing:
-            out, updates = model.apply(
-                variables,
-                deg.blurred,
-                upto=phase.upto,
-                train_parsing=True,
-                mutable=["batch_stats"],
-            )
-            new_stats = updates["batch_stats"]
-        else:
-            out = model.apply(variables, deg.blurred, upto=phase.upto)
-            new_stats = batch_stats
-        sharp, labels = deg.sharp, deg.labels
-        terms = {}
-        if w["content_coarse"]:
-            terms["content_coarse"] = losses.content_loss(out.coarse, sharp)
-        if w["content_fine"]:
-            terms["content_fine"] = _sum(losses.content_loss(s, sharp) for s in out.fine)
-        if w["structural"]:
-            terms["structural"] = _sum(
-                losses.structural_loss(
-                    pred,
-                    sharp,
-                    labels,
-                    c=lcfg.structural_c,
-                    adaptive=lcfg.structural_adaptive,
-                    has_labels=has_labels,
-                )
-                for stage in out.fine
-                for pred in stage
-            )
-        if w["parsing"]:
-            terms["parsing"] = losses.parsing_loss(out.parsing_logits, labels, has_labels)
-        if w["vgg"]:
-            terms["vgg"] = losses.perceptual_loss(
-                lambda im: vgg_apply(vgg_params, im), out.y, sharp, tuple(lcfg.vgg_layers)
-            )
-        if w["adv"]:
-            fake = disc.apply({"params": params["disc"]}, out.y)
-            terms["adv"] = losses.generator_adversarial_loss(fake)
+        terms, new_stats, y = phase_loss.terms(
+            trained, frozen, batch_stats, deg, has_labels, vgg_params
+        )
         total = _sum(w[k] * v for k, v in terms.items())
-        return total, (terms, new_stats, out.y)
-
-    def disc_loss(d_params, real, fake):
-        logits = disc.apply({"params": d_params}, jnp.concatenate([real, fake], axis=0))
-        b = real.shape[0]
-        return losses.discriminator_loss(logits[:b], logits[b:]), logits
+        return total, (terms, new_stats, y)
 
     def body(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None):
         local_b = batch["image"].shape[0]
-        keys = sample_keys(state.rng, state.step, local_b, axis_name)
-        deg = synthesize(keys, batch["image"], batch["labels"], config.degrade, kernel_pool)
+        deg = phase_loss.degrade(state, batch, kernel_pool)
         has_labels = batch["has_labels"]
 
-        gen_keys = [k for k in state.params if k != "disc" and phase.trains(net_of(k))]
-        trained = {k: state.params[k] for k in gen_keys}
-        frozen = {k: v for k, v in state.params.items() if k not in trained}
+        trained, frozen = phase_loss.split(state.params)
         (total, (terms, new_stats, y)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
             varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params
         )
         metric = {f"loss/{k}": v for k, v in terms.items()}
         metric["loss/total"] = total
-        metric["psnr"] = jnp.mean(metrics.psnr(y, deg.sharp))
+        if y is not None:  # no output image when P alone parses clear faces
+            metric["psnr"] = jnp.mean(metrics.psnr(y, deg.sharp))
         ok_values = [total]
         if phase.trains("disc"):
-            (d_loss, logits), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+            (d_loss, logits), d_grads = jax.value_and_grad(phase_loss.disc_loss, has_aux=True)(
                 varying(state.params["disc"]), deg.sharp, jax.lax.stop_gradient(y)
             )
             grads["disc"] = d_grads
@@ -244,3 +319,59 @@ def build_train_step(
         return sharded(state, batch, vgg_params, kernel_pool)
 
     return jax.jit(step, donate_argnums=(0,))
+
+
+def build_grad_norms(
+    config: ml_collections.ConfigDict,
+    phase: Phase,
+    vgg_apply: VggApply | None = None,
+):
+    """Loss diagnostics: how hard each active loss term pulls on the trained nets.
+
+    Returns ``jit(fn)`` with ``fn(state, batch, vgg_params, kernel_pool=None) -> {
+    "grad_norm/<term>": f32[], "weighted_loss/<term>": f32[], ["grad_norm/disc": f32[]]}``
+    for the same arguments as the train step (call it *before* the step, which donates the
+    state). ``grad_norm/<term>`` is the global L2 norm of ``∂(w_t · L_t)/∂θ`` over the
+    params θ of the generator nets the phase trains, ``w_t`` the term's weight
+    (``phase.loss``), so a λ too small to matter (e.g. an inert L_adv) shows as a norm
+    orders of magnitude below the others; ``grad_norm/disc`` is that of D's own loss.
+
+    It differentiates the train step's own loss code (:func:`phase_losses`: the same
+    degradation keys, forward pass and terms) on the whole global batch as one jitted
+    program without ``shard_map`` (``axis_name=None``): the per-sample keys depend on the
+    global sample index only, and P's BatchNorm statistics over the global batch are what
+    the synchronised BatchNorm of the sharded step computes, so these are the gradients
+    the step's single all-reduce produces, term by term (tested against the step's
+    ``grad_norm``). One forward pass, one backward pass per term (``jax.vjp``); one compile
+    per phase.
+    """
+    phase_loss = phase_losses(config, phase, vgg_apply, axis_name=None)
+    w = phase_loss.weights
+
+    def fn(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None) -> dict:
+        deg = phase_loss.degrade(state, batch, kernel_pool)
+        has_labels = batch["has_labels"]
+        trained, frozen = phase_loss.split(state.params)
+
+        def weighted(params):
+            terms, _, y = phase_loss.terms(
+                params, frozen, state.batch_stats, deg, has_labels, vgg_params
+            )
+            return {k: w[k] * v for k, v in terms.items()}, y
+
+        values, pullback, y = jax.vjp(weighted, trained, has_aux=True)
+        out = {}
+        for name, value in values.items():
+            cotangent = {k: jnp.zeros_like(v) for k, v in values.items()}
+            cotangent[name] = jnp.ones_like(value)
+            (grad,) = pullback(cotangent)
+            out[f"grad_norm/{name}"] = optax.tree.norm(grad)
+            out[f"weighted_loss/{name}"] = value
+        if phase.trains("disc"):
+            d_grad, _ = jax.grad(phase_loss.disc_loss, has_aux=True)(
+                state.params["disc"], deg.sharp, jax.lax.stop_gradient(y)
+            )
+            out["grad_norm/disc"] = optax.tree.norm(d_grad)
+        return out
+
+    return jax.jit(fn)

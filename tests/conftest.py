@@ -83,7 +83,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_demo_run(tmp_path_factory):
-    """``facedeblur demo --config tiny``: all four phases of the tiny config trained into
+    """``facedeblur demo --config tiny``: all five phases of the tiny config trained into
     ``runs/notebook_tiny`` and evaluated, run once for the demo test and the notebooks
     (which find the finished run there and train nothing). Returns ``(runs dir, workdir,
     printed output, strips folder)``."""

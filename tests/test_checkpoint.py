@@ -216,3 +216,35 @@ def test_old_layout_checkpoint_gives_one_line_on_the_command_line(old_workdir, t
     assert "model.layout_version = 1" in errors[0]
     assert _snapshot(old_workdir) == before
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_placement_and_area_floor_of_older_checkpoints():
+    """Checkpoints from before degrade.center and loss.structural_min_area trained with
+    centroid-placed kernels and no floor: they load with those, not today's defaults."""
+    config = load_config("tiny")
+    raw = json.loads(config_to_json(config))
+    del raw["degrade"]["center"], raw["loss"]["structural_min_area"]
+    back = config_from_meta({"config": json.dumps(raw)})
+    assert (config.degrade.center, back.degrade.center) == ("bbox", "centroid")
+    assert config.loss.structural_min_area == 1.0 and back.loss.structural_min_area == 0.0
+    kept = config_from_meta({"config": config_to_json(config)})
+    assert kept.degrade.center == "bbox" and kept.loss.structural_min_area == 1.0
+
+
+def test_phases_of_an_older_checkpoint_parse_the_coarse_output():
+    """A 4-phase checkpoint (before parsing_clear / parsing_input) keeps its phases, and
+    each of them — even one named parsing_clear — parses G_c's output."""
+    from facedeblur_jax.schedule import phases_from_config
+
+    config = load_config("tiny", {"phase_order": ("coarse", "parsing", "fine", "joint")})
+    raw = json.loads(config_to_json(config))
+    del raw["phases"]["parsing_clear"]
+    for rec in raw["phases"].values():
+        del rec["parsing_input"]
+    raw["phases"]["parsing_clear"] = dict(raw["phases"]["parsing"])  # a custom phase
+    back = config_from_meta({"config": json.dumps(raw)})
+    assert back.phase_order == ("coarse", "parsing", "fine", "joint")
+    assert {n: r.parsing_input for n, r in back.phases.items()} == {
+        n: "coarse" for n in ("coarse", "parsing", "fine", "joint", "parsing_clear")
+    }
+    assert [p.parsing_input for p in phases_from_config(back)] == ["coarse"] * 4

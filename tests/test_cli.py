@@ -66,7 +66,7 @@ def test_train_help_explains_overrides_and_the_config_forms(capsys):
 def test_demo_help_says_what_it_runs_its_defaults_and_how_long(capsys):
     text = " ".join(help_text(capsys, "demo").split())
     assert "bundled" in text and "PSNR/SSIM" in text
-    assert "coarse 240, parsing 80, fine 160, joint 60" in text  # from the demo config
+    assert "coarse 240, parsing_clear 80, parsing 80, fine 160, joint 60" in text  # the config
     assert "(default: demo)" in text and "(default: runs/demo)" in text
     assert "(default: not written)" in text
     assert "a few minutes on a 2-core CPU" in text

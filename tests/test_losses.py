@@ -65,6 +65,27 @@ def test_structural_loss_at_half_scale_uses_soft_masks():
     assert float(losses.structural_loss(pred, target, labels)) == pytest.approx(1.0)
 
 
+def test_structural_loss_area_floor_hand_computed():
+    """w_k = c / max(A_k, floor): the 1-px nose is floored, the 2-px eye is not (floor 1.5);
+    absent parts still give 0; at half scale the floor is divided by 4."""
+    labels = _labels_4x4()
+    target = jnp.zeros((1, 4, 4, 3))
+    pred = target.at[0, 0, 0, :].set(0.1).at[0, 2, 2, 0].set(0.4)
+    floored = losses.structural_loss(pred, target, labels, min_area=1.5)
+    assert float(floored) == pytest.approx(0.3 / 2 + 0.4 / 1.5)
+    both = losses.structural_loss(pred, target, labels, min_area=4.0, c=2.0)
+    assert float(both) == pytest.approx(2 * (0.3 / 4 + 0.4 / 4))
+    assert float(losses.structural_loss(pred, target, labels, min_area=0.0)) == pytest.approx(
+        0.3 / 2 + 0.4
+    )
+    empty = jnp.zeros((1, 4, 4), jnp.int32)
+    assert float(losses.structural_loss(pred, target, empty, min_area=4.0)) == 0.0
+    # Half scale: eye mask area 0.5, floor 4 / 2² = 1 → w = 1; error 1 × 0.5.
+    half = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0, 0].set(1.0)
+    assert float(losses.structural_loss(half, target, labels, min_area=4.0)) == pytest.approx(0.5)
+    assert float(losses.structural_loss(half, target, labels, min_area=1.0)) == pytest.approx(1.0)
+
+
 def test_parsing_loss_hand_computed():
     labels = jnp.array([[[0, 1]]], jnp.int32)  # [1, 1, 2]
     logits = jnp.array([[[[0.0, 0.0], [jnp.log(3.0), 0.0]]]])  # p = (.5,.5), (.75,.25)

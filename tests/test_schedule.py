@@ -8,13 +8,18 @@ def test_paper_schedule_is_the_papers():
     phases = phases_from_config(load_config("paper"))
     assert [(p.name, p.steps) for p in phases] == [
         ("coarse", 200_000),
+        ("parsing_clear", 60_000),
         ("parsing", 60_000),
         ("fine", 200_000),
         ("joint", 100_000),
     ]
-    coarse, parsing, fine, joint = phases
+    coarse, clear, parsing, fine, joint = phases
     assert coarse.train == ("coarse",) and coarse.upto == "coarse"
+    assert clear.train == ("parsing",) and clear.parsing_clear and clear.parsing_input == "clear"
+    assert {k: v for k, v in clear.loss.items() if v} == {"parsing": 1e-4}
+    assert clear.lr["parsing"] == 1e-4  # P from scratch; not in the paper
     assert parsing.train == ("parsing",) and parsing.upto == "parsing"
+    assert not any(p.parsing_clear for p in (coarse, parsing, fine, joint))
     assert fine.train == ("fine", "disc") and fine.upto == "fine"
     assert {k: v for k, v in fine.loss.items() if v} == {
         "content_fine": 1.0,
@@ -25,12 +30,35 @@ def test_paper_schedule_is_the_papers():
     assert set(joint.train) == {"coarse", "parsing", "fine", "disc"}
     assert joint.loss["parsing"] == 1e-4 and joint.loss["content_coarse"] == 1.0
     assert parsing.lr["parsing"] == 5e-6 and coarse.lr["coarse"] == 4e-5
-    assert total_steps(phases) == 560_000
+    assert total_steps(phases) == 620_000
+
+
+def test_demo_and_tiny_pretrain_p_on_clear_faces():
+    for name in ("demo", "tiny", "gpu_short"):
+        phases = phases_from_config(load_config(name))
+        assert [p.name for p in phases] == ["coarse", "parsing_clear", "parsing", "fine", "joint"]
+        assert phases[1].parsing_clear and phases[1].steps <= 1000
+    short = {p.name: p for p in phases_from_config(load_config("gpu_short"))}
+    assert short["parsing_clear"].lr["parsing"] == 5 * 1e-4  # 5× each phase's own rate
+    assert short["parsing"].lr["parsing"] == 5 * 5e-6
+
+
+def test_parsing_input_is_checked():
+    bad = {"phases.parsing.parsing_input": "blurred"}
+    with pytest.raises(ValueError, match=r"phases\.parsing\.parsing_input must be one of"):
+        phases_from_config(load_config("tiny", bad))
+    for override in (
+        {"phases.fine.parsing_input": "clear"},
+        {"phases.parsing_clear.train": ("parsing", "coarse")},
+        {"phases.parsing_clear.loss.content_coarse": 1.0},
+    ):
+        with pytest.raises(ValueError, match=r'parsing_input = "clear" \(P on sharp faces'):
+            phases_from_config(load_config("tiny", override))
 
 
 def test_locate_walks_phase_boundaries():
     phases = phases_from_config(load_config("tiny"))  # 2 steps each
-    assert [locate(phases, s) for s in range(9)] == [
+    assert [locate(phases, s) for s in range(11)] == [
         (0, 0),
         (0, 1),
         (1, 0),
@@ -40,6 +68,8 @@ def test_locate_walks_phase_boundaries():
         (3, 0),
         (3, 1),
         (4, 0),
+        (4, 1),
+        (5, 0),
     ]
 
 

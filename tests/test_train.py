@@ -18,9 +18,16 @@ from facedeblur_jax.inference import load_model
 from facedeblur_jax.train import make_mesh, train
 from tests import processes
 
-# 6 steps: coarse 0–1 | parsing 2–3 | fine 4 | joint 5. A kill after the checkpoint at
-# step 3 resumes inside "parsing" and crosses two phase boundaries.
-SIX = {"phases.fine.steps": 1, "phases.joint.steps": 1, "train.checkpoint_every": 3}
+# 6 steps: coarse 0–1 | parsing_clear 2 | parsing 3 | fine 4 | joint 5. A kill after the
+# checkpoint at step 3 resumes at the start of "parsing" and crosses three phase boundaries.
+SIX = {
+    "phases.parsing_clear.steps": 1,
+    "phases.parsing.steps": 1,
+    "phases.fine.steps": 1,
+    "phases.joint.steps": 1,
+    "train.checkpoint_every": 3,
+}
+PHASES = ("coarse", "parsing_clear", "parsing", "fine", "joint")
 
 # `facedeblur train` in a child that SIGKILLs itself right after it has started the
 # (asynchronous) save of step argv[1]: Orbax is still writing that checkpoint.
@@ -55,10 +62,12 @@ def _assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """The reference: 6 steps in one uninterrupted subprocess."""
+    """The reference: 6 steps in one uninterrupted subprocess, with the loss diagnostics
+    (the runs compared with it have none: the diagnostics must not change training)."""
     workdir = tmp_path_factory.mktemp("straight")
-    proc = _cli(workdir)
+    proc = _cli(workdir, ("train.log_grad_norms", True))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (workdir / "stdout.txt").write_text(proc.stdout)
     return workdir
 
 
@@ -68,9 +77,54 @@ def test_straight_run_checkpoints_and_logs(straight):
         meta = ckpt.restore_meta(6)
     assert meta["phase"] == "done" and meta["step"] == 6
     lines = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert [x["phase"] for x in lines] == ["coarse"] * 2 + ["parsing"] * 2 + ["fine", "joint"]
-    assert "loss/structural" in lines[4] and "loss/disc" in lines[5]
+    steps = [x for x in lines if "loss/total" in x]
+    assert [x["phase"] for x in steps] == ["coarse", *PHASES]
+    assert "loss/structural" in steps[4] and "loss/disc" in steps[5]
+    assert "psnr" not in steps[2] and "psnr" in steps[3]  # parsing_clear: no output image
     assert list((straight / "tb").glob("events.out.tfevents.*"))
+
+
+def test_loss_diagnostics_one_line_per_term_at_each_phase_start(straight):
+    lines = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    norms = [x for x in lines if any(k.startswith("grad_norm/") for k in x)]
+    got = [(x["phase"], x["step"], next(k for k in x if k.startswith("grad_norm/"))) for x in norms]
+    config = load_config("tiny", SIX)
+    want, start = [], 0
+    for name in PHASES:
+        loss = {k: v for k, v in config.phases[name].loss.items() if v}
+        terms = [t for t in ("content_coarse", "content_fine", "structural", "parsing", "adv")]
+        want += [(name, start, f"grad_norm/{t}") for t in terms if t in loss]
+        if "disc" in config.phases[name].train:
+            want.append((name, start, "grad_norm/disc"))
+        start += config.phases[name].steps
+    assert got == want
+    assert all(np.isfinite(v) and v > 0 for x in norms for k, v in x.items() if "/" in k)
+    out = (straight / "stdout.txt").read_text()
+    assert "phase fine (step 4): gradient norm per loss term: content_fine" in out
+
+
+def test_parsing_f_scores_after_each_phase_that_trains_p(straight):
+    """One line per input (clear, blurred, deblurred) after parsing_clear, parsing and
+    joint, with the 10 non-background classes and their mean; a table on stdout."""
+    lines = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    scores = [x for x in lines if any(k.startswith("parsing_f/") for k in x)]
+    keys = [
+        (x["phase"], x["step"], next(iter(k for k in x if "/" in k)).split("/")[1]) for x in scores
+    ]
+    assert keys == [
+        (phase, step, name)
+        for phase, step in (("parsing_clear", 3), ("parsing", 4), ("joint", 6))
+        for name in ("clear", "blurred", "deblurred")
+    ]
+    for x in scores:
+        name = next(k for k in x if "/" in k).split("/")[1]
+        classes = [k for k in x if k.startswith(f"parsing_f/{name}/")]
+        assert len(classes) == 12 and x[f"parsing_f/{name}/num_faces"] == 4  # 10 + mean + n
+        f = [x[k] for k in classes if not k.endswith("/num_faces")]
+        assert all(0 <= v <= 1 for v in f if np.isfinite(v)) and np.isfinite(f[-1])
+    out = (straight / "stdout.txt").read_text()
+    assert "P's F-scores after phase parsing_clear (step 3, 4 held-out 'test' faces)" in out
+    assert "left_brow" in out and "\nclear " in out and "\ndeblurred " in out
 
 
 def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
@@ -78,7 +132,7 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     # step the killed one compiled, and must still end bit-identical to the straight run.
     cache = ("train.compilation_cache_dir", str(tmp_path.parent / f"{tmp_path.name}_xla"))
     # The test kills the run from outside once the step-3 checkpoint is on disk (the run
-    # is then compiling the fine phase's step).
+    # is then compiling the parsing phase's step).
     args = processes.train_args(tmp_path, {**SIX, cache[0]: cache[1]})
     killed = processes.start(args, dict(os.environ), tmp_path.parent / "logs", tmp_path.name)
     processes.kill_when(tmp_path / "checkpoints" / "3", [killed], timeout=300)
@@ -86,7 +140,7 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     with Checkpointer(tmp_path, async_save=False) as ckpt:
         assert ckpt.latest_step() == 3
         meta = ckpt.restore_meta(3)
-    assert (meta["phase"], meta["phase_step"]) == ("parsing", 1)
+    assert (meta["phase"], meta["phase_step"]) == ("parsing", 0)
 
     cached = sorted(p.name for p in pathlib.Path(cache[1]).iterdir())
     assert cached  # the killed run wrote its compiled steps
@@ -164,6 +218,23 @@ def test_failed_checks_leave_no_workdir_and_print_one_line(tmp_path):
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f"facedeblur train: error: {expected[key]}"), line
         assert not (tmp_path / "w").exists()
+
+
+def test_resume_with_another_schedule_is_refused(straight, tmp_path):
+    """A checkpoint of the five-phase recipe resumed with the old four phases (no
+    parsing_clear): the same step would mean another phase — refused, checkpoint kept."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(straight, workdir)
+    shutil.rmtree(workdir / "checkpoints" / "6")
+    before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    config = load_config("tiny", {**SIX, "phase_order": ("coarse", "parsing", "fine", "joint")})
+    with pytest.raises(
+        ValueError, match=r"trained with the phases \[\('coarse', 0\), \('parsing_clear', 2\)"
+    ):
+        train(config, workdir, progress=False)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 
 
 def test_bad_degrade_settings_fail_at_start(tmp_path):

@@ -1,6 +1,8 @@
 import jax
 import numpy as np
+import optax
 import pytest
+from jax.extend.core import jaxprs_in_params
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -47,9 +49,13 @@ def _copy(tree):
     return jax.tree.map(lambda x: np.array(x), tree)
 
 
-@pytest.mark.parametrize("phase_index", [0, 1, 2, 3])
-def test_one_step_of_each_phase_changes_only_trained_nets(cfg, phase_index):
-    phase = phases_from_config(cfg)[phase_index]
+def _phase(cfg, name):
+    return {p.name: p for p in phases_from_config(cfg)}[name]
+
+
+@pytest.mark.parametrize("name", ["coarse", "parsing_clear", "parsing", "fine", "joint"])
+def test_one_step_of_each_phase_changes_only_trained_nets(cfg, name):
+    phase = _phase(cfg, name)
     mesh = _mesh(2)
     state = _state(cfg, mesh)
     before = _copy(state)
@@ -90,7 +96,7 @@ def test_one_step_of_each_phase_changes_only_trained_nets(cfg, phase_index):
 def test_nan_batch_is_skipped(cfg):
     """A NaN pixel (float batches are accepted by the step) poisons the loss: the update is
     skipped, counted, and the next clean batch trains normally."""
-    phase = phases_from_config(cfg)[3]  # joint: every net, D and BN statistics
+    phase = _phase(cfg, "joint")  # every net, D and BN statistics
     mesh = _mesh(2)
     state = _state(cfg, mesh)
     step = build_train_step(cfg, phase, mesh)
@@ -123,7 +129,7 @@ def test_eight_devices_match_one_device(cfg):
     run in a different order (per-device sums + pmean), and Adam divides by √v, so a
     near-zero gradient's rounding can change its update by up to ~lr; we allow 3 steps ×
     2·lr (joint lr 4e-5) absolute and check that the mean difference is far smaller."""
-    phase = phases_from_config(cfg)[3]
+    phase = _phase(cfg, "joint")
     results = []
     for n in (8, 1):
         mesh = _mesh(n)
@@ -151,7 +157,7 @@ def test_eight_devices_match_one_device(cfg):
 def test_bf16_compute_trains_with_fp32_params(cfg):
     """model.compute_dtype = bfloat16: the step runs, params and optimiser state stay f32."""
     c = load_config("tiny", {"model.compute_dtype": "bfloat16"})
-    phase = phases_from_config(c)[3]
+    phase = _phase(c, "joint")
     mesh = _mesh(2)
     state = _state(c, mesh)
     state, metrics = build_train_step(c, phase, mesh)(state, _batch(mesh), None)
@@ -168,7 +174,7 @@ def test_kernel_pool_step_matches_on_eight_and_one_device():
 
     c = load_config("tiny", {"degrade.kernel_pool_size": 16})
     pool = pool_from_config(c)
-    phase = phases_from_config(c)[0]
+    phase = _phase(c, "coarse")
     results = []
     for n in (8, 1):
         mesh = _mesh(n)
@@ -183,3 +189,125 @@ def test_kernel_pool_step_matches_on_eight_and_one_device():
         np.testing.assert_allclose(a, b, atol=2 * 4e-5)
     with pytest.raises(ValueError, match="no kernel pool was passed"):
         build_train_step(c, phase, _mesh(1))(_state(c, _mesh(1)), _batch(_mesh(1)), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# P on clear faces (phase parsing_clear)
+# ---------------------------------------------------------------------------------------------
+
+
+def _primitives(jaxpr) -> set[str]:
+    """Every primitive name in a (closed) jaxpr, sub-jaxprs included."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in jaxprs_in_params(eqn.params):
+            names |= _primitives(sub)
+    return names
+
+
+def test_parsing_clear_step_neither_blurs_nor_runs_the_coarse_net(cfg):
+    """The clear phase's program has no kernel walk (scan) and no blur (FFT), the parsing
+    phase's has both; and it saves at least G_c's forward pass in FLOPs."""
+    from facedeblur_jax.models.factory import build_model
+
+    mesh = _mesh(1)
+    state, batch = _state(cfg, mesh), _batch(mesh)
+    programs = {}
+    for name in ("parsing_clear", "parsing"):
+        step = build_train_step(cfg, _phase(cfg, name), mesh)
+        jaxpr = jax.make_jaxpr(step)(state, batch, None)
+        flops = step.lower(state, batch, None).compile().cost_analysis()["flops"]
+        programs[name] = (_primitives(jaxpr.jaxpr), flops)
+    clear, coarse = programs["parsing_clear"], programs["parsing"]
+    assert "fft" in coarse[0] and "scan" in coarse[0]
+    assert "fft" not in clear[0] and "scan" not in clear[0]
+    model = build_model(cfg.model)
+    x = np.zeros((8, 32, 32, 3), np.float32)
+    g_c = jax.jit(lambda v: model.apply(v, x, upto="coarse").coarse[-1])
+    variables = {"params": {k: v for k, v in state.params.items() if k != "disc"}}
+    variables["batch_stats"] = state.batch_stats
+    gc_flops = g_c.lower(variables).compile().cost_analysis()["flops"]
+    assert coarse[1] - clear[1] >= 0.9 * gc_flops, (coarse[1], clear[1], gc_flops)
+
+
+def test_parsing_clear_step_trains_p_on_the_augmented_sharp_face(cfg):
+    """The step's L_p is P (BatchNorm in training mode) on ``augment_only`` of the batch with
+    the step's sample keys — the sharp face, warped, not blurred."""
+    from facedeblur_jax import losses
+    from facedeblur_jax.degrade.synthesize import augment_only
+    from facedeblur_jax.models.parsing_net import ParsingNet
+    from facedeblur_jax.train_step import sample_keys
+
+    mesh = _mesh(2)
+    state, batch = _state(cfg, mesh), _batch(mesh)
+    keys = sample_keys(state.rng, state.step, 8, None)
+    deg = augment_only(keys, batch["image"], batch["labels"], cfg.degrade)
+    assert deg.blurred is deg.sharp and deg.kernels is None
+    sharp = np.asarray(batch["image"], np.float32) / 255
+    assert not np.allclose(np.asarray(deg.sharp), sharp, atol=0.05)  # augmented
+    m = cfg.model
+    net = ParsingNet(num_classes=m.num_classes, features=tuple(m.parsing_features))
+    logits, _ = net.apply(
+        {"params": state.params["parsing"], "batch_stats": state.batch_stats["parsing"]},
+        deg.sharp,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    want = losses.parsing_loss(logits, deg.labels, batch["has_labels"])
+    _, metrics = build_train_step(cfg, _phase(cfg, "parsing_clear"), mesh)(state, batch, None)
+    assert float(metrics["loss/parsing"]) == pytest.approx(float(want), rel=1e-4)
+    assert "psnr" not in metrics  # no output image in this phase
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss diagnostics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_grad_norms_are_the_gradients_of_the_step(cfg):
+    """Coarse phase (one term): the diagnostic's norm is the sharded step's gradient norm and
+    a direct jax.grad of λ·L_c through the model on the same degraded batch."""
+    from facedeblur_jax import losses
+    from facedeblur_jax.degrade.synthesize import synthesize
+    from facedeblur_jax.models.factory import build_model
+    from facedeblur_jax.train_step import build_grad_norms, sample_keys
+
+    phase = _phase(cfg, "coarse")
+    mesh = _mesh(2)
+    state, batch = _state(cfg, mesh), _batch(mesh)
+    norms = jax.device_get(build_grad_norms(cfg, phase)(state, batch, None))
+    assert set(norms) == {"grad_norm/content_coarse", "weighted_loss/content_coarse"}
+
+    keys = sample_keys(state.rng, state.step, 8, None)
+    deg = synthesize(keys, batch["image"], batch["labels"], cfg.degrade)
+    model = build_model(cfg.model)
+
+    def loss(coarse_params):
+        out = model.apply({"params": {"coarse": coarse_params}}, deg.blurred, upto="coarse")
+        return phase.loss["content_coarse"] * losses.content_loss(out.coarse, deg.sharp)
+
+    direct = float(optax.tree.norm(jax.grad(loss)(state.params["coarse"])))
+    assert float(norms["grad_norm/content_coarse"]) == pytest.approx(direct, rel=1e-4)
+    _, metrics = build_train_step(cfg, phase, mesh)(state, batch, None)
+    assert float(metrics["grad_norm"]) == pytest.approx(direct, rel=1e-4)
+    assert float(norms["weighted_loss/content_coarse"]) == pytest.approx(
+        float(metrics["loss/total"]), rel=1e-5
+    )
+
+
+def test_grad_norms_show_an_inert_weight(cfg):
+    """Fine phase with λ_adv = 1e-12: a line for every active term and D, and L_adv's norm
+    orders of magnitude below the others'."""
+    from facedeblur_jax.train_step import build_grad_norms
+
+    c = load_config("tiny", {"loss.adv_weight": 1e-12})
+    mesh = _mesh(2)
+    norms = jax.device_get(
+        build_grad_norms(c, _phase(c, "fine"))(_state(c, mesh), _batch(mesh), None)
+    )
+    names = {k.split("/")[1] for k in norms if k.startswith("grad_norm/")}
+    assert names == {"content_fine", "structural", "adv", "disc"}
+    assert all(np.isfinite(v) and v > 0 for v in norms.values() if np.ndim(v) == 0)
+    assert norms["grad_norm/adv"] < 1e-6 * norms["grad_norm/content_fine"]
+    assert norms["grad_norm/adv"] < 1e-6 * norms["grad_norm/structural"]

@@ -20,6 +20,8 @@ device, for ``python -m facedeblur_jax.bench.throughput --mode train``:
    as the JAX step's ``stop_gradient``), D's own loss and backward when D trains, and one
    Adam step per trained net with the phase's learning rate (``fused=True`` on CUDA).
    P's BatchNorm runs in training mode exactly when the phase trains P.
+   A phase whose P parses clear faces (``parsing_input = "clear"``) only augments and runs
+   P alone on the sharp face, as the JAX step.
 
 ``compile=True`` wraps the generator's and D's loss functions (forward + losses; their
 backward is compiled by AOTAutograd) in ``torch.compile(dynamic=False)``; degradation and
@@ -121,13 +123,26 @@ def sample_trajectories(
     return trajectories_from_noise(params_u, shake_u, angle_u, normals, anx, max_total_length)
 
 
-def rasterize(traj: torch.Tensor, sizes: torch.Tensor, canvas: int) -> torch.Tensor:
-    """``kernels.rasterize`` batched: ``f32[B, T, 2]``, ``i64[B]`` -> ``f32[B, c, c]``."""
+def rasterize(
+    traj: torch.Tensor,
+    sizes: torch.Tensor,
+    canvas: int,
+    center: str = "bbox",
+    offset_u: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``kernels.rasterize`` batched: ``f32[B, T, 2]``, ``i64[B]`` -> ``f32[B, c, c]``;
+    ``center`` as ``degrade.center``, ``offset_u`` ``f32[B, 2]`` uniforms for "random"."""
     centre = (canvas - 1) / 2.0
     half = (sizes.float() - 1.0) / 2.0
     d = traj - traj.mean(dim=1, keepdim=True)
-    scale = half / d.abs().amax(dim=(1, 2)).clamp_min(_EPS)
-    pos = centre + d * scale[:, None, None]
+    d = d * (half / d.abs().amax(dim=(1, 2)).clamp_min(_EPS))[:, None, None]
+    if center != "centroid":
+        lo, hi = d.amin(dim=1, keepdim=True), d.amax(dim=1, keepdim=True)
+        d = d - (lo + hi) / 2.0
+        if center == "random":
+            slack = (half[:, None, None] - (hi - lo) / 2.0).clamp_min(0.0)
+            d = d + (2.0 * offset_u[:, None, :] - 1.0) * slack
+    pos = centre + d
     lo, hi = (centre - half)[:, None, None], (centre + half)[:, None, None]
     pos = torch.minimum(torch.maximum(pos, lo), hi)
     grid = torch.arange(canvas, dtype=torch.float32, device=traj.device)
@@ -149,7 +164,11 @@ def sample_kernels(gen: torch.Generator, batch: int, degrade_cfg, device) -> tor
         float(degrade_cfg.trajectory_length),
         device,
     )
-    return rasterize(traj, sizes[pick], int(degrade_cfg.kernel_canvas))
+    center = str(degrade_cfg.center)
+    offset_u = None
+    if center == "random":
+        offset_u = torch.rand((batch, 2), generator=gen, device=device)
+    return rasterize(traj, sizes[pick], int(degrade_cfg.kernel_canvas), center, offset_u)
 
 
 def random_affine(
@@ -192,12 +211,14 @@ def degrade_batch(
     labels_u8: torch.Tensor,
     degrade_cfg,
     kernel_pool: torch.Tensor | None = None,
+    clear: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``uint8[B, H, W, 3]``, ``uint8[B, H, W]`` on the device -> ``(blurred, sharp)`` as
     ``f32[B, 3, H, W]`` channels_last and warped ``i64[B, H, W]`` labels.
 
     ``kernel_pool`` (``f32[N, c, c]`` on the device; ``degrade.kernel_pool_size = N``): each
-    sample takes a uniformly drawn pool kernel instead of a fresh walk, as the JAX step."""
+    sample takes a uniformly drawn pool kernel instead of a fresh walk, as the JAX step.
+    ``clear``: augmentation only, ``blurred`` is the sharp face (``augment_only``)."""
     sharp = (images_u8.permute(0, 3, 1, 2).float() / 255.0).contiguous()
     labels = labels_u8.long()
     if degrade_cfg.augment:
@@ -209,6 +230,9 @@ def degrade_batch(
             float(degrade_cfg.max_shift),
             float(degrade_cfg.max_rotation_deg),
         )
+    if clear:
+        sharp = sharp.contiguous(memory_format=torch.channels_last)
+        return sharp, sharp, labels
     if kernel_pool is not None:
         index = torch.randint(
             kernel_pool.shape[0], (sharp.shape[0],), generator=gen, device=sharp.device
@@ -279,15 +303,18 @@ def structural_loss(
     parts: torch.Tensor,
     c: float = 1.0,
     adaptive: bool = True,
+    min_area: float = 0.0,
 ) -> torch.Tensor:
-    """``parts``: ``i64[P]`` label values of the key parts, on the labels' device."""
+    """``parts``: ``i64[P]`` label values of the key parts, on the labels' device;
+    ``min_area``: the floor of A_k at full resolution (``losses.structural_loss``)."""
     factor = target.shape[2] // pred.shape[2]
     masks = tr.downsample((labels[:, None] == parts[None, :, None, None]).float(), factor)
     err = (pred.float() - tr.downsample(target, factor)).abs().sum(dim=1)  # [B, h, w]
     per_part = torch.einsum("bhw,bphw->bp", err, masks)
     if adaptive:
         area = masks.sum(dim=(2, 3))
-        per_part = per_part * torch.where(area > 0, c / area.clamp_min(1e-6), 0.0)
+        floor = max(float(min_area) / factor**2, 1e-6)
+        per_part = per_part * torch.where(area > 0, c / area.clamp_min(floor), 0.0)
     return _batch_mean(per_part.sum(dim=1), has_labels)
 
 
@@ -394,6 +421,9 @@ class TorchTrainStep:
 
     def _generator_loss(self, blurred, sharp, labels, has_labels):
         w, lcfg = self.phase.loss, self.config.loss
+        if self.phase.parsing_clear:  # P alone on the clear face (``blurred`` is sharp)
+            logits = self.model.parsing(blurred, train=self.train_parsing)
+            return w["parsing"] * parsing_loss(logits, labels, has_labels), None
         out = self.model(blurred, upto=self.phase.upto, train_parsing=self.train_parsing)
         total = sharp.new_zeros((), dtype=torch.float32)
         if w["content_coarse"]:
@@ -411,6 +441,7 @@ class TorchTrainStep:
                         self.parts,
                         lcfg.structural_c,
                         lcfg.structural_adaptive,
+                        float(lcfg.structural_min_area),
                     )
         if w["parsing"]:
             total = total + w["parsing"] * parsing_loss(out.parsing_logits, labels, has_labels)
@@ -428,7 +459,14 @@ class TorchTrainStep:
         return _bce(logits[:b], 1.0) + _bce(logits[b:], 0.0)
 
     def degrade(self, images_u8, labels_u8):
-        return degrade_batch(self.gen, images_u8, labels_u8, self.config.degrade, self.kernel_pool)
+        return degrade_batch(
+            self.gen,
+            images_u8,
+            labels_u8,
+            self.config.degrade,
+            self.kernel_pool,
+            clear=self.phase.parsing_clear,
+        )
 
     def step(self, images_u8, labels_u8, has_labels) -> torch.Tensor:
         """Degrade, forward, backward, Adam; returns the generator loss (not synced)."""

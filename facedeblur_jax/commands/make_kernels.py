@@ -2,13 +2,18 @@
 
     facedeblur make-kernels --out kernels/test_bank.npz                  # paper: 8×10
     facedeblur make-kernels --config configs/demo.py --out demo.npz      # 7..13 on 13
+    facedeblur make-kernels --out bank.npz --extra released27=kernel27.npy
 
 Defaults are the paper's protocol (§5.1: 10 kernels for each of the sizes 13, 15, …, 27 on
-a 27×27 canvas, anxiety 0.005, 2000 trajectory samples). ``--config`` takes the sizes,
-canvas, anxiety and trajectory from a config's ``degrade`` section (so the bank matches what
-the model was trained on); explicit flags override it. The key derivation, the file layout
-and why the bank never meets a training draw are in ``facedeblur_jax/degrade/kernel_bank.py``.
-The same arguments always give a byte-identical file; it is never overwritten unless
+a 27×27 canvas, anxiety 0.005, 2000 trajectory samples, bounding boxes centred).
+``--config`` takes the sizes, canvas, anxiety, trajectory and placement from a config's
+``degrade`` section (so the bank matches what the model was trained on); explicit flags
+override it. The key derivation, the file layout and why the bank never meets a training
+draw are in ``facedeblur_jax/degrade/kernel_bank.py``.
+``--extra NAME=FILE.npy`` adds a kernel read from a file (checked 2-D, finite, >= 0;
+renormalised to sum 1, which is printed when its sum was off; centred on the canvas) as its
+own group, reported by ``facedeblur eval`` as one more column beside the sizes. The same
+arguments always give a byte-identical file; it is never overwritten unless
 ``--overwrite``.
 """
 
@@ -29,6 +34,13 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
+def _extra(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy, got {text!r}")
+    return name, path
+
+
 def _anxiety(text: str) -> float | None:
     return None if text.lower() in ("none", "bf") else float(text)
 
@@ -45,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="take sizes, canvas, anxiety and trajectory from this config (name or file)",
+        help="take sizes, canvas, anxiety, trajectory and placement from this config "
+        "(name or file)",
     )
     p.add_argument(
         "--sizes",
@@ -76,7 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"trajectory samples (default: the config's, else {kernels.DEFAULT_NUM_STEPS})",
     )
+    p.add_argument(
+        "--center",
+        choices=kernels.CENTERS,
+        default=None,
+        help="placement of each stroke in its support (default: the config's, else "
+        f"{kernels.DEFAULT_CENTER})",
+    )
     p.add_argument("--seed", type=int, default=kernel_bank.BANK_SEED, help="root seed")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        type=_extra,
+        metavar="NAME=FILE.npy",
+        help="also store this 2-D kernel file as its own group NAME (repeatable); "
+        "e.g. a released test kernel, reported by facedeblur eval beside the sizes",
+    )
     p.add_argument("--preview", default=None, help="also write a PNG of every kernel here")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
@@ -99,6 +128,8 @@ def bank_kwargs(args: argparse.Namespace) -> dict:
         kwargs["anxiety"] = args.anxiety
     if args.steps is not None:
         kwargs["num_steps"] = args.steps
+    if args.center is not None:
+        kwargs["center"] = args.center
     kwargs["per_size"] = args.per_size
     kwargs["seed"] = args.seed
     return kwargs
@@ -113,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None and path.exists() and not args.overwrite:
                 raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
         bank = kernel_bank.make_bank(**bank_kwargs(args))
+        if args.extra:
+            extras = [(n, pathlib.Path(f).expanduser()) for n, f in args.extra]
+            bank = kernel_bank.with_extras(bank, extras)
         kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
         if preview is not None:
             from facedeblur_jax import imageio
@@ -125,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {out}: {len(bank)} kernels, sizes {prov['sizes']} × {prov['per_size']} on a "
         f"{prov['canvas']}×{prov['canvas']} canvas, anxiety {prov['anxiety']}, "
-        f"{prov['steps']} steps, seed {prov['seed']}; sha256 {kernel_bank.file_sha256(out)}"
+        f"{prov['steps']} steps, center {prov['center']}, seed {prov['seed']}; "
+        f"sha256 {kernel_bank.file_sha256(out)}"
     )
+    for e in bank.extras:
+        note = f", renormalised from sum {e['sum']:.6g}" if e["renormalised"] else ""
+        print(
+            f"  extra kernel {e['name']!r}: {e['file']} {e['shape'][0]}×{e['shape'][1]}, "
+            f"size {e['size']}{note}"
+        )
     if preview is not None:
         print(f"wrote {preview}")
     return 0

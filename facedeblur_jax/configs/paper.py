@@ -59,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
     # (docs/benchmarks/h100_2026-11-24_speedups.md). Checkpoints that predate this key ran
     # the scan and keep it (checkpoint.LEGACY_DEFAULTS).
     config.degrade.trajectory_impl = "auto"
+    # Where the fitted stroke sits in its k×k support: "centroid" | "bbox" | "random"
+    # (facedeblur_jax/degrade/kernels.py). "bbox": the paper's released 27×27 test kernel
+    # has its bounding box within 1 px of the canvas centre but its centroid 3.1 px off.
+    # Checkpoints that predate this key trained with "centroid" (checkpoint.LEGACY_DEFAULTS).
+    config.degrade.center = "bbox"
     # 0: a fresh kernel for every sample of every step (docs/design.md §3). N > 0: sample N
     # kernels on the device once per run and draw from them (the paper's Table 1 trains on
     # 20,000 fixed kernels); takes the sequential walk out of the step
@@ -112,6 +117,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.adv_weight = 5e-5  # λ_adv
     config.loss.structural_c = 1.0  # c of eq. 7
     config.loss.structural_adaptive = True  # w_k = c / A_k (False: equal weights, Table 4)
+    # Floor of A_k in w_k = c / max(A_k, floor), pixels at full resolution (not in the paper:
+    # a part of a few pixels must not dominate L_s). 16 px at 128 px lies below the 1st
+    # percentile of every key part's area in the bundled sample faces' labels, augmented as in
+    # training (eyes 23–24 px, upper lip 22, inner mouth 23; smallest seen 10), so it changes
+    # the weight of 0.5 % of upper lips and of no other real part, and tames specks. Scale it
+    # by (image_size / 128)² for other sizes. Checkpoints that predate it trained with 0.
+    config.loss.structural_min_area = 16.0
     config.loss.vgg_weights_path = ""  # converted VGG-Face weights (facedeblur convert-vgg)
     config.loss.vgg_layers = ("pool2", "pool5")
 
@@ -123,10 +135,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip_norm = 0.0  # per-net global-norm clipping; 0 = off (paper: none)
 
     # --- the staged schedule (§3.4; docs/design.md §5) as data -------------------------------
-    config.phase_order = ("coarse", "parsing", "fine", "joint")
+    config.phase_order = ("coarse", "parsing_clear", "parsing", "fine", "joint")
     config.phases = ml_collections.ConfigDict()
     # Parsing alone trains on λ_p·L_p: with Adam the scale of a lone loss does not matter.
     config.phases.coarse = phase(200_000, ("coarse",), "content_coarse")
+    # §4.1: a parser is first trained on clear faces with labels; §3.4 step 2 then fine-tunes
+    # P on G_c's outputs at §3.5's 5e-6. The paper gives no schedule for the clear-image
+    # training: its length here is the only P length the paper gives (60k, step 2), and its
+    # learning rate 1e-4 — P starts from random weights here, and 5e-6 is a fine-tuning rate
+    # (20× below it; the deblurring nets, trained from scratch without BatchNorm, use 4e-5).
+    # Demo-scale check (configs/demo.py nets, P alone on clear sample faces, batch 8): mean
+    # F-score after 80 / 400 steps 0.010 / 0.012 at 5e-6, 0.015 / 0.097 at 1e-4, 0.078 /
+    # 0.283 at 1e-3 — from scratch, 5e-6 barely moves P.
+    config.phases.parsing_clear = phase(60_000, ("parsing",), "parsing", parsing_input="clear")
+    config.phases.parsing_clear.lr.parsing = 1e-4
     config.phases.parsing = phase(60_000, ("parsing",), "parsing")
     config.phases.fine = phase(
         200_000, ("fine", "disc"), "content_fine", "structural", "vgg", "adv"
@@ -167,6 +189,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Persistent XLA compilation cache directory ("" = off): a restarted or resumed run
     # reuses the compiled train steps instead of compiling them again.
     config.train.compilation_cache_dir = ""
+    # At the first step of every phase, log the gradient norm each active loss term sends into
+    # the trained nets (one metrics line per term; one extra compile per phase).
+    config.train.log_grad_norms = True
+    # After every phase that trains P: P's per-class F-scores on this many labelled faces of
+    # the data source's test split, clear and G_c-deblurred (0 = off).
+    config.train.parsing_eval_faces = 64
     # Steps between evaluations on held-out faces during training (config.evals below):
     # 0 = none. Each eval costs a few forward passes of the generator over its images.
     config.train.eval_every = 0
@@ -206,9 +234,13 @@ LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv
 LEARNING_RATES = {"coarse": 4e-5, "parsing": 5e-6, "fine": 4e-5, "disc": 4e-5}  # §3.5
 
 
-def phase(steps: int, train: tuple[str, ...], *active: str) -> ml_collections.ConfigDict:
+def phase(
+    steps: int, train: tuple[str, ...], *active: str, parsing_input: str = "coarse"
+) -> ml_collections.ConfigDict:
     """One phase record: length, trained nets, loss multipliers (1 = on, 0 = off; the
-    weight is multiplier × the λ in ``config.loss``), learning rates per net.
+    weight is multiplier × the λ in ``config.loss``), learning rates per net, and what P
+    parses: ``"coarse"`` (G_c's output, the model) or ``"clear"`` (the sharp augmented
+    face, no blur and no G_c: only for a phase that trains P on L_p alone).
 
     Nets: "coarse" (G_c), "parsing" (P), "fine" (G_f, all stages), "disc" (D). Losses:
     content_coarse / content_fine (L_c on G_c / G_f outputs, all scales), structural (L_s on
@@ -223,5 +255,6 @@ def phase(steps: int, train: tuple[str, ...], *active: str) -> ml_collections.Co
             "train": train,
             "loss": {name: float(name in active) for name in LOSSES},
             "lr": dict(LEARNING_RATES),
+            "parsing_input": parsing_input,
         }
     )

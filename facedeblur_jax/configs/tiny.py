@@ -23,8 +23,11 @@ def get_config():
     for name in config.phase_order:
         config.phases[name].steps = 2
     config.loss.vgg_weight = 0.0
+    config.loss.structural_min_area = 1.0  # 16 px at 128 px, at 32 px
     config.train.global_batch_size = 8
     config.train.log_every = 1
     config.train.checkpoint_every = 2
     config.train.keep_checkpoints = 2
+    config.train.log_grad_norms = False  # one more compile per phase; tests turn it on
+    config.train.parsing_eval_faces = 4
     return config

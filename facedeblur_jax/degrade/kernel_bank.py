@@ -15,19 +15,36 @@ training steps. Because the key depends only on ``(k, i)``, kernel ``i`` of size
 the same whatever ``sizes`` or ``per_size`` a bank is built with (a 10-per-size bank starts
 with the 2-per-size one).
 
-File layout (``np.load(path, allow_pickle=False)``), rows ordered by size (ascending), then
-index::
+Extra kernels. A bank may also carry kernels read from files (:func:`with_extras`,
+``facedeblur make-kernels --extra NAME=FILE.npy``), e.g. the 27×27 test kernel the
+paper's authors released, which ``facedeblur eval`` then reports as one more group beside
+the sizes. Such a file is never part of this repository; the bank records its file name,
+sha256, original shape and sum. It must hold one 2-D, finite, non-negative array with a
+positive sum; it is renormalised to sum 1 (the original sum is recorded and printed when it
+was off by more than 1e-4), zero-padded to the canvas (centred; an odd leftover row or
+column goes after the kernel) or, when larger, cropped by all-zero border rows/columns
+only (mass outside the canvas is an error naming the file). Its ``size`` is the smallest
+centred odd square that holds it, its group label ``NAME``; extra rows follow the drawn ones.
+
+File layout (``np.load(path, allow_pickle=False)``), drawn rows ordered by size (ascending),
+then index, then the extra rows::
 
     kernels            f32[K, canvas, canvas]  each sums to 1, zero outside its centred k×k
     sizes              i32[K]                  support size of each kernel
-    index              i32[K]                  i of each kernel within its size
+    index              i32[K]                  i of each kernel within its size (or group)
+    groups             str[K]                  "<size>" for drawn kernels, NAME for extras
     seed, tag          i64[]                   BANK_SEED, BANK_TAG
     anxiety            f64[]                   NaN = B&F's random 0.1·U per kernel
+    center             str[]                   placement in the support (kernels.CENTERS)
     steps              i32[]                   trajectory samples (numT)
     trajectory_length  f64[]                   path length L
     canvas, per_size   i32[]
     version            i32[]                   FORMAT_VERSION
+    extras             str[]                   JSON list: name, file, sha256, shape, sum
     provenance         str[]                   the same fields as JSON (for people)
+
+Banks of format version 1 (no ``center``, ``groups`` or ``extras``) load as centroid-placed
+kernels (what they were drawn with) without extras.
 
 The zip is written by hand with fixed member order and a fixed 1980-01-01 timestamp, so the
 same arguments give byte-identical files (``np.savez`` stamps the current time). That holds
@@ -57,7 +74,7 @@ from facedeblur_jax.degrade import kernels as kernels_lib
 BANK_SEED = 2**31 - 1
 BANK_TAG = 0x7E57_BA4C
 DEFAULT_PER_SIZE = 10
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _SUM_TOL = 1e-4
 
@@ -73,6 +90,11 @@ class KernelBank:
       seed, tag: root seed and tag of the key derivation (module docstring).
       anxiety: B&F shake amount, or ``None`` for the random ``0.1·U`` per kernel.
       num_steps, max_total_length: trajectory samples and path length.
+      center: placement of each stroke in its support (``kernels.rasterize``); banks
+        written before the field existed were ``"centroid"``.
+      groups: ``str[K]`` group label of each row: ``str(size)`` for drawn kernels, the
+        name of an extra kernel (``None``: every row is drawn).
+      extras: provenance of the extra kernels (one dict each, in row order).
     """
 
     kernels: np.ndarray
@@ -83,6 +105,9 @@ class KernelBank:
     anxiety: float | None = kernels_lib.DEFAULT_ANXIETY
     num_steps: int = kernels_lib.DEFAULT_NUM_STEPS
     max_total_length: float = kernels_lib.DEFAULT_MAX_TOTAL_LENGTH
+    center: str = kernels_lib.DEFAULT_CENTER
+    groups: np.ndarray | None = None
+    extras: tuple[dict, ...] = ()
 
     def __len__(self) -> int:
         return int(self.kernels.shape[0])
@@ -92,12 +117,31 @@ class KernelBank:
         return int(self.kernels.shape[-1])
 
     @property
+    def group_labels(self) -> np.ndarray:
+        """``str[K]``: ``"<size>"`` for a drawn kernel, the extra kernel's name otherwise."""
+        if self.groups is None:
+            return np.asarray([str(int(k)) for k in self.sizes])
+        return np.asarray(self.groups, str)
+
+    @property
+    def drawn(self) -> np.ndarray:
+        """``bool[K]``: rows drawn by the sampler (not extras)."""
+        return self.group_labels == np.asarray([str(int(k)) for k in self.sizes])
+
+    @property
+    def extra_groups(self) -> tuple[str, ...]:
+        """Names of the extra kernels, in row order."""
+        return tuple(dict.fromkeys(self.group_labels[~self.drawn].tolist()))
+
+    @property
     def unique_sizes(self) -> tuple[int, ...]:
-        return tuple(int(k) for k in np.unique(self.sizes))
+        """The sizes of the drawn kernels."""
+        return tuple(int(k) for k in np.unique(self.sizes[self.drawn]))
 
     @property
     def per_size(self) -> int:
-        return int(np.max(np.bincount(self.sizes))) if len(self) else 0
+        drawn = self.sizes[self.drawn]
+        return int(np.max(np.bincount(drawn))) if drawn.size else 0
 
     def provenance(self) -> dict:
         """JSON-ready description of how the bank was drawn (no kernel values)."""
@@ -113,7 +157,9 @@ class KernelBank:
             "anxiety": self.anxiety,
             "steps": int(self.num_steps),
             "trajectory_length": float(self.max_total_length),
+            "center": self.center,
             "num_kernels": len(self),
+            "extras": [dict(e) for e in self.extras],
         }
 
 
@@ -139,6 +185,7 @@ def make_bank(
     anxiety: float | None = kernels_lib.DEFAULT_ANXIETY,
     num_steps: int = kernels_lib.DEFAULT_NUM_STEPS,
     max_total_length: float = kernels_lib.DEFAULT_MAX_TOTAL_LENGTH,
+    center: str = kernels_lib.DEFAULT_CENTER,
     seed: int = BANK_SEED,
     tag: int = BANK_TAG,
 ) -> KernelBank:
@@ -152,12 +199,13 @@ def make_bank(
         raise ValueError(f"per_size must be an int >= 1; got {per_size!r}")
     if anxiety is not None and (not math.isfinite(anxiety) or anxiety < 0):
         raise ValueError(f"anxiety must be finite and >= 0 (or None); got {anxiety!r}")
+    kernels_lib._check_center(center)
     out_k, out_s, out_i = [], [], []
     for k in sizes:
 
         def draw(key, k=k):
             kernel, _ = kernels_lib.sample_kernel(
-                key, (k,), canvas, anxiety, num_steps, max_total_length
+                key, (k,), canvas, anxiety, num_steps, max_total_length, center=center
             )
             return kernel
 
@@ -174,12 +222,13 @@ def make_bank(
         anxiety=None if anxiety is None else float(anxiety),
         num_steps=int(num_steps),
         max_total_length=float(max_total_length),
+        center=center,
     )
 
 
 def bank_kwargs_from_config(config) -> dict:
     """``make_bank`` keyword arguments matching a config's ``degrade`` section (the kernel
-    sizes, canvas, anxiety and trajectory the model was trained with)."""
+    sizes, canvas, anxiety, trajectory and placement the model was trained with)."""
     d = config.degrade
     return {
         "sizes": tuple(int(k) for k in d.kernel_sizes),
@@ -187,6 +236,7 @@ def bank_kwargs_from_config(config) -> dict:
         "anxiety": None if d.anxiety is None else float(d.anxiety),
         "num_steps": int(d.trajectory_steps),
         "max_total_length": float(d.trajectory_length),
+        "center": str(d.center),
     }
 
 
@@ -197,14 +247,17 @@ def _arrays(bank: KernelBank) -> list[tuple[str, np.ndarray]]:
         ("kernels", np.ascontiguousarray(bank.kernels, np.float32)),
         ("sizes", np.asarray(bank.sizes, np.int32)),
         ("index", np.asarray(bank.index, np.int32)),
+        ("groups", bank.group_labels),
         ("seed", np.asarray(bank.seed, np.int64)),
         ("tag", np.asarray(bank.tag, np.int64)),
         ("anxiety", np.asarray(anxiety, np.float64)),
+        ("center", np.asarray(bank.center)),
         ("steps", np.asarray(bank.num_steps, np.int32)),
         ("trajectory_length", np.asarray(bank.max_total_length, np.float64)),
         ("canvas", np.asarray(bank.canvas, np.int32)),
         ("per_size", np.asarray(bank.per_size, np.int32)),
         ("version", np.asarray(FORMAT_VERSION, np.int32)),
+        ("extras", np.asarray(json.dumps([dict(e) for e in bank.extras], sort_keys=True))),
         ("provenance", np.asarray(json.dumps(bank.provenance(), sort_keys=True))),
     ]
 
@@ -282,6 +335,18 @@ def load_bank(path: str | os.PathLike) -> KernelBank:
         if np.any(outside != 0):
             raise ValueError(f"{str(path)!r}: a kernel of size {k} is non-zero outside {k}×{k}")
     anxiety = float(data["anxiety"])
+    center = str(data["center"]) if "center" in data else "centroid"  # version 1
+    if center not in kernels_lib.CENTERS:
+        raise ValueError(f"{str(path)!r}: unknown center {center!r}")
+    groups = None
+    if "groups" in data:
+        groups = np.asarray(data["groups"], str)
+        if groups.shape != sizes.shape:
+            raise ValueError(f"{str(path)!r}: groups must be str[{sizes.shape[0]}]")
+    try:
+        extras = tuple(json.loads(str(data["extras"]))) if "extras" in data else ()
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{str(path)!r}: extras is not JSON: {e}") from e
     return KernelBank(
         kernels=kernels,
         sizes=sizes,
@@ -291,6 +356,112 @@ def load_bank(path: str | os.PathLike) -> KernelBank:
         anxiety=None if math.isnan(anxiety) else anxiety,
         num_steps=int(data["steps"]),
         max_total_length=float(data.get("trajectory_length", kernels_lib.DEFAULT_MAX_TOTAL_LENGTH)),
+        center=center,
+        groups=groups,
+        extras=extras,
+    )
+
+
+def _fit_to_canvas(kernel: np.ndarray, canvas: int, name: str) -> np.ndarray:
+    """Centres ``kernel`` on a ``canvas × canvas`` grid: zero-pads a smaller one (an odd
+    leftover row/column after it), crops a larger one symmetrically (the same leftover
+    rule) — only rows/columns that are all zero, so the kernel neither moves nor loses mass."""
+    for axis in (0, 1):
+        n = kernel.shape[axis]
+        before = abs(canvas - n) // 2
+        if n < canvas:
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (before, canvas - n - before)
+            kernel = np.pad(kernel, pad)
+        elif n > canvas:
+            keep = np.arange(before, before + canvas)
+            mass = kernel.sum(axis=1 - axis)
+            if np.delete(mass, keep).any():
+                what = "rows" if axis == 0 else "columns"
+                raise ValueError(
+                    f"{name}: {n} {what} with mass outside the centred {canvas} of the canvas; "
+                    "make the bank with a larger --canvas"
+                )
+            kernel = np.take(kernel, keep, axis=axis)
+    return kernel
+
+
+def load_extra_kernel(path: str | os.PathLike, canvas: int) -> tuple[np.ndarray, dict]:
+    """One kernel file for :func:`with_extras`: ``(f32[canvas, canvas] summing to 1, info)``.
+
+    ``path``: a ``.npy`` file holding one 2-D array (never unpickled). ``info``: ``file``
+    (the name only), ``sha256``, ``shape``, ``sum`` (before renormalising), ``renormalised``
+    (the sum was off by more than 1e-4), ``size`` (smallest centred odd square holding it).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a 2-D, finite, non-negative array with a positive sum, or mass that
+        does not fit the canvas; the message names the file.
+    """
+    path = pathlib.Path(path)
+    name = repr(str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"extra kernel {name} not found")
+    try:
+        kernel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"extra kernel {name} is not a .npy array: {e}") from e
+    if not isinstance(kernel, np.ndarray) or kernel.ndim != 2 or 0 in kernel.shape:
+        shape = getattr(kernel, "shape", None)
+        raise ValueError(f"extra kernel {name} must be a non-empty 2-D array; got shape {shape}")
+    if not np.issubdtype(kernel.dtype, np.number) or np.issubdtype(
+        kernel.dtype, np.complexfloating
+    ):
+        raise ValueError(f"extra kernel {name} must hold real numbers; got {kernel.dtype}")
+    kernel = kernel.astype(np.float64)
+    if not np.all(np.isfinite(kernel)) or kernel.min() < 0:
+        raise ValueError(f"extra kernel {name} must be finite and >= 0")
+    total = float(kernel.sum())
+    if total <= 0:
+        raise ValueError(f"extra kernel {name} sums to {total}; it must have positive mass")
+    kernels_lib._validate_canvas(canvas)
+    placed = _fit_to_canvas(kernel, canvas, f"extra kernel {name}") / total
+    rows, cols = np.flatnonzero(placed.any(axis=1)), np.flatnonzero(placed.any(axis=0))
+    centre = (canvas - 1) // 2
+    radius = max(centre - rows[0], rows[-1] - centre, centre - cols[0], cols[-1] - centre)
+    info = {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "shape": [int(n) for n in kernel.shape],
+        "sum": total,
+        "renormalised": bool(abs(total - 1.0) > _SUM_TOL),
+        "size": max(3, 2 * int(radius) + 1),
+    }
+    return placed.astype(np.float32), info
+
+
+def with_extras(bank: KernelBank, extras: Sequence[tuple[str, str | os.PathLike]]) -> KernelBank:
+    """``bank`` plus one row per ``(name, .npy path)`` (:func:`load_extra_kernel`), each its
+    own group ``name`` (letters, digits, ``_``, ``-``; not all digits — those label sizes)."""
+    names = [str(n) for n, _ in extras]
+    for n in names:
+        if not n or n.isdigit() or not all(c.isalnum() or c in "_-" for c in n):
+            raise ValueError(
+                f"extra kernel name {n!r} must be letters, digits, '_' or '-' and not all digits"
+            )
+    taken = set(bank.group_labels.tolist())
+    dup = [n for i, n in enumerate(names) if n in taken or n in names[:i]]
+    if dup:
+        raise ValueError(f"extra kernel name(s) {dup} repeat a group of the bank")
+    kernels, sizes, groups, infos = [bank.kernels], [bank.sizes], [bank.group_labels], []
+    for n, path in extras:
+        kernel, info = load_extra_kernel(path, bank.canvas)
+        kernels.append(kernel[None])
+        sizes.append(np.asarray([info["size"]], np.int32))
+        groups.append(np.asarray([n]))
+        infos.append({"name": n, **info})
+    return dataclasses.replace(
+        bank,
+        kernels=np.concatenate(kernels).astype(np.float32),
+        sizes=np.concatenate(sizes).astype(np.int32),
+        index=np.concatenate([bank.index, np.zeros(len(extras), np.int32)]),
+        groups=np.concatenate(groups),
+        extras=(*bank.extras, *infos),
     )
 
 

@@ -2,7 +2,7 @@
 
 Source: G. Boracchi and A. Foi, "Modeling the performance of image restoration from motion
 blur", IEEE TIP 2012 — their MATLAB ``createTrajectory.m`` (the random walk) and
-``createPSFs.m`` (centring on the centre of mass and bilinear "triangle" splatting).
+``createPSFs.m`` (bilinear "triangle" splatting; optional centring on the centre of mass).
 
 Per kernel:
 
@@ -17,11 +17,11 @@ Per kernel:
 
    with ``L = max_total_length``. Complex numbers are pairs of float32 ``(re, im) = (x, y)``
    (no complex dtypes, so the walk runs unchanged on TPU).
-2. :func:`rasterize` — centre on the centre of mass (as ``createPSFs.m`` with
-   ``do_center``), scale so that ``max(|dx|, |dy|) = (k − 1)/2`` (B&F do not scale; we fit
-   every trajectory to the chosen support ``k`` instead of choosing ``TrajSize``), place the
-   centre at canvas index ``(canvas − 1)/2`` and splat every sample bilinearly; normalise
-   to sum 1 (never min–max).
+2. :func:`rasterize` — scale so that the largest deviation from the centre of mass is
+   ``max(|dx|, |dy|) = (k − 1)/2`` (B&F do not scale; we fit every trajectory to the chosen
+   support ``k`` instead of choosing ``TrajSize``), place it in the centred ``k×k`` support
+   (``center``, below) and splat every sample bilinearly; normalise to sum 1 (never
+   min–max).
 
 Choices written down here:
 
@@ -32,17 +32,35 @@ Choices written down here:
 * Every kernel lives on a static ``canvas × canvas`` grid (27×27 by default) whatever its
   size ``k``, so shapes never depend on the random size. The ``k×k`` support is centred:
   indices ``[(canvas − k)/2, (canvas + k)/2)`` on both axes, and the kernel is exactly zero
-  outside it. Because the trajectory is centred on its centre of mass (not its bounding
-  box), only one side touches the support border: the bounding box of a kernel is at most
-  ``k`` wide and its centroid is at the canvas centre.
+  outside it.
+* Placement (``center``, ``config.degrade.center``; the paper does not state it): the modes
+  differ only by a translation of the same fitted stroke.
+
+  - ``"centroid"``: the centre of mass at the canvas centre (``createPSFs.m`` with
+    ``do_center``); only one side of the stroke touches the support border. What every
+    run before this option trained with (``checkpoint.LEGACY_DEFAULTS``).
+  - ``"bbox"`` (default): the stroke's bounding box centred. The paper's released 27×27
+    test kernel (``kernel_27_(1).mat`` in the authors' repository) supports it: its non-zero
+    pixels span rows 2..26 and columns 5..22 (row 26 holds 2e-6 of the mass; above 1e-4
+    rows 2..25), a box centred at (14, 13.5) — (13.5, 13.5) above 1e-4 — i.e. within 1 px
+    (½ px) of the canvas centre 13, while its centroid (13.66, 16.07) is 3.1 px off it
+    (measured with numpy on the released kernel).
+  - ``"random"``: bounding box centred, then a uniform random offset per axis that keeps
+    the whole stroke inside its ``k×k`` support (``kernels.offset_key`` draws it). Inside
+    the support, not the whole canvas: the canvas is a static shape (27 for every size,
+    7 in the tests), so a canvas-wide offset would make the blur distribution depend on an
+    implementation detail, shift a 13×13 kernel by up to 7 px more than a 27×27 one, and
+    break the invariant the test bank and Tables 9/10 rely on (a size-k kernel is zero
+    outside its k×k support). On the 27×27 canvas a 27 kernel may use the whole canvas.
 * Axis convention: rows (first array axis) = ``y`` = imaginary part, columns = ``x`` =
   real part.
 * Deterministic per PRNG key: one key per kernel (``jax.random.split(key, batch)``), so
   :func:`sample_kernels` equals ``vmap(sample_kernel)`` over the split keys.
 
-Usage (``batch``, ``sizes``, ``canvas``, ``num_steps`` are static)::
+Usage (``batch``, ``sizes``, ``canvas``, ``num_steps``, ``center`` are static)::
 
-    fn = jax.jit(sample_kernels, static_argnames=("batch", "sizes", "canvas", "num_steps"))
+    static = ("batch", "sizes", "canvas", "num_steps", "center")
+    fn = jax.jit(sample_kernels, static_argnames=static)
     kernels, sizes = fn(key, batch=64)        # f32[64, 27, 27], i32[64]
 """
 
@@ -69,6 +87,10 @@ BF_DEFAULT_ANXIETY_SCALE = 0.1
 # How the walk runs: "scan" (lax.scan, any backend), "pallas" (one Triton kernel on CUDA,
 # Pallas' interpreter elsewhere), "auto" (the kernel when lowering for CUDA, else the scan).
 TRAJECTORY_IMPLS = ("scan", "pallas", "auto")
+# Where the fitted stroke sits in its k×k support (:func:`rasterize`; module docstring).
+CENTERS = ("centroid", "bbox", "random")
+DEFAULT_CENTER = "bbox"
+OFFSET_TAG = 0x0FF5_E7
 
 _EPS = 1e-12
 
@@ -308,41 +330,75 @@ def sample_trajectory(
 # ---------------------------------------------------------------------------------------------
 
 
-def rasterize(traj: jax.Array, size: int | jax.Array, canvas: int = DEFAULT_CANVAS) -> jax.Array:
+def _check_center(center: str) -> None:
+    if center not in CENTERS:
+        raise ValueError(f"degrade.center must be one of {CENTERS}, got {center!r}")
+
+
+def rasterize(
+    traj: jax.Array,
+    size: int | jax.Array,
+    canvas: int = DEFAULT_CANVAS,
+    center: str = DEFAULT_CENTER,
+    offset_u: jax.Array | None = None,
+) -> jax.Array:
     """Bilinearly splat a trajectory into a centred ``size × size`` support of a canvas.
 
-    The trajectory is centred on its centre of mass (mean of samples), scaled (up or down) so
-    that ``max(|dx|, |dy|) = (size − 1)/2`` and moved to canvas index ``(canvas − 1)/2``.
+    The trajectory is scaled (up or down) so that its largest deviation from its centre of
+    mass is ``max(|dx|, |dy|) = (size − 1)/2`` — the same shape and scale in every mode —
+    and then placed (``center``, static):
+
+    * ``"centroid"``: the centre of mass at canvas index ``(canvas − 1)/2`` (B&F's
+      ``createPSFs.m``); only one side of the stroke reaches the support border;
+    * ``"bbox"``: the centre of the stroke's bounding box at ``(canvas − 1)/2``;
+    * ``"random"``: bounding box centred, then moved by ``(2u − 1) · slack`` per axis, with
+      ``u = offset_u`` and ``slack = (size − 1)/2 − half the box`` — a uniform offset that
+      keeps the whole stroke inside its ``size × size`` support.
+
     Each sample adds ``(1 − |fx|)(1 − |fy|)`` to its 4 neighbours (B&F's triangle function),
     computed densely as ``wyᵀ @ wx`` with ``wx[t, j] = relu(1 − |px_t − j|)``. The result is
-    normalised to sum 1. Bilinear splatting preserves the mean, so the kernel's centroid is the
-    canvas centre.
+    normalised to sum 1. Bilinear splatting preserves the mean, so with ``"centroid"`` the
+    kernel's centroid is the canvas centre.
 
     Args:
       traj: ``f32[T, 2]`` positions ``(x, y)``.
       size: odd support size ``k`` with ``3 <= k <= canvas`` (may be traced; not checked then).
       canvas: odd canvas side (static).
+      center: placement, one of :data:`CENTERS` (static).
+      offset_u: ``f32[2]`` uniforms in [0, 1) for ``"random"`` (x, y); required then,
+        ignored otherwise.
 
     Returns:
       ``f32[canvas, canvas]`` (rows = y, columns = x), ``>= 0``, sum 1, exactly zero outside
-      rows/columns ``[(canvas − k)/2, (canvas + k)/2)``. A degenerate trajectory (all samples
-      equal) gives a delta at the centre.
+      rows/columns ``[(canvas − k)/2, (canvas + k)/2)`` in every mode. A degenerate
+      trajectory (all samples equal) gives a delta at the centre.
     """
     chex.assert_rank(traj, 2)
     chex.assert_axis_dimension(traj, 1, 2)
     _validate_canvas(canvas)
+    _check_center(center)
     if isinstance(size, numbers.Integral):
         _validate_sizes((size,), canvas)
+    if center == "random":
+        if offset_u is None:
+            raise ValueError("center='random' needs offset_u (f32[2] uniforms)")
+        chex.assert_shape(offset_u, (2,))
 
     traj = jnp.asarray(traj, jnp.float32)
     centre = (canvas - 1) / 2.0
     half = (jnp.asarray(size, jnp.float32) - 1.0) / 2.0
 
     d = traj - jnp.mean(traj, axis=0, keepdims=True)
-    scale = half / jnp.maximum(jnp.max(jnp.abs(d)), _EPS)
+    d = d * (half / jnp.maximum(jnp.max(jnp.abs(d)), _EPS))  # fitted: |d| <= half
+    if center != "centroid":
+        lo, hi = jnp.min(d, axis=0), jnp.max(d, axis=0)
+        d = d - (lo + hi) / 2.0  # bounding box centred
+        if center == "random":
+            slack = jnp.maximum(half - (hi - lo) / 2.0, 0.0)
+            d = d + (2.0 * jnp.asarray(offset_u, jnp.float32) - 1.0) * slack
     # Clip guards against rounding pushing an extreme sample a hair past the support border
     # (which would leak a ~1e-7 weight to the next pixel).
-    pos = jnp.clip(centre + d * scale, centre - half, centre + half)
+    pos = jnp.clip(centre + d, centre - half, centre + half)
 
     grid = jnp.arange(canvas, dtype=jnp.float32)
     wx = jax.nn.relu(1.0 - jnp.abs(pos[:, 0:1] - grid))  # [T, canvas]
@@ -351,6 +407,12 @@ def rasterize(traj: jax.Array, size: int | jax.Array, canvas: int = DEFAULT_CANV
     psf = psf / jnp.maximum(jnp.sum(psf), _EPS)
     chex.assert_shape(psf, (canvas, canvas))
     return psf
+
+
+def offset_key(key: jax.Array) -> jax.Array:
+    """The key of a kernel's ``"random"`` placement offset: ``fold_in(key, OFFSET_TAG)``, so
+    the size, anxiety and walk of a kernel are the same whatever ``center`` is."""
+    return jax.random.fold_in(key, OFFSET_TAG)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,15 +429,17 @@ def sample_kernel(
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
     impl: str = "scan",
+    center: str = DEFAULT_CENTER,
 ) -> tuple[jax.Array, jax.Array]:
     """One kernel: size uniform over ``sizes``, B&F trajectory, rasterised on the canvas.
 
-    Args: as :func:`sample_kernels` (``sizes``, ``canvas``, ``num_steps`` static).
+    Args: as :func:`sample_kernels` (``sizes``, ``canvas``, ``num_steps``, ``center`` static).
 
     Returns:
       ``(f32[canvas, canvas], i32[])``: the kernel and its support size ``k``.
     """
     sizes = _validate_static(None, sizes, canvas, num_steps)
+    _check_center(center)
     _validate_scalar("max_total_length", max_total_length, allow_zero=False)
     if anxiety is not None:
         _validate_scalar("anxiety", anxiety, allow_zero=True)
@@ -385,12 +449,13 @@ def sample_kernel(
     if anxiety is None:
         anxiety = BF_DEFAULT_ANXIETY_SCALE * jax.random.uniform(k_anx, ())
     traj = sample_trajectory(k_traj, anxiety, num_steps, max_total_length, unroll, impl)
-    return rasterize(traj, size, canvas), size
+    offset_u = jax.random.uniform(offset_key(key), (2,)) if center == "random" else None
+    return rasterize(traj, size, canvas, center, offset_u), size
 
 
 def config_kwargs(degrade_cfg) -> dict:
     """:func:`sample_kernel` / :func:`sample_kernels` keyword arguments from a config's
-    ``degrade`` section (sizes, canvas, anxiety, trajectory settings)."""
+    ``degrade`` section (sizes, canvas, anxiety, trajectory settings, placement)."""
     return dict(
         sizes=tuple(int(s) for s in degrade_cfg.kernel_sizes),
         canvas=int(degrade_cfg.kernel_canvas),
@@ -399,6 +464,7 @@ def config_kwargs(degrade_cfg) -> dict:
         max_total_length=float(degrade_cfg.trajectory_length),
         unroll=int(degrade_cfg.trajectory_unroll),
         impl=str(degrade_cfg.trajectory_impl),
+        center=str(degrade_cfg.center),
     )
 
 
@@ -412,6 +478,7 @@ def sample_kernels(
     max_total_length: float | jax.Array = DEFAULT_MAX_TOTAL_LENGTH,
     unroll: int = 1,
     impl: str = "scan",
+    center: str = DEFAULT_CENTER,
 ) -> tuple[jax.Array, jax.Array]:
     """A batch of random motion-blur kernels (Boracchi & Foi 2012), jittable and vmappable.
 
@@ -431,16 +498,19 @@ def sample_kernels(
       unroll: loop unrolling of the trajectory walk (static; same kernels up to rounding).
       impl: how the walk runs, ``"scan" | "pallas" | "auto"`` (static; same kernels up to
         rounding; see :func:`trajectory_from_noise`).
+      center: placement of the stroke in its support, ``"centroid" | "bbox" | "random"``
+        (static; see :func:`rasterize`).
 
     Returns:
       ``(kernels f32[B, canvas, canvas], sizes i32[B])``. Each kernel is ``>= 0``, sums to 1
       and is zero outside its centred ``k×k`` support.
     """
     sizes = _validate_static(batch, sizes, canvas, num_steps)
+    _check_center(center)
     keys = jax.random.split(key, batch)
     kernels, chosen = jax.vmap(
         lambda k: sample_kernel(
-            k, sizes, canvas, anxiety, num_steps, max_total_length, unroll, impl
+            k, sizes, canvas, anxiety, num_steps, max_total_length, unroll, impl, center
         )
     )(keys)
     chex.assert_shape(kernels, (batch, canvas, canvas))

@@ -1,9 +1,9 @@
 """Plain-numpy reference of :mod:`facedeblur_jax.degrade.kernels`, plus kernel statistics.
 
 The same Boracchi & Foi (TIP 2012) algorithm — ``createTrajectory.m`` random walk and
-``createPSFs.m`` bilinear splatting, with our centring/scaling onto a centred ``k×k``
-support of a static canvas — written the obvious way: float64, Python complex numbers, an
-explicit loop over the steps and ``np.add.at`` splatting. Its random streams
+``createPSFs.m`` bilinear splatting, with our scaling and placement (``center``) onto a
+centred ``k×k`` support of a static canvas — written the obvious way: float64, Python
+complex numbers, an explicit loop over the steps and ``np.add.at`` splatting. Its random streams
 (``np.random.Generator``) differ from JAX's, so only statistics of the two samplers can be
 compared; :func:`trajectory_from_draws_np` takes the random numbers as arguments so a test
 can also feed both implementations identical draws.
@@ -23,9 +23,11 @@ from facedeblur_jax.degrade.kernels import (
     BF_DEFAULT_ANXIETY_SCALE,
     DEFAULT_ANXIETY,
     DEFAULT_CANVAS,
+    DEFAULT_CENTER,
     DEFAULT_MAX_TOTAL_LENGTH,
     DEFAULT_NUM_STEPS,
     DEFAULT_SIZES,
+    _check_center,
     _validate_scalar,
     _validate_static,
 )
@@ -95,23 +97,42 @@ def sample_trajectory_np(
     return trajectory_from_draws_np(params_u, shake_u, angle_u, normals, anxiety, max_total_length)
 
 
-def rasterize_np(traj: np.ndarray, size: int, canvas: int = DEFAULT_CANVAS) -> np.ndarray:
-    """Centre on the mean, scale to ``max(|dx|,|dy|) = (size−1)/2``, splat bilinearly.
+def rasterize_np(
+    traj: np.ndarray,
+    size: int,
+    canvas: int = DEFAULT_CANVAS,
+    center: str = DEFAULT_CENTER,
+    offset_u: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scale to ``max(|d|) = (size−1)/2`` about the mean, place (``center``), splat bilinearly.
 
     Args:
       traj: ``[T, 2]`` positions ``(x, y)``.
       size: odd support size ``k <= canvas``.
       canvas: odd canvas side.
+      center: ``"centroid"`` (mean at the canvas centre), ``"bbox"`` (bounding box centred)
+        or ``"random"`` (bounding box centred, then moved by ``(2u − 1)·slack`` per axis,
+        ``slack`` = the room left inside the ``k×k`` support).
+      offset_u: ``[2]`` uniforms ``u`` for ``"random"``.
 
     Returns:
       ``f32[canvas, canvas]`` (rows = y), sum 1, zero outside the centred ``k×k`` support.
     """
+    _check_center(center)
     traj = np.asarray(traj, np.float64)
     centre = (canvas - 1) / 2.0
     half = (size - 1) / 2.0
     d = traj - traj.mean(axis=0, keepdims=True)
-    scale = half / max(float(np.abs(d).max()), 1e-12)
-    pos = np.clip(centre + d * scale, centre - half, centre + half)
+    d = d * (half / max(float(np.abs(d).max()), 1e-12))
+    if center != "centroid":
+        lo, hi = d.min(axis=0), d.max(axis=0)
+        d = d - (lo + hi) / 2.0
+        if center == "random":
+            if offset_u is None:
+                raise ValueError("center='random' needs offset_u (two uniforms)")
+            slack = np.maximum(half - (hi - lo) / 2.0, 0.0)
+            d = d + (2.0 * np.asarray(offset_u, np.float64) - 1.0) * slack
+    pos = np.clip(centre + d, centre - half, centre + half)
 
     psf = np.zeros((canvas + 1, canvas + 1), np.float64)  # one spare row/column for the edge
     i0 = np.floor(pos).astype(np.int64)
@@ -133,12 +154,15 @@ def sample_kernels_np(
     anxiety: float | None = DEFAULT_ANXIETY,
     num_steps: int = DEFAULT_NUM_STEPS,
     max_total_length: float = DEFAULT_MAX_TOTAL_LENGTH,
+    center: str = DEFAULT_CENTER,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Numpy twin of :func:`kernels.sample_kernels`: ``(f32[B, canvas, canvas], i32[B])``.
 
-    ``anxiety=None`` draws B&F's default ``0.1·U`` per kernel.
+    ``anxiety=None`` draws B&F's default ``0.1·U`` per kernel; ``center="random"`` draws
+    the two offset uniforms after the trajectory.
     """
     sizes = _validate_static(batch, sizes, canvas, num_steps)
+    _check_center(center)
     _validate_scalar("max_total_length", max_total_length, allow_zero=False)
     if anxiety is not None:
         _validate_scalar("anxiety", anxiety, allow_zero=True)
@@ -148,7 +172,8 @@ def sample_kernels_np(
         chosen[b] = sizes[rng.integers(len(sizes))]
         a = BF_DEFAULT_ANXIETY_SCALE * rng.random() if anxiety is None else anxiety
         traj = sample_trajectory_np(rng, a, num_steps, max_total_length)
-        kernels[b] = rasterize_np(traj, int(chosen[b]), canvas)
+        offset_u = rng.random(2) if center == "random" else None
+        kernels[b] = rasterize_np(traj, int(chosen[b]), canvas, center, offset_u)
     return kernels, chosen
 
 

@@ -60,6 +60,8 @@ def check_degrade_config(cfg: ml_collections.ConfigDict) -> None:
             f"{cfg.trajectory_impl!r} ('pallas' — Pallas' interpreter off CUDA — cannot run "
             "inside the sharded train step; 'auto' runs the kernel on CUDA)"
         )
+    if cfg.center not in kernels_lib.CENTERS:
+        raise ValueError(f"degrade.center must be one of {kernels_lib.CENTERS}, got {cfg.center!r}")
 
 
 def to_float_images(images: jax.Array) -> jax.Array:
@@ -82,6 +84,22 @@ def per_sample_keys(key: jax.Array, batch: int) -> jax.Array:
     if key.shape == (batch,):
         return key
     raise ValueError(f"key must be one key or one key per sample ([{batch}]); got {key.shape}")
+
+
+def _augment(key: jax.Array, image: jax.Array, label: jax.Array | None, cfg):
+    """§4.1's random scale/shift/rotation of ``f32[1, H, W, 3]`` (and ``int[1, H, W]``
+    labels) when ``cfg.augment``; unchanged otherwise."""
+    if not cfg.augment:
+        return image, label
+    return augment_lib.random_affine(
+        key,
+        image,
+        label,
+        scale_range=tuple(cfg.scale_range),
+        max_shift=float(cfg.max_shift),
+        max_rotation_deg=float(cfg.max_rotation_deg),
+        fill_mode=cfg.fill_mode,
+    )
 
 
 def synthesize(
@@ -135,16 +153,7 @@ def synthesize(
         k_aug, k_kernel, k_noise = jax.random.split(k, 3)
         image = image[None]
         label = None if label is None else label[None]
-        if cfg.augment:
-            image, label = augment_lib.random_affine(
-                k_aug,
-                image,
-                label,
-                scale_range=tuple(cfg.scale_range),
-                max_shift=float(cfg.max_shift),
-                max_rotation_deg=float(cfg.max_rotation_deg),
-                fill_mode=cfg.fill_mode,
-            )
+        image, label = _augment(k_aug, image, label, cfg)
         if kernel_pool is not None:
             kernel, size = pool_lib.draw(kernel_pool, k_kernel)
             kernel, size = kernel[None], size[None]
@@ -163,3 +172,40 @@ def synthesize(
     return Degraded(
         blurred=blurred, sharp=images, labels=labels, kernels=kernels, kernel_sizes=sizes
     )
+
+
+def augment_only(
+    key: jax.Array, sharp: jax.Array, labels: jax.Array | None, cfg: ml_collections.ConfigDict
+) -> Degraded:
+    """The clear input of a ``parsing_input = "clear"`` phase: :func:`synthesize`'s
+    augmentation (the same warp for the same key) and nothing else — no kernel, no blur, no
+    noise.
+
+    Args: as :func:`synthesize` (no kernel pool: no kernel is drawn).
+
+    Returns:
+      :class:`Degraded` whose network input ``blurred`` is the augmented sharp face itself
+      (``blurred is sharp``), ``kernels`` and ``kernel_sizes`` ``None``.
+    """
+    check_degrade_config(cfg)
+    if sharp.ndim != 4 or sharp.shape[-1] != 3:
+        raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
+    images = to_float_images(sharp)
+    keys = per_sample_keys(key, images.shape[0])
+    if labels is not None and labels.shape != images.shape[:3]:
+        raise ValueError(
+            f"labels must have shape [B, H, W] = {images.shape[:3]}; got shape {labels.shape}"
+        )
+
+    def one(k, image, label):
+        k_aug, _, _ = jax.random.split(k, 3)  # synthesize's split: the same warp
+        image = image[None]
+        label = None if label is None else label[None]
+        image, label = _augment(k_aug, image, label, cfg)
+        return image[0], None if label is None else label[0].astype(jnp.int32)
+
+    if labels is None:
+        images, labels = jax.vmap(lambda k, im: one(k, im, None))(keys, images)
+    else:
+        images, labels = jax.vmap(one)(keys, images, labels)
+    return Degraded(blurred=images, sharp=images, labels=labels, kernels=None, kernel_sizes=None)

@@ -104,7 +104,7 @@ def run(
         keep=list(dict.fromkeys([*shown, *probes])),
         progress=progress,
     )
-    table = psnr_ssim.aggregate(ev["per_image"], bank.sizes)
+    table = psnr_ssim.aggregate(ev["per_image"], bank.sizes, bank.group_labels)
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "checkpoint": {

@@ -17,6 +17,15 @@ whether it pools pixels or averages per image; pooling is what the notebooks hav
 is defined for a class missing from some images. The average is the mean over the 10
 classes other than background: Table 3 lists those 10 components, and its average row is
 their plain mean (clear: 7.132 / 10 = 0.713).
+
+§4.1 trains a parser on clear faces first and then fine-tunes P on G_c's outputs; the
+training loop (``train.py``) measures both steps with this evaluator: after the last step
+of every phase that trains P (``parsing_clear``, ``parsing``, ``joint``) it scores P on
+``config.train.parsing_eval_faces`` faces of the ``config.evals.parsing`` entry's split,
+kernels and noise (:func:`after_phase_evaluator`) and writes one metrics line per input
+(:func:`metric_lines`: ``parsing_f/<input>/<class>`` for the 10 classes, ``.../mean`` and
+``.../num_faces``) and prints :func:`table`. Every call scores the same blurred faces, so
+the lines of successive phases compare P, not the data.
 """
 
 from __future__ import annotations
@@ -156,6 +165,7 @@ class Evaluator:
         have labels); default: ``per_face`` kernels per labelled face (``pairs_per_face``).
       per_face: kernels per face when ``pairs`` is not given.
       batch_size, noise_sigma, seed, device: as ``psnr_ssim.Evaluator``.
+      split: the name of the faces' split (for messages only).
 
     Raises:
       ValueError: no face has parsing labels, or a pair names a face without them.
@@ -173,6 +183,7 @@ class Evaluator:
         noise_sigma: float = NOISE_SIGMA,
         seed: int = EVAL_NOISE_SEED,
         device: jax.Device | None = None,
+        split: str = "",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -187,6 +198,7 @@ class Evaluator:
         if not pairs or any(not has[i] for i, _ in pairs):
             raise ValueError("parsing F-scores need pairs of faces with parsing labels")
         self.model, self.faces, self.bank, self.pairs = model, faces, bank, pairs
+        self.split = split
         self.batch_size = batch_size
         self.device = device or jax.local_devices()[0]
         put = lambda x: jax.device_put(x, self.device)
@@ -259,4 +271,51 @@ def from_spec(
         per_face=1,
         batch_size=int(spec.batch_size),
         noise_sigma=float(spec.noise_sigma),
+        split=str(spec.split),
     )
+
+
+def after_phase_evaluator(config: ml_collections.ConfigDict) -> Evaluator:
+    """The evaluator the training loop runs after each phase that trains P: the
+    ``config.evals.parsing`` entry (the paper config's defaults where the config has none)
+    on ``config.train.parsing_eval_faces`` faces of its split, one bank kernel per face.
+
+    Raises:
+      FileNotFoundError / ValueError: the split is missing or has no labelled face.
+    """
+    from facedeblur_jax.configs.paper import eval_entry
+    from facedeblur_jax.evaluators.common import Resources
+    from facedeblur_jax.models.factory import build_model
+
+    evals = config.get("evals", None) or {}
+    spec = (evals["parsing"] if "parsing" in evals else eval_entry()).copy_and_resolve_references()
+    with spec.unlocked():
+        spec.max_faces = int(config.train.parsing_eval_faces)
+    return from_spec(config, spec, build_model(config.model), Resources(config))
+
+
+def metric_lines(ev: dict) -> dict[str, dict[str, float]]:
+    """One scalar dict per input of :meth:`Evaluator.evaluate`'s ``ev``:
+    ``parsing_f/<input>/<class>`` (the 10 classes other than background),
+    ``parsing_f/<input>/mean`` (Table 3's average) and ``parsing_f/<input>/num_faces``."""
+    out = {}
+    for name in INPUTS:
+        f = ev["f_scores"][name]
+        line = {f"parsing_f/{name}/{CLASS_NAMES[c]}": float(f[c]) for c in AVERAGED_CLASSES}
+        line[f"parsing_f/{name}/mean"] = float(ev["average"][name])
+        line[f"parsing_f/{name}/num_faces"] = float(ev["num_faces"])
+        out[name] = line
+    return out
+
+
+def table(ev: dict) -> str:
+    """A printable table of ``ev``: one row per input, one column per class (background
+    excluded), then the mean."""
+    head = [CLASS_NAMES[c] for c in AVERAGED_CLASSES] + ["mean"]
+    width = max(len(h) for h in head)
+    lines = ["input      " + " ".join(h.rjust(width) for h in head)]
+    for name in INPUTS:
+        f = ev["f_scores"][name]
+        cells = [f[c] for c in AVERAGED_CLASSES] + [ev["average"][name]]
+        lines.append(f"{name:<10} " + " ".join(f"{v:{width}.3f}" for v in cells))
+    return "\n".join(lines)

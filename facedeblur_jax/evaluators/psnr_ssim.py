@@ -135,23 +135,37 @@ def summarize(values: np.ndarray) -> dict[str, float | int]:
     return {"mean": mean, "std": std, "worst": float(np.min(v)), "count": int(v.size), "inf": n_inf}
 
 
-def aggregate(per_image: Mapping[str, Mapping[str, np.ndarray]], sizes: Sequence[int]) -> dict:
+def aggregate(
+    per_image: Mapping[str, Mapping[str, np.ndarray]],
+    sizes: Sequence[int],
+    groups: Sequence[str] | None = None,
+) -> dict:
     """The Table 9 / Table 10 numbers from per-image scores.
 
     Args:
       per_image: ``{method: {"psnr": f[N, K], "ssim": f[N, K]}}`` (face × bank kernel).
       sizes: ``int[K]`` support size of each bank kernel.
+      groups: ``str[K]`` group of each kernel (``KernelBank.group_labels``): ``"<size>"``
+        for drawn kernels, a name for an extra kernel (e.g. a released one); default: the
+        sizes. An extra group gets its own ``per_size`` entry after the sizes and is left
+        out of ``overall`` (Table 10 averages the drawn kernels, as the paper's 80).
 
     Returns:
-      ``{"sizes": [k, ...], "methods": [...],
-      "per_size": {method: {"<k>": {"psnr", "ssim", "count"}}},
+      ``{"sizes": [k, ...], "extra_groups": [name, ...], "methods": [...],
+      "per_size": {method: {"<k>" or name: {"psnr", "ssim", "count"}}},
       "overall": {method: {"psnr_mean", "psnr_std", "psnr_worst", "ssim_mean", "ssim_std",
       "ssim_worst", "num_images", "psnr_inf"}}}``.
     """
     sizes = np.asarray(sizes)
-    unique = sorted(int(k) for k in np.unique(sizes))
-    table: dict[str, Any] = {"sizes": unique, "methods": list(per_image), "per_size": {}}
-    table["overall"] = {}
+    labels = np.asarray([str(int(k)) for k in sizes])
+    groups = labels if groups is None else np.asarray(groups, str)
+    if groups.shape != labels.shape:
+        raise ValueError(f"groups must be [K] with K = {labels.shape[0]}; got {groups.shape}")
+    drawn = groups == labels
+    unique = sorted(int(k) for k in np.unique(sizes[drawn]))
+    extras = list(dict.fromkeys(groups[~drawn].tolist()))
+    table: dict[str, Any] = {"sizes": unique, "extra_groups": extras, "methods": list(per_image)}
+    table["per_size"], table["overall"] = {}, {}
     for method, scores in per_image.items():
         psnr, ssim = np.asarray(scores["psnr"]), np.asarray(scores["ssim"])
         if psnr.shape != ssim.shape or psnr.ndim != 2 or psnr.shape[1] != sizes.shape[0]:
@@ -160,12 +174,12 @@ def aggregate(per_image: Mapping[str, Mapping[str, np.ndarray]], sizes: Sequence
                 f"psnr {psnr.shape}, ssim {ssim.shape}"
             )
         rows = {}
-        for k in unique:
-            cols = sizes == k
+        for label in [str(k) for k in unique] + extras:
+            cols = groups == label
             p, s = summarize(psnr[:, cols]), summarize(ssim[:, cols])
-            rows[str(k)] = {"psnr": p["mean"], "ssim": s["mean"], "count": p["count"]}
+            rows[label] = {"psnr": p["mean"], "ssim": s["mean"], "count": p["count"]}
         table["per_size"][method] = rows
-        p, s = summarize(psnr), summarize(ssim)
+        p, s = summarize(psnr[:, drawn]), summarize(ssim[:, drawn])
         table["overall"][method] = {
             "psnr_mean": p["mean"],
             "psnr_std": p["std"],
@@ -393,7 +407,8 @@ class Evaluator:
         """The scalars logged during training: ``psnr_<m>`` / ``ssim_<m>`` (means over all
         images) for ``m`` in blurred, coarse, full, and the worst ``psnr_full_worst`` /
         ``ssim_full_worst``."""
-        table = aggregate(self.evaluate(variables)["per_image"], self.bank.sizes)
+        per_image = self.evaluate(variables)["per_image"]
+        table = aggregate(per_image, self.bank.sizes, self.bank.group_labels)
         out = {}
         for method, short in SHORT_NAMES.items():
             o = table["overall"][method]

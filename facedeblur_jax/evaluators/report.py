@@ -81,15 +81,17 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 
 def table9_markdown(table: Mapping) -> list[str]:
-    """Markdown lines: one row per method, PSNR and SSIM columns per kernel size."""
-    sizes = table["sizes"]
-    head = ["Method"] + [f"{k}×{k} {m}" for k in sizes for m in ("PSNR", "SSIM")]
+    """Markdown lines: one row per method, PSNR and SSIM columns per kernel size, then per
+    extra kernel group (e.g. a released kernel)."""
+    groups = [(str(k), f"{k}×{k}") for k in table["sizes"]]
+    groups += [(name, name) for name in table.get("extra_groups", [])]
+    head = ["Method"] + [f"{title} {m}" for _, title in groups for m in ("PSNR", "SSIM")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in table["methods"]:
         row = table["per_size"][method]
         cells = [method]
-        for k in sizes:
-            cells += [_fmt(row[str(k)]["psnr"], 2), _fmt(row[str(k)]["ssim"], 3)]
+        for key, _ in groups:
+            cells += [_fmt(row[key]["psnr"], 2), _fmt(row[key]["ssim"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -182,6 +184,11 @@ def markdown_report(results: Mapping) -> str:
         f"{bank['provenance']['per_size']} on a {bank['canvas']}×{bank['canvas']} canvas, "
         f"anxiety {bank['provenance']['anxiety']}, seed {bank['provenance']['seed']} "
         f"(sha256 `{bank['sha256'][:16]}…`).",
+        *[
+            f"- Extra kernel `{e['name']}`: `{e['file']}` ({e['shape'][0]}×{e['shape'][1]}, "
+            f"size {e['size']}), its own Table 9 column; not in Table 10's averages."
+            for e in bank["provenance"].get("extras", [])
+        ],
         f"- {n} × {k} = {n * k} blurred images: {prot['blur']}; noise σ = "
         f"{prot['noise_sigma']} (seed {prot['noise_seed']}, per (face, kernel) pair), "
         "clipped to [0, 1], not quantised.",

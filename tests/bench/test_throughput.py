@@ -227,7 +227,7 @@ def test_train_defaults_every_phase_and_small_cpu_batch():
         min_time_s=0.0,
         torch_compile=False,
     )
-    assert bench.train_phases(ctx) == ("coarse", "parsing", "fine", "joint")
+    assert bench.train_phases(ctx) == ("coarse", "parsing_clear", "parsing", "fine", "joint")
     assert bench.train_batch_sizes(ctx) == (2,)  # a CPU; 16, 64, 256 on an accelerator
     assert bench.inference_batch_sizes(ctx) == (1, 16, 64, 256)
 

@@ -42,14 +42,21 @@ def test_trajectories_match_jax_on_the_same_noise(anxiety):
     assert np.abs(np.diff(got, axis=1)).max() > 0.01  # the walk moves
 
 
-def test_rasterize_and_blur_match_jax():
+@pytest.mark.parametrize("center", jax_kernels.CENTERS)
+def test_rasterize_and_blur_match_jax(center):
     _, traj = _jax_walks(3, 200, 0.005, seed=1)
     sizes = np.array([7, 13, 27])
+    u = np.random.default_rng(2).random((3, 2)).astype(np.float32)
     expected = np.stack(
-        [np.asarray(jax_kernels.rasterize(traj[i], int(sizes[i]), 27)) for i in range(3)]
+        [
+            np.asarray(jax_kernels.rasterize(traj[i], int(sizes[i]), 27, center, u[i]))
+            for i in range(3)
+        ]
     )
-    got = ttr.rasterize(torch.from_numpy(traj), torch.from_numpy(sizes), 27).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    got = ttr.rasterize(
+        torch.from_numpy(traj), torch.from_numpy(sizes), 27, center, torch.from_numpy(u)
+    ).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(got.sum(axis=(1, 2)), 1.0, rtol=1e-5)
 
     images = np.random.default_rng(0).random((3, 40, 36, 3), dtype=np.float32)
@@ -75,7 +82,7 @@ def test_identity_affine_and_degrade_batch():
     assert not torch.allclose(blurred, sharp, atol=1e-2)
 
 
-@pytest.mark.parametrize("phase_index", [0, 1, 2, 3])
+@pytest.mark.parametrize("phase_index", [0, 1, 2, 3, 4])
 def test_step_updates_only_the_trained_nets(phase_index):
     cfg = load_config("tiny")
     phase = phases_from_config(cfg)[phase_index]
@@ -88,6 +95,9 @@ def test_step_updates_only_the_trained_nets(phase_index):
     labels = torch.randint(0, 11, (2, 32, 32), dtype=torch.uint8, generator=gen)
     loss = step.step(images, labels, torch.ones(2, dtype=torch.bool))
     assert torch.isfinite(loss)
+    if phase.parsing_clear:  # P on the augmented sharp face, nothing blurred
+        blurred, sharp, _ = step.degrade(images, labels)
+        assert blurred is sharp
     after = {"model": model.state_dict(), "disc": disc.state_dict()}
     for owner in ("model", "disc"):
         for name, value in before[owner].items():

@@ -50,3 +50,26 @@ def test_never_overwrites(tmp_path, capsys):
     assert out.read_bytes() == b"keep me"
     assert tool.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
     assert len(kernel_bank.load_bank(out)) == 4
+
+
+def test_center_and_extra_kernel(tmp_path, capsys):
+    kernel = np.zeros((5, 5), np.float32)
+    kernel[2, 1:4] = 0.5  # sum 1.5: renormalised, and the tool says so
+    np.save(tmp_path / "k5.npy", kernel)
+    out = tmp_path / "bank.npz"
+    argv = [*ARGS, "--center", "random", "--extra", f"k5={tmp_path / 'k5.npy'}", "--out", str(out)]
+    assert tool.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "center random" in printed and "extra kernel 'k5': k5.npy 5×5, size 3" in printed
+    assert "renormalised from sum 1.5" in printed
+    bank = kernel_bank.load_bank(out)
+    assert bank.center == "random" and bank.extra_groups == ("k5",)
+    assert bank.group_labels.tolist() == ["3", "3", "5", "5", "k5"]
+    np.testing.assert_allclose(bank.kernels[-1][2, 1:4], 1 / 3, atol=1e-7)
+    # A bad extra file: one line naming it, nothing written.
+    np.save(tmp_path / "flat.npy", np.ones(4))
+    bad = tmp_path / "bad.npz"
+    assert tool.main([*ARGS, "--extra", f"f={tmp_path / 'flat.npy'}", "--out", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "flat.npy" in err and "2-D" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()

@@ -110,6 +110,7 @@ def test_bank_kwargs_from_config_follow_degrade_section():
         "anxiety": 0.005,
         "num_steps": 2000,
         "max_total_length": 60.0,
+        "center": "bbox",
     }
 
 
@@ -138,3 +139,102 @@ def test_bad_arguments_and_files(tmp_path, small_bank):
     np.savez(tmp_path / "pickled.npz", **fields)
     with pytest.raises(ValueError, match="not a kernel bank"):
         B.load_bank(tmp_path / "pickled.npz")
+
+
+def test_center_is_drawn_with_recorded_and_read_back(tmp_path, small_bank):
+    assert small_bank.center == K.DEFAULT_CENTER == "bbox"
+    centroid = B.make_bank(**SMALL, center="centroid")
+    assert centroid.provenance()["center"] == "centroid"
+    # Same walks, another placement: the kernels differ but have the same sizes.
+    assert not np.allclose(centroid.kernels, small_bank.kernels)
+    np.testing.assert_array_equal(centroid.sizes, small_bank.sizes)
+    loaded = B.load_bank(B.save_bank(tmp_path / "c.npz", centroid))
+    assert loaded.center == "centroid" and loaded.provenance() == centroid.provenance()
+    kernel, _ = K.sample_kernel(
+        B.kernel_key(5, 1), sizes=(5,), canvas=7, num_steps=100, center="centroid"
+    )
+    np.testing.assert_allclose(np.asarray(kernel), centroid.kernels[3], atol=1e-6)
+    with pytest.raises(ValueError, match="degrade.center"):
+        B.make_bank(**SMALL, center="middle")
+    assert B.bank_kwargs_from_config(load_config("tiny"))["center"] == "bbox"
+
+
+def test_a_version_1_bank_loads_as_centroid_without_extras(tmp_path, small_bank):
+    """A bank written before ``center``/``groups``/``extras`` existed (format 1)."""
+    path = B.save_bank(tmp_path / "v2.npz", small_bank)
+    old = {k: v for k, v in np.load(path).items() if k not in ("center", "groups", "extras")}
+    old["version"] = np.asarray(1, np.int32)
+    np.savez(tmp_path / "v1.npz", **old)
+    loaded = B.load_bank(tmp_path / "v1.npz")
+    assert loaded.center == "centroid" and loaded.extras == () and loaded.extra_groups == ()
+    assert loaded.group_labels.tolist() == ["3", "3", "5", "5"] and loaded.drawn.all()
+
+
+def _write(path, array):
+    np.save(path, array, allow_pickle=False)
+    return path
+
+
+def test_extra_kernels_are_centred_renormalised_and_recorded(tmp_path, small_bank):
+    box = np.zeros((4, 3), np.float64)
+    box[1:3, :] = 0.5  # sum 3: renormalised; 4×3 padded into 7×7
+    wide = np.zeros((9, 9), np.float32)
+    wide[4, 2:7] = 0.2  # a 5 px horizontal line on a 9×9 grid: cropped by zero borders
+    extras = [
+        ("boxy", _write(tmp_path / "box.npy", box)),
+        ("line", _write(tmp_path / "l.npy", wide)),
+    ]
+    bank = B.with_extras(small_bank, extras)
+    assert len(bank) == 6 and bank.extra_groups == ("boxy", "line")
+    assert bank.group_labels.tolist() == ["3", "3", "5", "5", "boxy", "line"]
+    assert bank.unique_sizes == (3, 5) and bank.per_size == 2  # the drawn kernels only
+    np.testing.assert_array_equal(bank.kernels[:4], small_bank.kernels)
+    want_box = np.zeros((7, 7), np.float32)
+    want_box[2:4, 2:5] = 1 / 6  # rows 1..2 of 4 padded (1, 2); columns padded (2, 2)
+    np.testing.assert_allclose(bank.kernels[4], want_box, atol=1e-7)
+    want_line = np.zeros((7, 7), np.float32)
+    want_line[3, 1:6] = 0.2
+    np.testing.assert_allclose(bank.kernels[5], want_line, atol=1e-7)
+    assert bank.sizes[4:].tolist() == [3, 5]  # smallest centred odd squares holding them
+    info = {e["name"]: e for e in bank.extras}
+    assert info["boxy"]["sum"] == pytest.approx(3.0) and info["boxy"]["renormalised"]
+    assert info["boxy"]["shape"] == [4, 3] and info["boxy"]["file"] == "box.npy"
+    assert not info["line"]["renormalised"]
+    assert info["line"]["sha256"] == B.file_sha256(tmp_path / "l.npy")
+    # Round trip, byte-identical on a rewrite; no folder of the machine in the file.
+    a = B.save_bank(tmp_path / "a.npz", bank)
+    b = B.save_bank(tmp_path / "b.npz", B.with_extras(small_bank, extras))
+    assert a.read_bytes() == b.read_bytes() and str(tmp_path).encode() not in a.read_bytes()
+    loaded = B.load_bank(a)
+    np.testing.assert_array_equal(loaded.kernels, bank.kernels)
+    assert loaded.extra_groups == ("boxy", "line") and loaded.provenance() == bank.provenance()
+
+
+def test_bad_extra_kernels_are_named(tmp_path, small_bank):
+    good = _write(tmp_path / "good.npy", np.ones((3, 3)))
+    cases = {
+        "flat.npy": (np.ones(5), "2-D"),
+        "neg.npy": (np.asarray([[1.0, -0.5]]), ">= 0"),
+        "nan.npy": (np.asarray([[1.0, np.nan]]), "finite"),
+        "zero.npy": (np.zeros((3, 3)), "positive mass"),
+        "big.npy": (np.ones((9, 9)), "larger --canvas"),
+        "text.npy": (np.asarray([["a"]]), "real numbers"),
+    }
+    for name, (array, message) in cases.items():
+        path = _write(tmp_path / name, array)
+        with pytest.raises(ValueError, match=message) as e:
+            B.with_extras(small_bank, [("x", path)])
+        assert name in str(e.value)
+    np.save(tmp_path / "obj.npy", np.asarray([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="obj.npy"):  # never unpickled
+        B.with_extras(small_bank, [("x", tmp_path / "obj.npy")])
+    (tmp_path / "junk.npy").write_bytes(b"not an array")
+    with pytest.raises(ValueError, match="junk.npy"):
+        B.with_extras(small_bank, [("x", tmp_path / "junk.npy")])
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        B.with_extras(small_bank, [("x", tmp_path / "missing.npy")])
+    for name in ("27", "", "a b", "../x"):
+        with pytest.raises(ValueError, match="not all digits"):
+            B.with_extras(small_bank, [(name, good)])
+    with pytest.raises(ValueError, match="repeat"):
+        B.with_extras(small_bank, [("x", good), ("x", good)])

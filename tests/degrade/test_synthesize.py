@@ -62,6 +62,27 @@ def test_float_input_and_bad_input(cfg):
         synthesize(jax.random.key(0), sharp, None, bad)
 
 
+def test_degrade_center_places_the_kernels(cfg):
+    """``degrade.center`` reaches the sampler: same sizes, another placement; a bad value is
+    named before any work."""
+    from facedeblur_jax.degrade.kernels_reference import kernel_stats
+
+    sharp, _ = _batch()
+    by = {}
+    for center in ("bbox", "centroid"):
+        c = cfg.copy_and_resolve_references()
+        with c.unlocked():
+            c.center = center
+        by[center] = synthesize(jax.random.key(5), sharp, None, c)
+    np.testing.assert_array_equal(by["bbox"].kernel_sizes, by["centroid"].kernel_sizes)
+    assert kernel_stats(np.asarray(by["centroid"].kernels))["centroid_offset"].max() < 0.5
+    assert not np.allclose(by["bbox"].kernels, by["centroid"].kernels)
+    with c.unlocked():
+        c.center = "middle"
+    with pytest.raises(ValueError, match="degrade.center must be one of"):
+        synthesize(jax.random.key(0), sharp, None, c)
+
+
 def test_vmaps_over_keys(cfg):
     sharp, labels = _batch()
     keys = jax.random.split(jax.random.key(0), 2)

@@ -137,6 +137,28 @@ def test_scores_do_not_depend_on_batch_size_or_subset(
         np.testing.assert_allclose(a["ssim"][:3], b["ssim"][:, rows], atol=1e-5)
 
 
+def test_eval_reports_an_extra_kernel_of_the_bank(tiny_checkpoint, tmp_path):
+    """A bank with an extra kernel (``facedeblur make-kernels --extra``): its own Table 9
+    column, outside Table 10's numbers."""
+    line = np.zeros((7, 7), np.float32)
+    line[3, 1:6] = 0.2
+    np.save(tmp_path / "line.npy", line)
+    bank = kernel_bank.make_bank(sizes=(3, 5), per_size=1, canvas=7, num_steps=200)
+    bank = kernel_bank.with_extras(bank, [("line5", tmp_path / "line.npy")])
+    path = kernel_bank.save_bank(tmp_path / "bank.npz", bank)
+    assert _eval(tiny_checkpoint, path, tmp_path / "out", "--max-faces", "2") == 0
+    results = strict_json.loads((tmp_path / "out" / "results.json").read_text())
+    table = results["table"]
+    assert table["sizes"] == [3, 5] and table["extra_groups"] == ["line5"]
+    for m in table["methods"]:
+        assert table["per_size"][m]["line5"]["count"] == 2
+        assert table["overall"][m]["num_images"] == 4  # the drawn kernels only
+    assert results["bank"]["provenance"]["extras"][0]["file"] == "line.npy"
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| line5 PSNR | line5 SSIM |" in md
+    assert "- Extra kernel `line5`: `line.npy` (7×7, size 5)" in md
+
+
 def test_eval_never_overwrites(evaluated, bank_path, tiny_checkpoint, capsys):
     before = {p.name: p.read_bytes() for p in evaluated.iterdir()}
     assert _eval(tiny_checkpoint, bank_path, evaluated) == 2

@@ -90,3 +90,34 @@ def test_default_pairs_and_faces_without_labels(setup):
     unlabelled = dataclasses.replace(faces, has_labels=np.zeros(3, bool))
     with pytest.raises(ValueError, match="none of the faces has parsing labels"):
         parsing.Evaluator(loaded.model, unlabelled, bank)
+
+
+def test_after_phase_evaluator_scores_the_configured_faces(setup):
+    """The evaluator the training loop runs after a phase that trains P: the
+    ``evals.parsing`` entry's split on ``train.parsing_eval_faces`` faces, one bank kernel
+    each; its metric lines and table carry the same numbers as ``evaluate``."""
+    from facedeblur_jax.config import load_config
+
+    loaded, _, _ = setup
+    config = load_config("tiny")
+    ev = parsing.after_phase_evaluator(config)
+    assert ev.split == "test" and len(ev.faces) == config.train.parsing_eval_faces == 4
+    assert ev.faces.index.tolist() == [0, 10, 20, 30]  # spread over the 40 test faces
+    assert len(ev.pairs) == 4 and len({j for _, j in ev.pairs}) == 4
+    got = ev.evaluate(loaded.variables)
+    lines = parsing.metric_lines(got)
+    assert list(lines) == list(parsing.INPUTS)
+    for name, line in lines.items():
+        assert len(line) == 12 and line[f"parsing_f/{name}/num_faces"] == 4.0
+        assert line[f"parsing_f/{name}/mean"] == got["average"][name]
+        assert line[f"parsing_f/{name}/nose"] == got["f_scores"][name][6]
+    rows = parsing.table(got).splitlines()
+    assert rows[0].split()[-1] == "mean" and [r.split()[0] for r in rows[1:]] == list(
+        parsing.INPUTS
+    )
+    assert float(rows[1].split()[-1]) == pytest.approx(got["average"]["clear"], abs=5e-4)
+    # The entry's split is the one scored.
+    train = parsing.after_phase_evaluator(load_config("tiny", {"evals.parsing.split": "train"}))
+    assert train.split == "train" and train.faces.index.tolist() == [0, 40, 80, 120]
+    with pytest.raises((ValueError, FileNotFoundError)):
+        parsing.after_phase_evaluator(load_config("tiny", {"data.label_root": "/nonexistent"}))

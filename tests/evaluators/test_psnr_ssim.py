@@ -73,6 +73,21 @@ def test_aggregate_by_hand():
         psnr_ssim.aggregate({"m": {"psnr": psnr[:, :3], "ssim": ssim[:, :3]}}, SIZES)
 
 
+def test_aggregate_reports_an_extra_group_beside_the_sizes():
+    """A released kernel as its own group: its own per-size entry, left out of Table 10's
+    overall numbers (the drawn kernels, as the paper's 80)."""
+    psnr = np.asarray([[10.0, 20.0, 30.0, 40.0, 99.0], [20.0, 30.0, 40.0, 50.0, 97.0]])
+    sizes, groups = np.asarray([3, 3, 5, 5, 5]), ["3", "3", "5", "5", "released27"]
+    table = psnr_ssim.aggregate({"m": {"psnr": psnr, "ssim": psnr / 100}}, sizes, groups)
+    assert table["sizes"] == [3, 5] and table["extra_groups"] == ["released27"]
+    assert table["per_size"]["m"]["5"]["psnr"] == pytest.approx(40.0)  # not the extra's 98
+    assert table["per_size"]["m"]["released27"] == {"psnr": 98.0, "ssim": 0.98, "count": 2}
+    assert table["overall"]["m"]["psnr_mean"] == pytest.approx(30.0)
+    assert table["overall"]["m"]["num_images"] == 8
+    with pytest.raises(ValueError, match="groups must be"):
+        psnr_ssim.aggregate({"m": {"psnr": psnr, "ssim": psnr / 100}}, sizes, groups[:4])
+
+
 def test_pairs():
     assert psnr_ssim.grid_pairs(10, 4, rows=4) == [(0, 0), (2, 1), (5, 2), (7, 3)]
     assert psnr_ssim.pairs_per_face(3, 4, 2) == [(0, 0), (0, 1), (1, 2), (1, 3), (2, 0), (2, 1)]

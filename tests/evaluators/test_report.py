@@ -68,6 +68,17 @@ def test_markdown_tables_layout():
     assert t10[2] == "| blurred input | 22.50 ± 1.12 | 21.00 | 0.750 ± 0.037 | 0.700 |"
 
 
+def test_table9_shows_an_extra_group_as_its_own_columns():
+    psnr = np.asarray([[10.0, 20.0, 30.0, 40.0, 99.0], [20.0, 30.0, 40.0, 50.0, 97.0]])
+    sizes, groups = np.asarray([3, 3, 5, 5, 5]), ["3", "3", "5", "5", "released27"]
+    table = psnr_ssim.aggregate({"m": {"psnr": psnr, "ssim": psnr / 100}}, sizes, groups)
+    t9 = report.table9_markdown(table)
+    assert t9[0].endswith("| 5×5 SSIM | released27 PSNR | released27 SSIM |")
+    assert t9[2] == "| m | 20.00 | 0.200 | 40.00 | 0.400 | 98.00 | 0.980 |"
+    t10 = report.table10_markdown(table)
+    assert t10[2].startswith("| m | 30.00 ± ")  # the drawn kernels only
+
+
 def test_table3_layout():
     parsing = {
         "inputs": ["clear", "blurred", "deblurred"],
