@@ -51,6 +51,8 @@ from facedeblur_jax.train_state import TrainState, make_optimizer, net_of
 AXIS = "data"
 PyTree = Any
 VggApply = Callable[[PyTree, jax.Array], dict[str, jax.Array]]
+# (MobileFaceNet variables, f32[B, H, W, 3] in [0, 1]) -> f32[B, D] (the identity loss).
+IdentityApply = Callable[[PyTree, jax.Array], jax.Array]
 
 
 def _sum(values):
@@ -75,9 +77,10 @@ def make_step_body(
     phase: Phase,
     vgg_apply: VggApply | None = None,
     axis_name: str | None = AXIS,
+    identity_apply: IdentityApply | None = None,
 ) -> Callable[[TrainState, dict, PyTree], tuple[TrainState, dict]]:
-    """The per-device step ``(state, local batch, vgg_params, kernel_pool=None) ->
-    (state, metrics)``.
+    """The per-device step ``(state, local batch, vgg_params, kernel_pool=None,
+    identity_params=None) -> (state, metrics)``.
 
     ``batch``: ``{"image": uint8[b, S, S, 3], "labels": uint8[b, S, S], "has_labels":
     bool[b]}`` — this device's shard. With ``axis_name=None`` it is a plain single-device
@@ -90,6 +93,8 @@ def make_step_body(
     train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
     if w["vgg"] > 0 and vgg_apply is None:
         raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG-Face network was given")
+    if w["identity"] > 0 and identity_apply is None:
+        raise ValueError(f"phase {phase.name!r} uses the identity loss but no network was given")
     lcfg = config.loss
 
     def pmean(x):
@@ -106,7 +111,7 @@ def make_step_body(
         flat, unravel = ravel_pytree(grads)
         return unravel(jax.lax.pmean(flat, axis_name))
 
-    def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params):
+    def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params):
         params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
         variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
         if batch_stats:
@@ -148,6 +153,10 @@ def make_step_body(
             terms["vgg"] = losses.perceptual_loss(
                 lambda im: vgg_apply(vgg_params, im), out.y, sharp, tuple(lcfg.vgg_layers)
             )
+        if w["identity"]:
+            terms["identity"] = losses.identity_loss(
+                lambda im: identity_apply(id_params, im), out.y, sharp
+            )
         if w["adv"]:
             fake = disc.apply({"params": params["disc"]}, out.y)
             terms["adv"] = losses.generator_adversarial_loss(fake)
@@ -159,7 +168,9 @@ def make_step_body(
         b = real.shape[0]
         return losses.discriminator_loss(logits[:b], logits[b:]), logits
 
-    def body(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None):
+    def body(
+        state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None, identity_params=None
+    ):
         local_b = batch["image"].shape[0]
         keys = sample_keys(state.rng, state.step, local_b, axis_name)
         deg = synthesize(keys, batch["image"], batch["labels"], config.degrade, kernel_pool)
@@ -169,8 +180,9 @@ def make_step_body(
         trained = {k: state.params[k] for k in gen_keys}
         frozen = {k: v for k, v in state.params.items() if k not in trained}
         (total, (terms, new_stats, y)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
-            varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params
-        )
+            varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params,
+            identity_params,
+        )  # fmt: skip
         metric = {f"loss/{k}": v for k, v in terms.items()}
         metric["loss/total"] = total
         metric["psnr"] = jnp.mean(metrics.psnr(y, deg.sharp))
@@ -221,10 +233,13 @@ def build_train_step(
     phase: Phase,
     mesh: Mesh,
     vgg_apply: VggApply | None = None,
+    identity_apply: IdentityApply | None = None,
 ):
     """``jit(shard_map(step))`` for ``phase`` on ``mesh`` (axis ``"data"``).
 
-    Returns ``step(state, batch, vgg_params, kernel_pool=None) -> (state, metrics)``;
+    Returns ``step(state, batch, vgg_params, kernel_pool=None, identity_params=None) ->
+    (state, metrics)``; ``identity_params`` (replicated) are the frozen MobileFaceNet's
+    variables when the phase uses the identity loss (``identity_apply``);
     ``batch`` holds global arrays sharded along ``"data"``, ``state`` is replicated and
     donated, ``kernel_pool`` (replicated) is the run's pool when
     ``degrade.kernel_pool_size > 0`` (``degrade/kernel_pool.py``).
@@ -235,12 +250,12 @@ def build_train_step(
             f"train.global_batch_size = {config.train.global_batch_size} must be divisible "
             f"by the {n} devices of the mesh axis {AXIS!r}"
         )
-    body = make_step_body(config, phase, vgg_apply, AXIS)
+    body = make_step_body(config, phase, vgg_apply, AXIS, identity_apply)
     sharded = jax.shard_map(
-        body, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P())
+        body, mesh=mesh, in_specs=(P(), P(AXIS), P(), P(), P()), out_specs=(P(), P())
     )
 
-    def step(state, batch, vgg_params, kernel_pool=None):
-        return sharded(state, batch, vgg_params, kernel_pool)
+    def step(state, batch, vgg_params, kernel_pool=None, identity_params=None):
+        return sharded(state, batch, vgg_params, kernel_pool, identity_params)
 
     return jax.jit(step, donate_argnums=(0,))
