@@ -147,6 +147,33 @@ def perceptual_loss(
     return total
 
 
+def identity_loss(
+    embed: Callable[[jax.Array], jax.Array], prediction: jax.Array, target: jax.Array
+) -> jax.Array:
+    """Optional identity loss (not in the paper): mean cosine distance ``1 − cos(e(y),
+    e(y_GT))`` of face-identity embeddings (docs/design.md §4).
+
+    A substitute where VGG-Face weights are unavailable: it uses the converted public
+    MobileFaceNet (``models/mobilefacenet.py``), is off unless ``loss.identity_weight > 0``,
+    and never replaces L_VGG — a phase that lists both needs both weight files.
+
+    Args:
+      embed: maps ``f32[B, H, W, 3]`` aligned faces in [0, 1] to ``f32[B, D]`` embeddings
+        (the frozen network).
+      prediction, target: ``f32[B, H, W, 3]``.
+
+    Returns:
+      Scalar, averaged over the batch; the target's embedding carries no gradient.
+    """
+    both = embed(jnp.concatenate([prediction, target], axis=0)).astype(jnp.float32)
+    b = prediction.shape[0]
+    e, t = both[:b], jax.lax.stop_gradient(both[b:])
+    cos = jnp.sum(e * t, axis=-1) / jnp.maximum(
+        jnp.linalg.norm(e, axis=-1) * jnp.linalg.norm(t, axis=-1), 1e-12
+    )
+    return jnp.mean(1.0 - cos)
+
+
 def generator_adversarial_loss(fake_logits: jax.Array) -> jax.Array:
     """Non-saturating generator loss L_adv = −log D(y) (eq. 10), D given as logits ``f32[B]``."""
     return jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits)))

@@ -28,7 +28,7 @@ NETS = ("coarse", "parsing", "fine", "disc")
 # What P sees in a phase (``config.phases.<name>.parsing_input``): "coarse" = P(G_c(x)) as in
 # the model; "clear" = P on the sharp (augmented, un-blurred) face, without G_c.
 PARSING_INPUTS = ("coarse", "clear")
-LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
+LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv", "identity")
 # The λ (config.loss.<key>) that multiplies each phase's loss multiplier.
 LAMBDA_KEYS = {
     "content_coarse": "content_weight",
@@ -37,7 +37,10 @@ LAMBDA_KEYS = {
     "parsing": "parsing_weight",
     "vgg": "vgg_weight",
     "adv": "adv_weight",
+    "identity": "identity_weight",
 }
+# Losses a phase record may leave out (multiplier 0): added after configs were written.
+OPTIONAL_LOSSES = ("identity",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Phase:
     def upto(self) -> str:
         """How far the forward pass must run (``FaceDeblurModel(upto=...)``)."""
         needs_fine = self.trains("fine") or any(
-            self.loss[k] for k in ("content_fine", "structural", "vgg", "adv")
+            self.loss[k] for k in ("content_fine", "structural", "vgg", "adv", "identity")
         )
         if needs_fine:
             return "fine"
@@ -98,7 +101,10 @@ def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
         bad = [n for n in train if n not in NETS]
         if bad:
             raise ValueError(f"config.phases.{name}.train has unknown net(s) {bad}; known {NETS}")
-        multipliers = {k: float(rec.loss[k]) for k in LOSSES}
+        multipliers = {
+            k: float(rec.loss[k] if k in rec.loss or k not in OPTIONAL_LOSSES else 0.0)
+            for k in LOSSES
+        }
         if any(v < 0 for v in multipliers.values()):
             raise ValueError(
                 f"config.phases.{name}.loss multipliers must be >= 0; got {multipliers}"

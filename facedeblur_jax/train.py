@@ -5,7 +5,8 @@ Laid out as big_vision's ``train.py``, in numbered sections:
 1. devices and the mesh (joining the other processes first with
    ``train.distributed=True``: :mod:`facedeblur_jax.distributed`);
 2. checks, before anything is written: the processes against each other (same config and
-   workdir), the schedule, VGG-Face weights when a phase uses L_VGG, the degradation
+   workdir), the schedule, VGG-Face weights when a phase uses L_VGG (MobileFaceNet weights
+   when one uses the optional identity loss), the degradation
    settings; then the input pipeline (grain; each process reads its own shard of the
    records); with several processes, one that failed here stops all (``check_all_ready``);
 3. a checkpoint already in ``WORKDIR`` against the config: its stored config is compared
@@ -86,6 +87,32 @@ def _vgg(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
     params = load_vgg_face(path)
     net = VGGFace(layers=tuple(config.loss.vgg_layers), dtype=compute_dtype(config.model))
     return (lambda p, images: net.apply({"params": p}, images)), params
+
+
+def _identity(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
+    """``(identity_apply, identity_variables)`` if a phase uses the identity loss, else
+    ``(None, None)``: with ``loss.identity_weight = 0`` MobileFaceNet is neither loaded nor
+    built. Fails at start-up when the loss is on and its weight file is not given or bad.
+    """
+    if not any(p.loss["identity"] > 0 for p in phases):
+        return None, None
+    path = config.loss.identity_weights_path
+    if not path:
+        users = [p.name for p in phases if p.loss["identity"] > 0]
+        raise ValueError(
+            f"phases {users} use the identity loss (loss.identity_weight = "
+            f"{config.loss.identity_weight}) but config.loss.identity_weights_path is empty: "
+            "convert MobileFaceNet weights with facedeblur convert-mobilefacenet and pass "
+            "--config.loss.identity_weights_path=FILE.npz, or turn the loss off with "
+            "--config.loss.identity_weight=0"
+        )
+    from facedeblur_jax.models import mobilefacenet
+
+    try:
+        variables = mobilefacenet.load_mobilefacenet(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"config.loss.identity_weights_path: {e}") from e
+    return (lambda v, images: mobilefacenet.embed(v, images)), variables
 
 
 class MetricWriter:
@@ -221,13 +248,14 @@ def _check_cluster_keys(train_config) -> None:
         )
 
 
-def _log_grad_norms(
-    config, phase, step, state, batch, vgg_apply, vgg_params, kernel_pool, writer, is_main
-) -> None:
+def _log_grad_norms(config, phase, step, state, batch, nets, kernel_pool, writer, is_main) -> None:
     """One metrics line per active loss term of ``phase`` (and D): the gradient norm it sends
     into the trained nets at the phase's first step (``train_step.build_grad_norms``; every
     process runs it, process 0 writes and prints)."""
-    norms = build_grad_norms(config, phase, vgg_apply)(state, batch, vgg_params, kernel_pool)
+    vgg_apply, vgg_params, identity_apply, identity_params = nets
+    norms = build_grad_norms(config, phase, vgg_apply, identity_apply)(
+        state, batch, vgg_params, kernel_pool, identity_params
+    )
     norms = {k: float(v) for k, v in jax.device_get(norms).items()}
     terms = [t for t in (*schedule_lib.LOSSES, "disc") if f"grad_norm/{t}" in norms]
     for term in terms:
@@ -303,6 +331,7 @@ def train(
         phases = schedule_lib.phases_from_config(config)
         total = schedule_lib.total_steps(phases)
         vgg_apply, vgg_params = _vgg(config, phases)  # fails early if weights are missing
+        identity_apply, identity_params = _identity(config, phases)  # likewise
         check_degrade_config(config.degrade)  # e.g. a bad trajectory_impl, before any work
         # config.evals, run on process 0 only; a bad entry fails here, before any work.
         evals = evaluators.from_config(config, total, enabled=jax.process_index() == 0)
@@ -372,6 +401,8 @@ def train(
         step = int(jax.device_get(state.step))
         if vgg_params is not None:
             vgg_params = jax.device_put(vgg_params, replicated)
+        if identity_params is not None:
+            identity_params = jax.device_put(identity_params, replicated)
 
         # 5. Loop over phases. ---------------------------------------------------------
         writer = MetricWriter(workdir, is_main)
@@ -385,28 +416,22 @@ def train(
         while index < len(phases):
             phase = phases[index]
             phase_end = sum(p.steps for p in phases[: index + 1])
-            train_step = build_train_step(config, phase, mesh, vgg_apply)
+            train_step = build_train_step(config, phase, mesh, vgg_apply, identity_apply)
             history: list[dict] = []
             t_log, steps_since = time.time(), 0
             first = True
             while step < phase_end:
                 batch_data = next(data)
                 if first and config.train.log_grad_norms:
+                    nets = (vgg_apply, vgg_params, identity_apply, identity_params)
                     _log_grad_norms(
-                        config,
-                        phase,
-                        step,
-                        state,
-                        batch_data,
-                        vgg_apply,
-                        vgg_params,
-                        kernel_pool,
-                        writer,
-                        is_main,
+                        config, phase, step, state, batch_data, nets, kernel_pool, writer, is_main
                     )
                     t_log = time.time()
                 first = False
-                state, metrics = train_step(state, batch_data, vgg_params, kernel_pool)
+                state, metrics = train_step(
+                    state, batch_data, vgg_params, kernel_pool, identity_params
+                )
                 step += 1
                 steps_since += 1
                 history.append(metrics)

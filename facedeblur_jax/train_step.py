@@ -53,6 +53,8 @@ from facedeblur_jax.train_state import TrainState, make_optimizer, net_of
 AXIS = "data"
 PyTree = Any
 VggApply = Callable[[PyTree, jax.Array], dict[str, jax.Array]]
+# (MobileFaceNet variables, f32[B, H, W, 3] in [0, 1]) -> f32[B, D] (the identity loss).
+IdentityApply = Callable[[PyTree, jax.Array], jax.Array]
 
 
 def _sum(values):
@@ -81,8 +83,8 @@ class PhaseLosses(NamedTuple):
         per-sample keys — blurred by :func:`synthesize`, or only augmented
         (:func:`augment_only`) when P parses clear faces.
       split: ``params -> (trained generator nets, the rest)`` by top-level key.
-      terms: ``(trained, frozen, batch_stats, deg, has_labels, vgg_params) ->
-        (terms, new_batch_stats, y)``: every active loss term *unweighted*
+      terms: ``(trained, frozen, batch_stats, deg, has_labels, vgg_params,
+        identity_params=None) -> (terms, new_batch_stats, y)``: every active loss term *unweighted*
         (``{name: f32[]}``, names of ``schedule.LOSSES``), P's updated BatchNorm
         statistics and the output image (``None`` when no deblurring net ran).
       weights: ``phase.loss``: the weight of each term.
@@ -101,6 +103,7 @@ def phase_losses(
     phase: Phase,
     vgg_apply: VggApply | None = None,
     axis_name: str | None = AXIS,
+    identity_apply: IdentityApply | None = None,
 ) -> PhaseLosses:
     """:class:`PhaseLosses` of ``phase`` (P's BatchNorm averages over ``axis_name``).
 
@@ -120,6 +123,8 @@ def phase_losses(
     train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
     if w["vgg"] > 0 and vgg_apply is None:
         raise ValueError(f"phase {phase.name!r} uses L_VGG but no VGG-Face network was given")
+    if w["identity"] > 0 and identity_apply is None:
+        raise ValueError(f"phase {phase.name!r} uses the identity loss but no network was given")
     lcfg = config.loss
 
     def degrade(state: TrainState, batch: dict, kernel_pool=None) -> Degraded:
@@ -155,7 +160,7 @@ def phase_losses(
             return out, updates["batch_stats"]
         return model.apply(variables, x, upto=phase.upto), batch_stats
 
-    def terms_of(trained, frozen, batch_stats, deg, has_labels, vgg_params):
+    def terms_of(trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params=None):
         params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
         out, new_stats = forward(params, batch_stats, deg.blurred)
         sharp, labels = deg.sharp, deg.labels
@@ -184,6 +189,10 @@ def phase_losses(
             terms["vgg"] = losses.perceptual_loss(
                 lambda im: vgg_apply(vgg_params, im), out.y, sharp, tuple(lcfg.vgg_layers)
             )
+        if w["identity"]:
+            terms["identity"] = losses.identity_loss(
+                lambda im: identity_apply(id_params, im), out.y, sharp
+            )
         if w["adv"]:
             fake = disc.apply({"params": params["disc"]}, out.y)
             terms["adv"] = losses.generator_adversarial_loss(fake)
@@ -203,16 +212,17 @@ def make_step_body(
     phase: Phase,
     vgg_apply: VggApply | None = None,
     axis_name: str | None = AXIS,
+    identity_apply: IdentityApply | None = None,
 ) -> Callable[[TrainState, dict, PyTree], tuple[TrainState, dict]]:
-    """The per-device step ``(state, local batch, vgg_params, kernel_pool=None) ->
-    (state, metrics)``.
+    """The per-device step ``(state, local batch, vgg_params, kernel_pool=None,
+    identity_params=None) -> (state, metrics)``.
 
     ``batch``: ``{"image": uint8[b, S, S, 3], "labels": uint8[b, S, S], "has_labels":
     bool[b]}`` — this device's shard. With ``axis_name=None`` it is a plain single-device
     step (no collectives).
     """
     tx = make_optimizer(config.optim)
-    phase_loss = phase_losses(config, phase, vgg_apply, axis_name)
+    phase_loss = phase_losses(config, phase, vgg_apply, axis_name, identity_apply)
     w = phase_loss.weights
 
     def pmean(x):
@@ -229,22 +239,25 @@ def make_step_body(
         flat, unravel = ravel_pytree(grads)
         return unravel(jax.lax.pmean(flat, axis_name))
 
-    def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params):
+    def generator_loss(trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params):
         terms, new_stats, y = phase_loss.terms(
-            trained, frozen, batch_stats, deg, has_labels, vgg_params
+            trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params
         )
         total = _sum(w[k] * v for k, v in terms.items())
         return total, (terms, new_stats, y)
 
-    def body(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None):
+    def body(
+        state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None, identity_params=None
+    ):
         local_b = batch["image"].shape[0]
         deg = phase_loss.degrade(state, batch, kernel_pool)
         has_labels = batch["has_labels"]
 
         trained, frozen = phase_loss.split(state.params)
         (total, (terms, new_stats, y)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
-            varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params
-        )
+            varying(trained), frozen, state.batch_stats, deg, has_labels, vgg_params,
+            identity_params,
+        )  # fmt: skip
         metric = {f"loss/{k}": v for k, v in terms.items()}
         metric["loss/total"] = total
         if y is not None:  # no output image when P alone parses clear faces
@@ -296,10 +309,13 @@ def build_train_step(
     phase: Phase,
     mesh: Mesh,
     vgg_apply: VggApply | None = None,
+    identity_apply: IdentityApply | None = None,
 ):
     """``jit(shard_map(step))`` for ``phase`` on ``mesh`` (axis ``"data"``).
 
-    Returns ``step(state, batch, vgg_params, kernel_pool=None) -> (state, metrics)``;
+    Returns ``step(state, batch, vgg_params, kernel_pool=None, identity_params=None) ->
+    (state, metrics)``; ``identity_params`` (replicated) are the frozen MobileFaceNet's
+    variables when the phase uses the identity loss (``identity_apply``);
     ``batch`` holds global arrays sharded along ``"data"``, ``state`` is replicated and
     donated, ``kernel_pool`` (replicated) is the run's pool when
     ``degrade.kernel_pool_size > 0`` (``degrade/kernel_pool.py``).
@@ -310,13 +326,13 @@ def build_train_step(
             f"train.global_batch_size = {config.train.global_batch_size} must be divisible "
             f"by the {n} devices of the mesh axis {AXIS!r}"
         )
-    body = make_step_body(config, phase, vgg_apply, AXIS)
+    body = make_step_body(config, phase, vgg_apply, AXIS, identity_apply)
     sharded = jax.shard_map(
-        body, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P())
+        body, mesh=mesh, in_specs=(P(), P(AXIS), P(), P(), P()), out_specs=(P(), P())
     )
 
-    def step(state, batch, vgg_params, kernel_pool=None):
-        return sharded(state, batch, vgg_params, kernel_pool)
+    def step(state, batch, vgg_params, kernel_pool=None, identity_params=None):
+        return sharded(state, batch, vgg_params, kernel_pool, identity_params)
 
     return jax.jit(step, donate_argnums=(0,))
 
@@ -325,10 +341,12 @@ def build_grad_norms(
     config: ml_collections.ConfigDict,
     phase: Phase,
     vgg_apply: VggApply | None = None,
+    identity_apply: IdentityApply | None = None,
 ):
     """Loss diagnostics: how hard each active loss term pulls on the trained nets.
 
-    Returns ``jit(fn)`` with ``fn(state, batch, vgg_params, kernel_pool=None) -> {
+    Returns ``jit(fn)`` with ``fn(state, batch, vgg_params, kernel_pool=None,
+    identity_params=None) -> {
     "grad_norm/<term>": f32[], "weighted_loss/<term>": f32[], ["grad_norm/disc": f32[]]}``
     for the same arguments as the train step (call it *before* the step, which donates the
     state). ``grad_norm/<term>`` is the global L2 norm of ``∂(w_t · L_t)/∂θ`` over the
@@ -345,17 +363,19 @@ def build_grad_norms(
     ``grad_norm``). One forward pass, one backward pass per term (``jax.vjp``); one compile
     per phase.
     """
-    phase_loss = phase_losses(config, phase, vgg_apply, axis_name=None)
+    phase_loss = phase_losses(config, phase, vgg_apply, None, identity_apply)
     w = phase_loss.weights
 
-    def fn(state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None) -> dict:
+    def fn(
+        state: TrainState, batch: dict, vgg_params: PyTree, kernel_pool=None, identity_params=None
+    ) -> dict:
         deg = phase_loss.degrade(state, batch, kernel_pool)
         has_labels = batch["has_labels"]
         trained, frozen = phase_loss.split(state.params)
 
         def weighted(params):
             terms, _, y = phase_loss.terms(
-                params, frozen, state.batch_stats, deg, has_labels, vgg_params
+                params, frozen, state.batch_stats, deg, has_labels, vgg_params, identity_params
             )
             return {k: w[k] * v for k, v in terms.items()}, y
 

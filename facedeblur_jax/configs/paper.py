@@ -126,6 +126,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.structural_min_area = 16.0
     config.loss.vgg_weights_path = ""  # converted VGG-Face weights (facedeblur convert-vgg)
     config.loss.vgg_layers = ("pool2", "pool5")
+    # Optional identity loss (not in the paper; losses.identity_loss, docs/design.md §4):
+    # cosine distance of MobileFaceNet embeddings of y and y_GT, a substitute where
+    # VGG-Face weights are unavailable. 0 = off (MobileFaceNet is not loaded); > 0 needs
+    # identity_weights_path (facedeblur convert-mobilefacenet). Listed by the fine and
+    # joint phases; it never replaces L_VGG.
+    config.loss.identity_weight = 0.0
+    config.loss.identity_weights_path = ""
 
     # --- optimiser (§3.5) ---------------------------------------------------------------
     config.optim = ml_collections.ConfigDict()
@@ -151,7 +158,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.phases.parsing_clear.lr.parsing = 1e-4
     config.phases.parsing = phase(60_000, ("parsing",), "parsing")
     config.phases.fine = phase(
-        200_000, ("fine", "disc"), "content_fine", "structural", "vgg", "adv"
+        200_000, ("fine", "disc"), "content_fine", "structural", "vgg", "adv", "identity"
     )
     config.phases.joint = phase(
         100_000,
@@ -162,6 +169,7 @@ def get_config() -> ml_collections.ConfigDict:
         "parsing",
         "vgg",
         "adv",
+        "identity",
     )
 
     # --- the training loop (docs/design.md §6) -----------------------------------------------
@@ -230,7 +238,7 @@ def eval_entry() -> ml_collections.ConfigDict:
     )
 
 
-LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv")
+LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv", "identity")
 LEARNING_RATES = {"coarse": 4e-5, "parsing": 5e-6, "fine": 4e-5, "disc": 4e-5}  # §3.5
 
 
@@ -244,7 +252,8 @@ def phase(
 
     Nets: "coarse" (G_c), "parsing" (P), "fine" (G_f, all stages), "disc" (D). Losses:
     content_coarse / content_fine (L_c on G_c / G_f outputs, all scales), structural (L_s on
-    every G_f output scale), parsing (L_p), vgg (L_VGG) and adv (L_adv) on the final output.
+    every G_f output scale), parsing (L_p), vgg (L_VGG), adv (L_adv) and the optional
+    identity (MobileFaceNet cosine distance) on the final output.
     """
     unknown = set(active) - set(LOSSES)
     if unknown:

@@ -3,8 +3,10 @@
 Runs the evaluators of this package on one checkpoint (and the full model of any extra
 checkpoints): PSNR / SSIM per kernel size and overall (``psnr_ssim.py``, Tables 9 and 10),
 parsing F-scores when the test faces have parsing labels (``parsing.py``, Table 3; all
-``N × K`` blurred images), and with ``--face-analysis`` detection / identity / recognition
-(``face_analysis.py``, Table 11). Writes ``results.json``, ``results.md``,
+``N × K`` blurred images), with ``--face-analysis`` detection / identity / recognition
+(``face_analysis.py``, Table 11), and with ``--identity-weights FILE`` MobileFaceNet
+verification AUC, cosine distance to the clear face and top-1 against the clear test faces
+(``identity.py``) on the same probe images. Writes ``results.json``, ``results.md``,
 ``per_image.npz``, the two plots and ``grid.png`` (``report.py``); refuses before any work
 when one of them exists, unless ``--overwrite``.
 
@@ -22,9 +24,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from facedeblur_jax import imageio
 from facedeblur_jax.degrade import kernel_bank as bank_lib
 from facedeblur_jax.evaluators import face_analysis as fa_lib
+from facedeblur_jax.evaluators import identity as identity_lib
 from facedeblur_jax.evaluators import parsing as parsing_lib
 from facedeblur_jax.evaluators import psnr_ssim, report
 from facedeblur_jax.evaluators.data import data_spec, load_faces
@@ -61,6 +66,7 @@ def run(
     overwrite: bool = False,
     face_analysis: bool = False,
     face_analysis_per_face: int = 1,
+    identity_weights: str | None = None,
     grid_rows: int = 8,
     progress: bool = True,
 ) -> dict:
@@ -72,6 +78,11 @@ def run(
         raise ValueError(f"noise sigma must be in [0, 1); got {noise_sigma}")
     paths = report.output_paths(out_dir, overwrite=overwrite)  # refuse before any work
     analyzer = fa_lib.import_face_analysis() if face_analysis else None
+    identity_net = (
+        identity_lib.load_identity_weights(identity_weights) if identity_weights else None
+    )
+    if face_analysis and identity_net is None:
+        print(identity_lib.HOW_TO_ENABLE, file=sys.stderr)
     overrides, split, gallery_split = data_spec(data)
     bank_path = pathlib.Path(kernels).expanduser().resolve()
     bank = bank_lib.load_bank(bank_path)
@@ -94,7 +105,8 @@ def run(
             file=sys.stderr,
         )
     shown = psnr_ssim.grid_pairs(n, k, grid_rows)
-    probes = psnr_ssim.pairs_per_face(n, k, face_analysis_per_face) if analyzer else []
+    analysed = analyzer is not None or identity_net is not None
+    probes = psnr_ssim.pairs_per_face(n, k, face_analysis_per_face) if analysed else []
     scorer = psnr_ssim.Evaluator(
         loaded.model, faces, bank, batch_size=batch_size, noise_sigma=noise_sigma
     )
@@ -184,6 +196,11 @@ def run(
                 batch_size=batch_size,
             )
         )
+    if identity_net is not None:
+        results["identity"] = _identity(
+            identity_net, identity_weights, ev, probes, faces, list(extra), config, overrides,
+            gallery_split, face_analysis_per_face, batch_size,
+        )  # fmt: skip
     timing = dict(ev["timing"])
     timing["total_s"] = time.perf_counter() - t0
     results["timing"] = timing
@@ -213,3 +230,34 @@ def _parsing(loaded, faces, bank, batch_size: int, noise_sigma: float) -> dict:
         loaded.model, faces, bank, pairs=pairs, batch_size=batch_size, noise_sigma=noise_sigma
     )
     return parsing_lib.summary(scorer.evaluate(loaded.variables))
+
+
+def _identity(
+    variables, weights_path, ev, probes, faces, extra_names, config, overrides, train_split,
+    per_face, batch_size,
+) -> dict:  # fmt: skip
+    """MobileFaceNet identity numbers of the probe images (``identity.analyze``)."""
+    face_idx = np.asarray([i for i, _ in probes])
+    methods = (*psnr_ssim.BUILTIN_METHODS, *extra_names)
+    variants = {m: np.stack([ev["kept"][p][m] for p in probes]) for m in methods}
+    identities = faces.identities[face_idx]
+    if np.any(identities < 0):
+        return {"skipped": "the test faces have no identities (labels.csv)"}
+    out = identity_lib.analyze(
+        variables,
+        faces.images[face_idx],
+        variants,
+        identities,
+        face_idx,
+        batch_size=min(batch_size, 64),
+    )
+    out["weights"] = str(pathlib.Path(weights_path).expanduser().resolve())
+    out["probes"] = {
+        "num_probes": len(probes),
+        "pairs": "face i with bank kernels (i·n + t) mod K, t < n",
+        "per_face": per_face,
+    }
+    out["identities_in_train"] = identity_lib.identities_in_split(
+        config, overrides, train_split, sorted(set(identities.tolist()))
+    )
+    return out

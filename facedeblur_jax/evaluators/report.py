@@ -4,8 +4,9 @@
   non-finite numbers become the strings ``"inf"``, ``"-inf"``, ``"nan"`` (``float(s)``
   reads them back) and the file stays strict JSON;
 * ``results.md`` (:func:`markdown_report`): the protocol, the Table 9 and Table 10 layouts
-  (∞ and n/a where a number is not finite), the parsing F-scores (Table 3 layout) and the
-  face analysis when they were run, the files and the runtime;
+  (∞ and n/a where a number is not finite), the parsing F-scores (Table 3 layout), the
+  face analysis and the MobileFaceNet identity numbers (``identity.py``) when they were run,
+  the files and the runtime;
 * ``per_image.npz``: every score, ``f32[methods, faces, kernels]``;
 * ``psnr_vs_kernel_size.png``, ``ssim_vs_kernel_size.png`` (:func:`plot_vs_size`);
 * ``grid.png`` (:func:`make_grid`): one row per example — blurred, y_c, parsing map, y,
@@ -236,6 +237,22 @@ def markdown_report(results: Mapping) -> str:
             or "\n".join(face_analysis_markdown(results["face_analysis"])),
             "",
         ]
+    if "identity" in results:
+        ident = results["identity"]
+        lines += ["## Identity with MobileFaceNet (§5.2, Table 11 analogue)", ""]
+        if "skipped" in ident:
+            lines += [f"Not computed: {ident['skipped']}.", ""]
+        else:
+            from facedeblur_jax.evaluators.identity import markdown_lines
+
+            probes = ident.get("probes", {})
+            lines += [
+                f"Probes: {probes.get('num_probes')} images per kind ({probes.get('pairs')}); "
+                f"weights `{ident.get('weights')}`.",
+                "",
+                *markdown_lines(ident),
+                "",
+            ]
     grid = results.get("grid", {})
     timing = {k: (math.nan if v is None else v) for k, v in results.get("timing", {}).items()}
     lines += [

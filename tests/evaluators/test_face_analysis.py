@@ -12,7 +12,7 @@ import types
 import numpy as np
 
 from facedeblur_jax import cli
-from facedeblur_jax.evaluators import face_analysis, report
+from facedeblur_jax.evaluators import face_analysis, identity, report
 from tests.data.conftest import write_face_tree
 from tests.evaluators import strict_json
 
@@ -39,6 +39,10 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     monkeypatch.setattr(face_analysis, "FACE_ANALYSIS_PACKAGES", ())  # the fake needs no dlib
     flags = ["--face-analysis", "--face-analysis-per-face", "2"]
     assert _eval(tiny_checkpoint, bank_path, tmp_path / "fa", *flags) == 0
+    # Without --identity-weights the MobileFaceNet section is skipped, saying how to enable it.
+    assert [identity.HOW_TO_ENABLE] == [
+        line for line in capsys.readouterr().err.splitlines() if "identity" in line
+    ]
     clear, variants = calls["clear"], calls["variants"]
     assert clear.dtype == np.uint8 and clear.shape == (6, 32, 32, 3)  # 3 faces × 2 kernels
     assert list(variants) == ["blurred input", "G_c", "full model"]
@@ -54,7 +58,7 @@ def test_face_analysis_hook(bank_path, tiny_checkpoint, tmp_path, monkeypatch, c
     assert results["face_analysis_input"]["num_probes"] == 6
     md = (tmp_path / "fa" / "results.md").read_text()
     assert "## Face analysis" in md and "TABLE OF ['detection_rate', 'note']" in md
-    assert "face_analysis_markdown" not in results
+    assert "face_analysis_markdown" not in results and "identity" not in results
     # A module without to_markdown: tables for {row: {column: value}}, JSON for the rest.
     generic = "\n".join(report.face_analysis_markdown(analyze(None, None, None, None)))
     assert "| blurred input | 0.500 |" in generic and '"note": 0.25' in generic
