@@ -55,7 +55,7 @@ def _only_identity(weights_file, weight=1.0):
             "phases.fine.loss.adv": 0.0,
         },
     )
-    return cfg, phases_from_config(cfg)[2]
+    return cfg, next(p for p in phases_from_config(cfg) if p.name == "fine")
 
 
 @pytest.mark.slow  # compiles MobileFaceNet's backward pass into the step: ~50 s of CPU
