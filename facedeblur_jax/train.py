@@ -442,10 +442,11 @@ def train(
                     scalars["images_per_s"] = batch * steps_since / max(elapsed, 1e-9)
                     writer.write(step, phase.name, scalars)
                     if bar is not None:
+                        # No PSNR where no image is restored (P alone on clear faces).
+                        psnr = f"psnr {scalars['psnr']:.2f} " if "psnr" in scalars else ""
                         bar.set_postfix_str(
                             f"{phase.name} {step - (phase_end - phase.steps)}/{phase.steps} "
-                            f"loss {scalars['loss/total']:.4g} "
-                            f"psnr {scalars.get('psnr', float('nan')):.2f} "
+                            f"loss {scalars['loss/total']:.4g} {psnr}"
                             f"{scalars['images_per_s']:.1f} img/s",
                             refresh=False,
                         )
