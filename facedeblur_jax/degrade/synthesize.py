@@ -140,14 +140,7 @@ def synthesize(
             f"the kernel pool holds {kernel_pool.kernels.shape[0]} kernels but "
             f"degrade.kernel_pool_size = {pool_size}"
         )
-    if sharp.ndim != 4 or sharp.shape[-1] != 3:
-        raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
-    images = to_float_images(sharp)
-    keys = per_sample_keys(key, images.shape[0])
-    if labels is not None and labels.shape != images.shape[:3]:
-        raise ValueError(
-            f"labels must have shape [B, H, W] = {images.shape[:3]}; got shape {labels.shape}"
-        )
+    images, keys = _checked_inputs(key, sharp, labels)
 
     def one(k, image, label):
         k_aug, k_kernel, k_noise = jax.random.split(k, 3)
@@ -174,6 +167,21 @@ def synthesize(
     )
 
 
+def _checked_inputs(
+    key: jax.Array, sharp: jax.Array, labels: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """``(f32[B, H, W, 3] images in [0, 1], key[B] per-sample keys)`` after checking the
+    shapes of ``sharp`` (``[B, H, W, 3]``) and ``labels`` (``[B, H, W]`` or ``None``)."""
+    if sharp.ndim != 4 or sharp.shape[-1] != 3:
+        raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
+    images = to_float_images(sharp)
+    if labels is not None and labels.shape != images.shape[:3]:
+        raise ValueError(
+            f"labels must have shape [B, H, W] = {images.shape[:3]}; got shape {labels.shape}"
+        )
+    return images, per_sample_keys(key, images.shape[0])
+
+
 def augment_only(
     key: jax.Array, sharp: jax.Array, labels: jax.Array | None, cfg: ml_collections.ConfigDict
 ) -> Degraded:
@@ -188,14 +196,7 @@ def augment_only(
       (``blurred is sharp``), ``kernels`` and ``kernel_sizes`` ``None``.
     """
     check_degrade_config(cfg)
-    if sharp.ndim != 4 or sharp.shape[-1] != 3:
-        raise ValueError(f"sharp must have shape [B, H, W, 3]; got shape {tuple(sharp.shape)}")
-    images = to_float_images(sharp)
-    keys = per_sample_keys(key, images.shape[0])
-    if labels is not None and labels.shape != images.shape[:3]:
-        raise ValueError(
-            f"labels must have shape [B, H, W] = {images.shape[:3]}; got shape {labels.shape}"
-        )
+    images, keys = _checked_inputs(key, sharp, labels)
 
     def one(k, image, label):
         k_aug, _, _ = jax.random.split(k, 3)  # synthesize's split: the same warp
