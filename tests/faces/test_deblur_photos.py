@@ -1,5 +1,5 @@
 """``facedeblur deblur`` on photos of any size (detect, align, deblur, paste back) and on
-aligned crops (``--no-align``), with a tiny checkpoint trained once for the module and an
+aligned crops (``--no-align``), with the session's tiny checkpoint and an
 untrained one (the exact identity: G_c's and G_f's last convs start at zero)."""
 
 import os
@@ -22,15 +22,9 @@ from tests.faces.synthetic_photo import (
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """The tiny config (32 px), one step per phase: a real checkpoint in ~30 s on a CPU."""
-    from facedeblur_jax.config import load_config
-    from facedeblur_jax.train import train
-
-    steps = {f"phases.{p}.steps": 1 for p in ("coarse", "parsing", "fine", "joint")}
-    workdir = tmp_path_factory.mktemp("tiny")
-    train(load_config("tiny", {**steps, "train.checkpoint_every": 4}), workdir, progress=False)
-    return str(workdir)
+def checkpoint(tiny_checkpoint):
+    """The session's tiny checkpoint (32 px; G_c trained two steps): a real Orbax workdir."""
+    return str(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module")
