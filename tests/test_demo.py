@@ -9,7 +9,7 @@ from facedeblur_jax import cli
 
 @pytest.mark.slow
 def test_demo_trains_and_reports_three_rows(tiny_demo_run):
-    """All four phases of the tiny config, then the held-back evaluation (the session
+    """All five phases of the tiny config, then the held-back evaluation (the session
     fixture runs ``facedeblur demo``; the notebooks reuse its run)."""
     _, workdir, out, strips = tiny_demo_run
     rows = dict(re.findall(r"^\s+(blurred|G_c|full)\s+PSNR\s+([\d.]+) dB", out, re.M))
@@ -18,7 +18,7 @@ def test_demo_trains_and_reports_three_rows(tiny_demo_run):
     assert "training tiny on the bundled sample faces" in out
     assert len(list(strips.glob("demo_*.png"))) == 8
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
-    assert max(steps) == 8  # four phases of two steps
+    assert max(steps) == 10  # five phases of two steps
 
 
 def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, tiny_checkpoint, tmp_path):

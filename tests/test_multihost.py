@@ -28,8 +28,14 @@ from facedeblur_jax.inference import load_model
 from facedeblur_jax.train import make_mesh, train
 from tests import processes
 
-# 6 steps: coarse 2 | parsing 2 | fine 1 | joint 1; checkpoints at steps 3 and 6.
-SIX = {"phases.fine.steps": 1, "phases.joint.steps": 1, "train.checkpoint_every": 3}
+# 6 steps: coarse 2 | parsing 2 | fine 1 | joint 1 (the four phases that blur; parsing_clear,
+# P alone on clear faces, adds nothing multi-host); checkpoints at steps 3 and 6.
+SIX = {
+    "phase_order": ("coarse", "parsing", "fine", "joint"),
+    "phases.fine.steps": 1,
+    "phases.joint.steps": 1,
+    "train.checkpoint_every": 3,
+}
 RUN_TIMEOUT = 400  # s, one multi-process run on a loaded 2-core machine
 TOLERANCE = 5e-5  # max |Δparam| between 2 × 4 and 1 × 8 devices (gloo vs in-process sums)
 
