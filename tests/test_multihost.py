@@ -35,6 +35,7 @@ SIX = {
     "phases.fine.steps": 1,
     "phases.joint.steps": 1,
     "train.checkpoint_every": 3,
+    "train.parsing_eval_faces": 0,  # P's F-score lines: process 0's, tested in test_train.py
 }
 RUN_TIMEOUT = 400  # s, one multi-process run on a loaded 2-core machine
 TOLERANCE = 5e-5  # max |Δparam| between 2 × 4 and 1 × 8 devices (gloo vs in-process sums)
