@@ -114,6 +114,7 @@ def _cmd_eval(args, overrides) -> int:
         face_analysis=args.face_analysis,
         face_analysis_per_face=args.face_analysis_per_face,
         identity_weights=args.identity_weights,
+        priors=tuple(x for x in args.priors.split(",") if x) if args.priors else (),
         grid_rows=args.grid_rows,
         progress=not args.no_progress,
     )
@@ -282,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.npz",
         help="MobileFaceNet weights (facedeblur convert-mobilefacenet): verification AUC, "
         "cosine distance to the clear face and top-1 against the clear test faces",
+    )
+    p.add_argument(
+        "--priors",
+        default="",
+        metavar="NAMES",
+        help="comma-separated priors the full model is also scored with, fed to G_f instead "
+        "of P's prediction (the Table 2 ablation): zeros, ground_truth (the face's parsing "
+        "label), shuffled (another test face's label); the last two need labelled faces",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

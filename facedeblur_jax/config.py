@@ -24,7 +24,13 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-BUILTIN = ("paper", "demo", "tiny", "gpu_short")  # the files of facedeblur_jax/configs/
+BUILTIN = (
+    "paper",
+    "demo",
+    "tiny",
+    "gpu_short",
+    "cpu_study",
+)  # the files of facedeblur_jax/configs/
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 

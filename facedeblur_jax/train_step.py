@@ -138,8 +138,9 @@ def phase_losses(
         keys = [k for k in params if k != "disc" and phase.trains(net_of(k))]
         return {k: params[k] for k in keys}, {k: v for k, v in params.items() if k not in keys}
 
-    def forward(params, batch_stats, x):
-        """``(DeblurOutputs, new batch_stats)`` of the nets this phase runs on input ``x``."""
+    def forward(params, batch_stats, x, prior=None):
+        """``(DeblurOutputs, new batch_stats)`` of the nets this phase runs on input ``x``
+        (G_f fed ``prior`` instead of P's prediction when given)."""
         if phase.parsing_clear:
             variables = {"params": params["parsing"]}
             if "parsing" in batch_stats:
@@ -155,14 +156,28 @@ def phase_losses(
             variables["batch_stats"] = batch_stats
         if train_parsing:
             out, updates = model.apply(
-                variables, x, upto=phase.upto, train_parsing=True, mutable=["batch_stats"]
+                variables,
+                x,
+                upto=phase.upto,
+                train_parsing=True,
+                prior=prior,
+                mutable=["batch_stats"],
             )
             return out, updates["batch_stats"]
-        return model.apply(variables, x, upto=phase.upto), batch_stats
+        return model.apply(variables, x, upto=phase.upto, prior=prior), batch_stats
+
+    def fed_prior(deg: Degraded):
+        """G_f's prior override of ``phase.prior`` (``None``: P's prediction)."""
+        if phase.prior == "predicted" or phase.upto != "fine":
+            return None
+        shape = (*deg.blurred.shape[:3], model.num_classes)
+        if phase.prior == "zeros":
+            return jnp.zeros(shape, jnp.float32)
+        return jax.nn.one_hot(deg.labels, model.num_classes, dtype=jnp.float32)
 
     def terms_of(trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params=None):
         params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}
-        out, new_stats = forward(params, batch_stats, deg.blurred)
+        out, new_stats = forward(params, batch_stats, deg.blurred, fed_prior(deg))
         sharp, labels = deg.sharp, deg.labels
         terms = {}
         if w["content_coarse"]:

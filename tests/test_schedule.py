@@ -20,6 +20,7 @@ def test_paper_schedule_is_the_papers():
     assert clear.lr["parsing"] == 1e-4  # P from scratch; not in the paper
     assert parsing.train == ("parsing",) and parsing.upto == "parsing"
     assert not any(p.parsing_clear for p in (coarse, parsing, fine, joint))
+    assert {p.prior for p in phases} == {"predicted"}  # the model: G_f fed P's prediction
     assert fine.train == ("fine", "disc") and fine.upto == "fine"
     assert {k: v for k, v in fine.loss.items() if v} == {
         "content_fine": 1.0,
@@ -41,6 +42,17 @@ def test_demo_and_tiny_pretrain_p_on_clear_faces():
     short = {p.name: p for p in phases_from_config(load_config("gpu_short"))}
     assert short["parsing_clear"].lr["parsing"] == 5 * 1e-4  # 5× each phase's own rate
     assert short["parsing"].lr["parsing"] == 5 * 5e-6
+
+
+def test_prior_is_checked_and_older_configs_feed_the_prediction():
+    with pytest.raises(ValueError, match=r"phases\.fine\.prior must be one of"):
+        phases_from_config(load_config("tiny", {"phases.fine.prior": "ground truth"}))
+    config = load_config("tiny").to_dict()
+    del config["phases"]["fine"]["prior"]  # a config written before the key
+    import ml_collections
+
+    fine = {p.name: p for p in phases_from_config(ml_collections.ConfigDict(config))}["fine"]
+    assert fine.prior == "predicted"
 
 
 def test_parsing_input_is_checked():

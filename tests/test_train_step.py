@@ -311,3 +311,45 @@ def test_grad_norms_show_an_inert_weight(cfg):
     assert all(np.isfinite(v) and v > 0 for v in norms.values() if np.ndim(v) == 0)
     assert norms["grad_norm/adv"] < 1e-6 * norms["grad_norm/content_fine"]
     assert norms["grad_norm/adv"] < 1e-6 * norms["grad_norm/structural"]
+
+
+@pytest.mark.parametrize("prior", ["zeros", "ground_truth"])
+def test_fine_phase_feeds_g_f_the_configured_prior(prior):
+    """``phases.fine.prior`` (the Table 2 ablations): G_f's output in the loss is the model's
+    output fed that prior — zeros, or the one-hot of the step's augmented labels — not P's
+    prediction."""
+    from facedeblur_jax.degrade.synthesize import synthesize
+    from facedeblur_jax.train_step import phase_losses, sample_keys
+
+    c = load_config("tiny", {"phases.fine.prior": prior})
+    phase = _phase(c, "fine")
+    assert phase.prior == prior
+    mesh = _mesh(1)
+    state, batch = _state(c, mesh), _batch(mesh)
+    # A fresh G_f is the identity (zero last convs), blind to its prior: perturb it.
+    params = dict(state.params)
+    leaves, tree = jax.tree.flatten(params["fine_0"])
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [x + 0.02 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    params["fine_0"] = jax.tree.unflatten(tree, noisy)
+    state = state.replace(params=params)
+    losses_ = phase_losses(c, phase, axis_name=None)
+    keys = sample_keys(state.rng, state.step, 8, None)
+    deg = synthesize(keys, batch["image"], batch["labels"], c.degrade)
+    trained, frozen = losses_.split(state.params)
+    _, _, y = losses_.terms(trained, frozen, state.batch_stats, deg, batch["has_labels"], None)
+    model = build_model(c.model)
+    variables = {
+        "params": {k: v for k, v in state.params.items() if k != "disc"},
+        "batch_stats": state.batch_stats,
+    }
+    k = c.model.num_classes
+    fed = (
+        jax.numpy.zeros((*deg.blurred.shape[:3], k))
+        if prior == "zeros"
+        else jax.nn.one_hot(deg.labels, k)
+    )
+    want = model.apply(variables, deg.blurred, prior=fed).y
+    np.testing.assert_allclose(np.asarray(y), np.asarray(want), atol=1e-5)
+    predicted = model.apply(variables, deg.blurred).y
+    assert not np.allclose(np.asarray(y), np.asarray(predicted), atol=1e-5)

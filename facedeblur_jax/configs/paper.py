@@ -265,5 +265,8 @@ def phase(
             "loss": {name: float(name in active) for name in LOSSES},
             "lr": dict(LEARNING_RATES),
             "parsing_input": parsing_input,
+            # What G_f is fed: "predicted" (the model), "zeros" or "ground_truth" (the
+            # Table 2 ablations; facedeblur_jax/schedule.py PRIORS).
+            "prior": "predicted",
         }
     )

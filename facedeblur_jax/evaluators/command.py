@@ -34,6 +34,7 @@ from facedeblur_jax.evaluators import parsing as parsing_lib
 from facedeblur_jax.evaluators import psnr_ssim, report
 from facedeblur_jax.evaluators.data import data_spec, load_faces
 from facedeblur_jax.inference import load_model
+from facedeblur_jax.schedule import phases_from_config
 
 RESULTS_FORMAT = 1
 
@@ -67,6 +68,7 @@ def run(
     face_analysis: bool = False,
     face_analysis_per_face: int = 1,
     identity_weights: str | None = None,
+    priors: Sequence[str] = (),
     grid_rows: int = 8,
     progress: bool = True,
 ) -> dict:
@@ -108,7 +110,7 @@ def run(
     analysed = analyzer is not None or identity_net is not None
     probes = psnr_ssim.pairs_per_face(n, k, face_analysis_per_face) if analysed else []
     scorer = psnr_ssim.Evaluator(
-        loaded.model, faces, bank, batch_size=batch_size, noise_sigma=noise_sigma
+        loaded.model, faces, bank, batch_size=batch_size, noise_sigma=noise_sigma, priors=priors
     )
     ev = scorer.evaluate(
         loaded.variables,
@@ -124,6 +126,11 @@ def run(
             "step": loaded.step,
             "image_size": loaded.image_size,
             "trained_kernel_sizes": trained_sizes,
+            "trained_priors": {p.name: p.prior for p in phases_from_config(config)},
+        },
+        "priors": {
+            "fed": list(scorer.priors),
+            "shuffled": "the ground-truth parsing of test face (i + N // 2) mod N",
         },
         "extra_checkpoints": {
             name: {"path": str(pathlib.Path(p).resolve()), "step": extra[name].step}
@@ -188,7 +195,7 @@ def run(
                 ev,
                 probes,
                 faces,
-                extra_names=list(extra),
+                extra_names=[*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra],
                 config=config,
                 overrides=overrides,
                 gallery_split=gallery_split,
@@ -198,7 +205,8 @@ def run(
         )
     if identity_net is not None:
         results["identity"] = _identity(
-            identity_net, identity_weights, ev, probes, faces, list(extra), config, overrides,
+            identity_net, identity_weights, ev, probes, faces,
+            [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra], config, overrides,
             gallery_split, face_analysis_per_face, batch_size,
         )  # fmt: skip
     timing = dict(ev["timing"])

@@ -73,7 +73,8 @@ def run_face_analysis(
       ev: ``psnr_ssim.Evaluator.evaluate``'s output, which kept the probes' images.
       probes: ``(face, kernel)`` pairs (``psnr_ssim.pairs_per_face``).
       faces: the evaluated faces.
-      extra_names: the extra checkpoints' method names.
+      extra_names: the method names after the built-in three (the full model fed other
+        priors, the extra checkpoints).
       config, overrides: the model's config and the ``data`` overrides of the faces.
       gallery_split: the split the gallery comes from (``None``: no gallery).
       per_face: kernels per face (recorded).

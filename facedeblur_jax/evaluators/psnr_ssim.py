@@ -26,6 +26,9 @@ Protocol (choices the paper leaves open, written down here and in ``results.md``
 * PSNR = ∞ (an output identical to the ground truth): kept as ``inf`` per image; a mean
   over a set containing ∞ is ∞, its std undefined (NaN), the worst value is the minimum as
   usual; ``psnr_inf`` counts such images.
+* Priors (``priors=``, ``facedeblur eval --priors``): the full model run again on the same
+  blurred input with G_f fed :data:`PRIORS` instead of ``softmax(P(y_c))``; G_c and P are
+  unchanged, so only G_f's use of the prior differs between these rows.
 * Batching: the (face, kernel) pairs are enumerated kernel-major and deblurred in jitted
   batches of one fixed shape (``inference.padded_batches``); the padding is dropped.
 
@@ -59,6 +62,18 @@ PyTree = Any
 BLURRED, COARSE, FULL = "blurred input", "G_c", "full model"
 BUILTIN_METHODS = (BLURRED, COARSE, FULL)
 SHORT_NAMES = {BLURRED: "blurred", COARSE: "coarse", FULL: "full"}  # logged scalar names
+# Priors the full model can be fed instead of P's prediction (the Table 2 question: does
+# G_f use the prior?): no prior, the face's ground-truth parsing (one-hot), and the
+# ground-truth parsing of another test face (face (i + N // 2) mod N): the right kind of
+# map, the wrong face.
+PRIORS = ("zeros", "ground_truth", "shuffled")
+
+
+def prior_method(name: str) -> str:
+    """The method name of the full model fed prior ``name`` (:data:`PRIORS`)."""
+    return f"{FULL}, prior: {name}"
+
+
 EVAL_NOISE_SEED = 2**31 - 1
 EVAL_NOISE_TAG = 0x0015E  # differs from kernel_bank.BANK_TAG: noise never reuses a kernel key
 NOISE_SIGMA = 0.01
@@ -221,9 +236,26 @@ def pairs_per_face(num_faces: int, num_kernels: int, per_face: int) -> list[tupl
 # ---------------------------------------------------------------------------------------------
 
 
-def _main_step(model: FaceDeblurModel, noise_sigma: float, seed: int) -> Callable:
+def _fed_priors(
+    priors: Sequence[str], labels: jax.Array, face_idx: jax.Array, shape, num_classes: int
+) -> dict[str, jax.Array]:
+    """``{name: f32[B, S, S, K]}``: the priors of :data:`PRIORS` for faces ``face_idx``."""
+    n = labels.shape[0]
+    out = {}
+    for name in priors:
+        if name == "zeros":
+            out[name] = jnp.zeros((*shape[:3], num_classes), jnp.float32)
+        else:
+            rows = face_idx if name == "ground_truth" else (face_idx + n // 2) % n
+            out[name] = jax.nn.one_hot(labels[rows], num_classes, dtype=jnp.float32)
+    return out
+
+
+def _main_step(
+    model: FaceDeblurModel, noise_sigma: float, seed: int, priors: Sequence[str] = ()
+) -> Callable:
     @jax.jit
-    def step(variables, faces, face_ids, kernels, face_idx, kernel_idx):
+    def step(variables, faces, face_ids, labels, kernels, face_idx, kernel_idx):
         sharp = faces[face_idx].astype(jnp.float32) / 255.0
         blurred = blur_with_bank(
             sharp,
@@ -240,8 +272,14 @@ def _main_step(model: FaceDeblurModel, noise_sigma: float, seed: int) -> Callabl
             COARSE: per_image_metrics(y_c, sharp),
             FULL: per_image_metrics(y, sharp),
         }
-        parsing = jnp.argmax(out.prior, axis=-1).astype(jnp.uint8)
-        return scores, {BLURRED: blurred, COARSE: y_c, FULL: y, "parsing": parsing}
+        images = {BLURRED: blurred, COARSE: y_c, FULL: y}
+        fed = _fed_priors(priors, labels, face_idx, blurred.shape, model.num_classes)
+        for name, prior in fed.items():
+            y_p = jnp.clip(model.apply(variables, blurred, upto="fine", prior=prior).y, 0, 1)
+            scores[prior_method(name)] = per_image_metrics(y_p, sharp)
+            images[prior_method(name)] = y_p
+        images["parsing"] = jnp.argmax(out.prior, axis=-1).astype(jnp.uint8)
+        return scores, images
 
     return step
 
@@ -268,6 +306,9 @@ class Evaluator:
       bank: ``K`` kernels (``bank.canvas // 2`` smaller than the image size).
       batch_size: pairs per jitted call (one fixed shape; the last call is padded).
       noise_sigma, seed: the noise of :func:`blur_with_bank`.
+      priors: names from :data:`PRIORS`: the full model is also scored fed each of them
+        (methods :func:`prior_method`); ``ground_truth`` and ``shuffled`` need every face's
+        parsing label.
       device: where the faces, the kernels and the computation live (default: the first
         local device); the variables passed in must be there too.
     """
@@ -281,8 +322,21 @@ class Evaluator:
         batch_size: int = 64,
         noise_sigma: float = NOISE_SIGMA,
         seed: int = EVAL_NOISE_SEED,
+        priors: Sequence[str] = (),
         device: jax.Device | None = None,
     ):
+        priors = tuple(dict.fromkeys(priors))
+        unknown = [p for p in priors if p not in PRIORS]
+        if unknown:
+            raise ValueError(f"unknown prior(s) {unknown}; known: {list(PRIORS)}")
+        if set(priors) - {"zeros"}:
+            has = faces.has_labels if faces.has_labels is not None else np.zeros(len(faces))
+            missing = [faces.names[i] for i in range(len(faces)) if not has[i]]
+            if missing:
+                raise ValueError(
+                    f"priors {[p for p in priors if p != 'zeros']} need the parsing label of "
+                    f"every test face; {len(missing)} have none (first: {missing[0]})"
+                )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         if not 0 <= noise_sigma < 1:
@@ -295,12 +349,16 @@ class Evaluator:
         self.model, self.faces, self.bank = model, faces, bank
         self.batch_size, self.noise_sigma, self.seed = batch_size, float(noise_sigma), int(seed)
         self.image_size = size
+        self.priors = priors
+        self.methods = [*BUILTIN_METHODS, *(prior_method(p) for p in priors)]
         self.device = device or jax.local_devices()[0]
         put = lambda x: jax.device_put(x, self.device)
         self._faces = put(faces.images)
         self._face_ids = put(np.asarray(faces.index, np.int32))
         self._kernels = put(np.asarray(bank.kernels, np.float32))
-        self._step = _main_step(model, self.noise_sigma, self.seed)
+        labels = faces.labels if faces.labels is not None else np.zeros(faces.images.shape[:3])
+        self._labels = put(np.asarray(labels, np.int32))
+        self._step = _main_step(model, self.noise_sigma, self.seed, priors)
 
     def evaluate(
         self,
@@ -322,8 +380,8 @@ class Evaluator:
         Returns:
           ``{"per_image": {method: {"psnr": f32[N, K], "ssim": f32[N, K]}},
           "kept": {(face, kernel): {method: uint8[S, S, 3], "parsing": uint8[S, S]}},
-          "timing": {...}}``; methods are ``blurred input``, ``G_c``, ``full model`` and
-          the names of ``extra``.
+          "timing": {...}}``; methods are ``blurred input``, ``G_c``, ``full model``, the
+          full model fed each of ``priors`` and the names of ``extra``.
         """
         extra = dict(extra or {})
         n, k = len(self.faces), len(self.bank)
@@ -333,7 +391,7 @@ class Evaluator:
                     f"extra checkpoint {name!r} works at {other.image_size} px, the checkpoint "
                     f"at {self.image_size} px; compare models of one image size"
                 )
-        methods = [*BUILTIN_METHODS, *extra]
+        methods = [*self.methods, *extra]
         psnr = {m: np.full((n, k), np.nan, np.float32) for m in methods}
         ssim = {m: np.full((n, k), np.nan, np.float32) for m in methods}
         keep_flat = {j * n + i: (i, j) for i, j in keep}
@@ -356,6 +414,7 @@ class Evaluator:
                     variables,
                     self._faces,
                     self._face_ids,
+                    self._labels,
                     self._kernels,
                     face_idx,
                     kernel_idx,

@@ -26,14 +26,18 @@ def _eval(ckpt, bank, out, *extra):
 def evaluated(tiny_checkpoint, bank_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     extra = ["--extra-checkpoint", f"same={tiny_checkpoint}", "--batch-size", "4"]
+    extra += ["--priors", "zeros,shuffled"]
     assert _eval(tiny_checkpoint, bank_path, out, *extra) == 0
     return out
 
 
 def test_eval_writes_tables_plot_and_grid(evaluated, bank_path):
     results = strict_json.loads((evaluated / "results.json").read_text())
-    methods = ["blurred input", "G_c", "full model", "same"]
+    fed = ["full model, prior: zeros", "full model, prior: shuffled"]
+    methods = ["blurred input", "G_c", "full model", *fed, "same"]
     table = results["table"]
+    assert results["priors"]["fed"] == ["zeros", "shuffled"]
+    assert set(results["checkpoint"]["trained_priors"].values()) == {"predicted"}
     assert table["methods"] == methods and table["sizes"] == [3, 5, 7]
     assert results["data"]["num_faces"] == 3 and results["bank"]["num_kernels"] == 6
     assert results["bank"]["sha256"] == kernel_bank.file_sha256(bank_path)
@@ -45,8 +49,10 @@ def test_eval_writes_tables_plot_and_grid(evaluated, bank_path):
         assert all(table["per_size"][m][str(k)]["count"] == 6 for k in (3, 5, 7))
     # The extra checkpoint is the same model on the same blurred inputs: the same numbers.
     # (Up to float rounding: the two are compiled as different XLA programs.)
+    # So is the untrained G_f fed other priors: its zero last convs make it the identity.
     for key, value in table["overall"]["full model"].items():
-        assert table["overall"]["same"][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
+        for m in ["same", *fed]:
+            assert table["overall"][m][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
     # Bigger kernels blur more.
     blurred = table["per_size"]["blurred input"]
     assert blurred["3"]["psnr"] > blurred["7"]["psnr"]
@@ -101,7 +107,7 @@ def test_eval_scores_match_a_direct_computation(evaluated, bank_path, tiny_check
 
     with np.load(evaluated / "per_image.npz") as f:
         psnr, ssim, methods = f["psnr"], f["ssim"], f["methods"].tolist()
-        assert psnr.shape == (4, 3, 6) and f["kernel_sizes"].tolist() == [3, 3, 5, 5, 7, 7]
+        assert psnr.shape == (6, 3, 6) and f["kernel_sizes"].tolist() == [3, 3, 5, 5, 7, 7]
         names, index = f["face_names"].tolist(), f["face_index"].tolist()
     # --max-faces 3 of the 40 test faces: records 0, 13, 26 (spread over the identities).
     assert names == ["test/id00_0000", "test/id07_0001", "test/id16_0000"]

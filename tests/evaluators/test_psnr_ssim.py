@@ -129,3 +129,60 @@ def test_bad_evaluator_arguments_are_named(tiny_checkpoint, bank_path):
     big = kernel_bank.make_bank(sizes=(3,), per_size=1, canvas=65, num_steps=20)
     with pytest.raises(ValueError, match="canvas 65 is too large for 32 px"):
         psnr_ssim.Evaluator(loaded.model, faces, big)
+
+
+def test_fed_priors_are_the_model_run_with_that_prior(tiny_checkpoint, bank_path):
+    """``priors=``: each extra row is the full model on the same blurred input with G_f fed
+    zeros, the face's one-hot label, or face (i + N // 2) mod N's label."""
+    loaded = load_model(tiny_checkpoint)
+    # The checkpoint's G_f is untrained: its zero last convs make it the identity, blind to
+    # the prior. Perturbed weights make it depend on every input channel.
+    params = dict(loaded.variables["params"])
+    leaves, tree = jax.tree.flatten(params["fine_0"])
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    noise = [0.02 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    params["fine_0"] = jax.tree.unflatten(tree, [x + d for x, d in zip(leaves, noise, strict=True)])
+    variables = {**loaded.variables, "params": params}
+    faces = load_faces(loaded.config, {}, "test", max_faces=4)
+    assert faces.has_labels.all()
+    bank = kernel_bank.load_bank(bank_path)
+    ev = psnr_ssim.Evaluator(loaded.model, faces, bank, batch_size=5, priors=psnr_ssim.PRIORS)
+    per_image = ev.evaluate(variables)["per_image"]
+    names = [psnr_ssim.prior_method(p) for p in psnr_ssim.PRIORS]
+    assert list(per_image) == [*psnr_ssim.BUILTIN_METHODS, *names]
+    k = loaded.model.num_classes
+    n = len(faces)
+    for i, j in [(0, 0), (3, 5)]:
+        sharp = jnp.asarray(faces.images[i : i + 1], jnp.float32) / 255
+        blurred = psnr_ssim.blur_with_bank(
+            sharp,
+            jnp.asarray(bank.kernels[j : j + 1]),
+            jnp.asarray([faces.index[i]]),
+            jnp.asarray([j]),
+        )
+        fed = {
+            "zeros": jnp.zeros((1, *sharp.shape[1:3], k)),
+            "ground_truth": jax.nn.one_hot(faces.labels[i : i + 1], k),
+            "shuffled": jax.nn.one_hot(faces.labels[(i + n // 2) % n][None], k),
+        }
+        for name, prior in fed.items():
+            y = jnp.clip(loaded.model.apply(variables, blurred, prior=prior).y, 0, 1)
+            want = float(psnr_ssim.per_image_metrics(y, sharp)["psnr"][0])
+            got = float(per_image[psnr_ssim.prior_method(name)]["psnr"][i, j])
+            assert got == pytest.approx(want, abs=1e-3), name
+    full = per_image[psnr_ssim.FULL]["psnr"]
+    assert not np.allclose(per_image[names[0]]["psnr"], full, atol=1e-4)
+
+
+def test_priors_that_need_labels_name_the_face_without_one(tiny_checkpoint, bank_path):
+    import dataclasses
+
+    loaded = load_model(tiny_checkpoint)
+    faces = load_faces(loaded.config, {}, "test", max_faces=2)
+    bank = kernel_bank.load_bank(bank_path)
+    with pytest.raises(ValueError, match="unknown prior"):
+        psnr_ssim.Evaluator(loaded.model, faces, bank, priors=("random",))
+    unlabelled = dataclasses.replace(faces, has_labels=np.asarray([True, False]))
+    with pytest.raises(ValueError, match=f"1 have none \\(first: {faces.names[1]}\\)"):
+        psnr_ssim.Evaluator(loaded.model, unlabelled, bank, priors=("shuffled",))
+    psnr_ssim.Evaluator(loaded.model, unlabelled, bank, priors=("zeros",))  # needs no label
