@@ -35,7 +35,7 @@ def test_paper_schedule_is_the_papers():
 
 
 def test_demo_and_tiny_pretrain_p_on_clear_faces():
-    for name in ("demo", "tiny", "gpu_short"):
+    for name in ("demo", "tiny", "gpu_short", "cpu_study"):
         phases = phases_from_config(load_config(name))
         assert [p.name for p in phases] == ["coarse", "parsing_clear", "parsing", "fine", "joint"]
         assert phases[1].parsing_clear and phases[1].steps <= 1000

@@ -17,7 +17,7 @@ exact commands are in docs/results/cpu_study.md.
 
 from facedeblur_jax.configs import paper
 
-STEPS = {"coarse": 1000, "parsing_clear": 400, "parsing": 200, "fine": 800, "joint": 200}
+STEPS = {"coarse": 1000, "parsing_clear": 400, "parsing": 200, "fine": 500, "joint": 200}
 
 
 def get_config():
@@ -46,7 +46,7 @@ def get_config():
         config.phases[name].lr.disc = 1e-4
     config.train.global_batch_size = 8
     config.train.log_every = 50
-    config.train.checkpoint_every = 200  # phase ends fall on checkpoints
+    config.train.checkpoint_every = 100  # every phase end falls on a checkpoint
     config.train.keep_checkpoints = 10
     config.train.parsing_eval_faces = 64
     return config

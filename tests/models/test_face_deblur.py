@@ -104,3 +104,26 @@ def test_paper_model_one_forward_shapes():
     assert out.y.shape == (2, 128, 128, 3)
     assert out.parsing_logits.shape == (2, 128, 128, 11)
     assert [o.shape for o in out.fine[0]] == [(2, 64, 64, 3), (2, 128, 128, 3)]
+
+
+def test_cpu_study_model_is_the_paper_topology_at_half_width():
+    """configs/cpu_study.py: every layer of the paper's G_c, P and G_f, same kernel sizes,
+    every width halved (input and output channels of the image and prior ends excepted)."""
+    paper, study = load_config("paper"), load_config("cpu_study")
+    x = jnp.zeros((1, 64, 64, 3))
+
+    def shapes(cfg):
+        model = build_model(cfg.model)
+        params = jax.eval_shape(lambda: model.init(jax.random.key(0), x))["params"]
+        return {jax.tree_util.keystr(p): v.shape for p, v in jax.tree.leaves_with_path(params)}
+
+    big, small = shapes(paper), shapes(study)
+    assert big.keys() == small.keys()
+    fixed = {3, 6, 9, 11, 17, 20}  # image, guide, upsampled and prior channels at the ends
+    for key, shape in big.items():
+        want = tuple(d if d in fixed or i < len(shape) - 2 else d // 2 for i, d in enumerate(shape))
+        if len(shape) == 1:
+            want = (shape[0] if shape[0] in fixed else shape[0] // 2,)
+        assert small[key] == want, key
+    counts = param_counts(study)
+    assert counts["generator_total"] == sum(counts[k] for k in ("coarse", "parsing", "fine_0"))
