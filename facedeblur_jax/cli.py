@@ -96,6 +96,17 @@ def _cmd_deblur(args, overrides) -> int:
     )
 
 
+def _cmd_compare(args, overrides) -> int:
+    from facedeblur_jax.evaluators import compare
+
+    if overrides:
+        raise ValueError("compare takes no --config.* args")
+    comparison = compare.run(args.spec, args.out, overwrite=args.overwrite)
+    print(compare.markdown(comparison))
+    print(f"wrote {', '.join(compare.OUTPUT_FILES)} to {args.out}")
+    return 0
+
+
 def _cmd_eval(args, overrides) -> int:
     from facedeblur_jax.evaluators import command, report
 
@@ -295,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "compare",
+        help="ablation tables from several 'facedeblur eval' folders",
+        description="Rows (an eval folder and one of its methods) grouped into tables by a "
+        "JSON spec; per row PSNR/SSIM, their spread over the test faces, the paired "
+        "difference to the table's first row with its 95%% interval, and identity numbers "
+        "when the evals have them. Writes comparison.json, comparison.md and comparison.png "
+        "to OUT (facedeblur_jax/evaluators/compare.py describes the spec).",
+    )
+    p.add_argument("--spec", required=True, help="JSON: {'tables': {...}, 'rows': [...]}")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("export", help="serialise the inference function as StableHLO")
     p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")

@@ -1,0 +1,253 @@
+"""``facedeblur compare``: ablation tables from several ``facedeblur eval`` folders.
+
+An ablation compares rows — (an eval folder, one of its methods) — scored on the same test
+faces and the same kernel bank. A spec file (JSON) names them::
+
+    {"tables": {"2": "Effect of the semantic prior", ...},
+     "rows": [{"table": "2", "label": "G_f fed zeros", "eval": "evals/B",
+               "method": "full model, prior: zeros"}, ...]}
+
+(``eval`` folders relative to the spec file.) For every row, from the folder's
+``per_image.npz`` and ``results.json``:
+
+* PSNR / SSIM mean and std over all (face, kernel) images (the eval's Table 10 numbers);
+* the spread over the test faces: each face's mean over the bank's kernels, their std;
+* the paired difference to the table's first row, per face: mean Δ and its 95 % interval
+  (± 1.96 · std / √N over the N faces) — the rows share faces and blurred inputs, so
+  face-to-face variation cancels out of Δ;
+* the mean PSNR per kernel size, and the MobileFaceNet identity numbers (verification AUC,
+  top-1, cosine distance to the clear face) when the eval ran ``--identity-weights``.
+
+Rows of one table must come from evals of the same faces and bank (the face names and the
+bank's sha256 are checked). Writes ``comparison.json``, ``comparison.md`` and
+``comparison.png`` (one panel per table: mean PSNR with the 95 % interval of the mean over
+faces) into the output folder, atomically, never over an existing file unless asked to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from facedeblur_jax import imageio
+from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax.evaluators import report
+
+OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
+Z95 = 1.96
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    table: str
+    label: str
+    eval_dir: pathlib.Path
+    method: str
+
+
+def read_spec(path: str | os.PathLike) -> tuple[dict[str, str], list[Row]]:
+    """``(titles, rows)`` of a spec file; ``ValueError`` names the file and the bad entry."""
+    path = pathlib.Path(path).expanduser().resolve()
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"spec file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"spec file {str(path)!r} is not JSON: {e}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("rows"), list) or not spec["rows"]:
+        raise ValueError(f"spec file {str(path)!r} needs a non-empty list 'rows'")
+    titles = {str(k): str(v) for k, v in dict(spec.get("tables", {})).items()}
+    rows = []
+    for i, r in enumerate(spec["rows"]):
+        missing = [
+            k for k in ("table", "label", "eval", "method") if not isinstance(r, dict) or k not in r
+        ]
+        if missing:
+            raise ValueError(f"spec file {str(path)!r}: rows[{i}] lacks {missing}")
+        rows.append(
+            Row(str(r["table"]), str(r["label"]), path.parent / r["eval"], str(r["method"]))
+        )
+    return titles, rows
+
+
+def _load_eval(eval_dir: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
+    results_path, per_image_path = eval_dir / "results.json", eval_dir / "per_image.npz"
+    for p in (results_path, per_image_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{str(p)!r} does not exist (a 'facedeblur eval' folder?)")
+    results = json.loads(results_path.read_text())
+    with np.load(per_image_path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in ("methods", "psnr", "ssim", "kernel_sizes", "face_names")}
+    return results, arrays
+
+
+def _number(x: Any) -> float:
+    return float(x)  # results.json writes non-finite numbers as "inf" / "nan"
+
+
+def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) -> dict:
+    """``(numbers, f64[N] per-face PSNR, f64[N] per-face SSIM)`` of one row (see the module
+    docstring)."""
+    methods = arrays["methods"].tolist()
+    if row.method not in methods:
+        raise ValueError(
+            f"{str(row.eval_dir)!r} has no method {row.method!r} (row {row.label!r}); it has "
+            f"{methods}"
+        )
+    m = methods.index(row.method)
+    psnr, ssim = (
+        np.asarray(arrays["psnr"][m], np.float64),
+        np.asarray(arrays["ssim"][m], np.float64),
+    )
+    sizes = np.asarray(arrays["kernel_sizes"])
+    face_psnr, face_ssim = psnr.mean(axis=1), ssim.mean(axis=1)
+    out = {
+        "table": row.table,
+        "label": row.label,
+        "eval": str(row.eval_dir),
+        "method": row.method,
+        "checkpoint_step": results.get("checkpoint", {}).get("step"),
+        "num_faces": int(psnr.shape[0]),
+        "num_images": int(psnr.size),
+        "psnr_mean": float(psnr.mean()),
+        "psnr_std": float(psnr.std()),
+        "psnr_face_std": float(face_psnr.std()),
+        "ssim_mean": float(ssim.mean()),
+        "ssim_std": float(ssim.std()),
+        "ssim_face_std": float(face_ssim.std()),
+        "psnr_per_size": {str(int(k)): float(psnr[:, sizes == k].mean()) for k in np.unique(sizes)},
+    }
+    identity = results.get("identity", {})
+    if isinstance(identity, Mapping) and row.method in identity.get("rows", {}):
+        r = identity["rows"][row.method]
+        out["identity"] = {
+            "auc": _number(r["auc"]),
+            "top_1": _number(r["top_1"]),
+            "cosine_mean": _number(r["cosine_mean"]),
+        }
+    return out, face_psnr, face_ssim
+
+
+def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
+    """``{"tables": [{"table", "title", "rows": [...]}], "bank_sha256", "faces"}``."""
+    cache: dict[pathlib.Path, tuple[dict, dict]] = {}
+    by_table: dict[str, list] = {}
+    for row in rows:
+        if row.eval_dir not in cache:
+            cache[row.eval_dir] = _load_eval(row.eval_dir)
+        results, arrays = cache[row.eval_dir]
+        numbers, face_psnr, face_ssim = row_numbers(row, results, arrays)
+        key = (results.get("bank", {}).get("sha256"), tuple(arrays["face_names"].tolist()))
+        by_table.setdefault(row.table, []).append((numbers, face_psnr, face_ssim, key))
+    tables = []
+    for name, entries in by_table.items():
+        first_numbers, first_psnr, first_ssim, first_key = entries[0]
+        rows_out = []
+        for numbers, face_psnr, face_ssim, key in entries:
+            if key != first_key:
+                raise ValueError(
+                    f"table {name}: row {numbers['label']!r} was evaluated on other faces or "
+                    f"another kernel bank than row {first_numbers['label']!r}"
+                )
+            n = len(face_psnr)
+            for metric, a, b in (("psnr", face_psnr, first_psnr), ("ssim", face_ssim, first_ssim)):
+                d = a - b
+                half = Z95 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+                numbers[f"{metric}_delta"] = float(d.mean())
+                numbers[f"{metric}_delta_ci95"] = half
+                numbers[f"{metric}_mean_ci95"] = (
+                    Z95 * float(a.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+                )
+            rows_out.append(numbers)
+        tables.append({"table": name, "title": titles.get(name, ""), "rows": rows_out})
+    return {"tables": tables}
+
+
+def markdown(comparison: Mapping) -> str:
+    lines = []
+    for t in comparison["tables"]:
+        first = t["rows"][0]["label"]
+        lines += [f"### Table {t['table']}" + (f": {t['title']}" if t["title"] else ""), ""]
+        has_id = any("identity" in r for r in t["rows"])
+        head = "| Model | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
+        rule = "|---|---|---|---|---|"
+        if has_id:
+            head += " ID AUC | ID top-1 | cos. dist. |"
+            rule += "---|---|---|"
+        lines += [head, rule]
+        for r in t["rows"]:
+            delta = (
+                "—"
+                if r["label"] == first
+                else f"{r['psnr_delta']:+.3f} ± {r['psnr_delta_ci95']:.3f}"
+            )
+            dssim = "—" if r["label"] == first else f"{r['ssim_delta']:+.4f}"
+            line = (
+                f"| {r['label']} | {r['psnr_mean']:.2f} ± {r['psnr_face_std']:.2f} | "
+                f"{r['ssim_mean']:.4f} ± {r['ssim_face_std']:.4f} | {delta} | {dssim} |"
+            )
+            if has_id:
+                i = r.get("identity")
+                line += (
+                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} % | {i['cosine_mean']:.3f} |"
+                    if i
+                    else " — | — | — |"
+                )
+            lines.append(line)
+        n = t["rows"][0]["num_faces"]
+        lines += [
+            "",
+            f"Means over {t['rows'][0]['num_images']} images ({n} faces × the bank); ± after a "
+            f"mean: std of the per-face means over the {n} faces. Δ: mean per-face difference "
+            f"to '{first}' ± 1.96·std/√{n}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def plot(comparison: Mapping, path: pathlib.Path) -> None:
+    """One horizontal bar panel per table: mean PSNR ± the 95 % interval over faces."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tables = comparison["tables"]
+    fig = Figure(figsize=(4.6 * len(tables), 0.5 * max(len(t["rows"]) for t in tables) + 1.6))
+    FigureCanvasAgg(fig)
+    for i, t in enumerate(tables):
+        ax = fig.add_subplot(1, len(tables), i + 1)
+        labels = [r["label"] for r in t["rows"]]
+        means = [r["psnr_mean"] for r in t["rows"]]
+        errs = [r["psnr_mean_ci95"] for r in t["rows"]]
+        ax.barh(labels, means, xerr=errs, color="tab:blue", alpha=0.8, capsize=3)
+        lo, hi = min(means) - max(errs) - 0.3, max(means) + max(errs) + 0.2
+        ax.set_xlim(lo, hi)
+        ax.invert_yaxis()
+        ax.set_xlabel("PSNR (dB)")
+        ax.set_title(f"Table {t['table']}" + (f": {t['title']}" if t["title"] else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def run(spec: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """The ``facedeblur compare`` command; returns the comparison it wrote."""
+    paths = {name: imageio.safe_output_path(out_dir, name) for name in OUTPUT_FILES}
+    if not overwrite:
+        for p in paths.values():
+            if p.exists():
+                raise FileExistsError(
+                    f"refusing to overwrite existing file {str(p)!r} (pass --overwrite)"
+                )
+    titles, rows = read_spec(spec)
+    comparison = compare(titles, rows)
+    report.write_json(paths["comparison.json"], comparison)
+    text = markdown(comparison)
+    atomic_write(paths["comparison.md"], lambda tmp: pathlib.Path(tmp).write_text(text))
+    plot(comparison, paths["comparison.png"])
+    return comparison

@@ -1,0 +1,97 @@
+"""evaluators.compare: ablation tables from eval folders, numbers checked by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facedeblur_jax import cli
+from facedeblur_jax.evaluators import compare
+
+FACES = ["test/a", "test/b", "test/c"]
+
+
+def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None):
+    """A folder shaped like 'facedeblur eval' output: per_image.npz and results.json."""
+    path.mkdir(parents=True)
+    psnr = np.asarray(psnr, np.float32)
+    np.savez(
+        path / "per_image.npz",
+        methods=np.asarray(methods),
+        psnr=psnr,
+        ssim=psnr / 100,
+        kernel_sizes=np.asarray([7, 9], np.int32),
+        face_names=np.asarray(faces),
+        face_index=np.arange(len(faces), dtype=np.int32),
+        identities=np.zeros(len(faces), np.int32),
+    )
+    results = {"checkpoint": {"step": 7}, "bank": {"sha256": sha}}
+    if identity:
+        results["identity"] = {"rows": identity}
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def _spec(tmp_path, rows, name="spec.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"tables": {"2": "prior"}, "rows": rows}))
+    return path
+
+
+def test_rows_spread_and_paired_difference_by_hand(tmp_path):
+    # faces × kernels; method 0 = "full model", 1 = "full model, prior: zeros"
+    a = [[20, 22], [24, 26], [30, 30]]
+    b = [[19, 21], [24, 24], [29, 29]]
+    idn = {"full model": {"auc": 0.9, "top_1": 0.5, "cosine_mean": 0.25}}
+    _eval_dir(tmp_path / "e1", ["full model", "full model, prior: zeros"], [a, b], identity=idn)
+    spec = _spec(
+        tmp_path,
+        [
+            {"table": "2", "label": "predicted", "eval": "e1", "method": "full model"},
+            {"table": "2", "label": "zeros", "eval": "e1", "method": "full model, prior: zeros"},
+        ],
+    )
+    out = compare.run(spec, tmp_path / "out")
+    first, second = out["tables"][0]["rows"]
+    assert first["psnr_mean"] == pytest.approx(np.mean(a))
+    assert first["psnr_std"] == pytest.approx(np.std(a))
+    assert first["psnr_face_std"] == pytest.approx(np.std([21, 25, 30]))
+    assert first["psnr_per_size"] == {"7": pytest.approx(74 / 3), "9": pytest.approx(26)}
+    assert first["identity"] == {"auc": 0.9, "top_1": 0.5, "cosine_mean": 0.25}
+    assert first["psnr_delta"] == 0 and "identity" not in second
+    d = np.asarray([20, 24, 29]) - np.asarray([21, 25, 30])  # per-face means
+    assert second["psnr_delta"] == pytest.approx(d.mean())
+    assert second["psnr_delta_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(3))
+    assert second["ssim_delta"] == pytest.approx(d.mean() / 100, abs=1e-6)
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "### Table 2: prior" in md and "| zeros | 24.33 ± 3.68 |" in md
+    assert "| predicted | 25.33 ± 3.68 | 0.2533 ± 0.0368 | — | — | 0.900 | 50.0 % |" in md
+    assert json.loads((tmp_path / "out" / "comparison.json").read_text()) == json.loads(
+        json.dumps(out)
+    )
+    assert Image.open(tmp_path / "out" / "comparison.png").size[0] > 300
+
+
+def test_bad_specs_and_mismatched_rows_are_named(tmp_path, capsys):
+    _eval_dir(tmp_path / "e1", ["full model"], [[[20, 22], [24, 26], [30, 30]]])
+    _eval_dir(tmp_path / "e2", ["full model"], [[[20, 22], [24, 26]]], faces=FACES[:2])
+    row = {"table": "2", "label": "one", "eval": "e1", "method": "full model"}
+    with pytest.raises(ValueError, match=r"has no method 'G_f' \(row 'one'\)"):
+        compare.compare({}, compare.read_spec(_spec(tmp_path, [{**row, "method": "G_f"}]))[1])
+    other = {**row, "label": "two", "eval": "e2"}
+    with pytest.raises(ValueError, match="row 'two' was evaluated on other faces"):
+        compare.compare({}, compare.read_spec(_spec(tmp_path, [row, other]))[1])
+    with pytest.raises(ValueError, match=r"rows\[0\] lacks \['method'\]"):
+        compare.read_spec(_spec(tmp_path, [{"table": "2", "label": "x", "eval": "e1"}]))
+    missing = _spec(tmp_path, [{**row, "eval": "nowhere"}])
+    assert cli.main(["compare", "--spec", str(missing), "--out", str(tmp_path / "o")]) != 0
+    assert "nowhere/results.json' does not exist" in capsys.readouterr().err
+    spec = _spec(tmp_path, [row])
+    assert cli.main(["compare", "--spec", str(spec), "--out", str(tmp_path / "o")]) == 0
+    before = (tmp_path / "o" / "comparison.md").read_text()
+    assert cli.main(["compare", "--spec", str(spec), "--out", str(tmp_path / "o")]) != 0
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (tmp_path / "o" / "comparison.md").read_text() == before
