@@ -9,6 +9,8 @@
   right shapes and the wrong meaning) and :func:`other_face_prior` (the map of the next
   face in the batch), fed with :func:`deblur_with_prior`.
 * :func:`part_error_maps` — |y − y_GT| restricted to each key part (where L_s acts).
+* :func:`fine_input_weights` — how strongly G_f's first convolutions weigh each input
+  (blurred image, y_c, upsampled estimate, each prior class): does G_f use the prior?
 * :func:`demo_workdir` — a trained checkpoint: ``runs/demo`` from the README's main command
   if it exists, else one trained here (tiny config when ``FACEDEBLUR_NOTEBOOK_TINY=1``).
 """
@@ -188,4 +190,43 @@ def part_error_maps(
     out = {"all": err}
     for k in parts:
         out[CLASS_NAMES[k]] = np.where(np.asarray(labels) == k, err, 0.0)
+    return out
+
+
+def fine_input_weights(fine_params, num_classes: int = 11) -> dict[str, dict[str, float]]:
+    """RMS of G_f's first-convolution weights per input group, per scale.
+
+    The inputs of scale ``s`` are concatenated as ``[x, y_c, (upsampled), p]``
+    (``models/deblur_net.py``): 3, 3, (3,) and ``num_classes`` channels. Weights on the prior
+    channels that stay at their initial RMS while the image channels' grow, or that shrink,
+    say G_f learned little from the prior.
+
+    Args:
+      fine_params: one G_f's params (``variables["params"]["fine_0"]``).
+      num_classes: K prior channels.
+
+    Returns:
+      ``{"scale<s>": {"image", "guide", ["upsampled"], "prior", "prior/<class name>"}}`` —
+      the RMS over each group's slice ``kernel[:, :, channels, :]``.
+    """
+    out = {}
+    for scale in sorted(k for k in fine_params if k.startswith("scale")):
+        kernel = np.asarray(fine_params[scale]["conv_in"]["kernel"], np.float64)
+        c = kernel.shape[2]
+        groups = {"image": slice(0, 3), "guide": slice(3, 6)}
+        if c == 9 + num_classes:
+            groups["upsampled"] = slice(6, 9)
+        elif c != 6 + num_classes:
+            raise ValueError(
+                f"{scale}: first conv has {c} input channels; expected 3 + 3 (+ 3) + "
+                f"{num_classes} (is this a G_f fed a {num_classes}-class prior?)"
+            )
+        groups["prior"] = slice(c - num_classes, c)
+        rms = {k: float(np.sqrt(np.mean(kernel[:, :, v, :] ** 2))) for k, v in groups.items()}
+        for i in range(num_classes):
+            name = CLASS_NAMES[i] if i < len(CLASS_NAMES) else str(i)
+            rms[f"prior/{name}"] = float(
+                np.sqrt(np.mean(kernel[:, :, c - num_classes + i, :] ** 2))
+            )
+        out[scale] = rms
     return out

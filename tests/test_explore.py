@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from facedeblur_jax import explore
 
@@ -51,3 +52,28 @@ def test_official_kernel_only_from_the_file_the_variable_names(tmp_path, monkeyp
     monkeypatch.setenv(explore.OFFICIAL_KERNEL_ENV, str(tmp_path / "missing.npy"))
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         explore.official_test_kernel()
+
+
+def test_fine_input_weights_read_each_input_group():
+    """The RMS per group is the RMS of that slice of the first conv's input channels, on a
+    real G_f of the tiny config (scale 0: x, y_c, p; scale 1: x, y_c, upsampled, p)."""
+    import jax
+
+    from facedeblur_jax.config import load_config
+    from facedeblur_jax.models.factory import build_model
+
+    model = build_model(load_config("tiny").model)
+    params = model.init(jax.random.key(0), jax.numpy.zeros((1, 32, 32, 3)))["params"]
+    fine = jax.tree.map(np.array, params["fine_0"])
+    k1 = fine["scale1"]["conv_in"]["kernel"]
+    k1[:, :, 9:, :] = 0.0
+    k1[:, :, 9 + 4, :] = 2.0  # left_eye
+    w = explore.fine_input_weights(fine)
+    assert set(w) == {"scale0", "scale1"} and "upsampled" not in w["scale0"]
+    assert w["scale1"]["prior/left_eye"] == pytest.approx(2.0)
+    assert w["scale1"]["prior/skin"] == 0.0
+    assert w["scale1"]["prior"] == pytest.approx(np.sqrt(4.0 / 11))
+    want = np.sqrt(np.mean(np.asarray(k1[:, :, 6:9, :], np.float64) ** 2))
+    assert w["scale1"]["upsampled"] == pytest.approx(want)
+    with pytest.raises(ValueError, match="expected 3 \\+ 3 \\(\\+ 3\\) \\+ 5"):
+        explore.fine_input_weights(fine, num_classes=5)
