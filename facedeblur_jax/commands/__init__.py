@@ -18,8 +18,12 @@ class HelpFormatter(argparse.HelpFormatter):
 
     Unlike ``argparse.ArgumentDefaultsHelpFormatter`` it says nothing for required
     arguments, flags and ``None`` defaults, and leaves help texts that already describe
-    their default alone.
+    their default alone. Lines never break inside a hyphenated word (``built-in``,
+    ``--max-downscale``), whatever the terminal's width.
     """
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         blocks = []
@@ -34,6 +38,7 @@ class HelpFormatter(argparse.HelpFormatter):
                         textwrap.fill(
                             " ".join(" ".join(prose).split()),
                             width,
+                            break_on_hyphens=False,
                             initial_indent=indent,
                             subsequent_indent=indent,
                         )
