@@ -1,7 +1,7 @@
 """The ``facedeblur`` subcommands that are tools around the model: ``make-kernels``,
 ``convert-vgg``, ``convert-mobilefacenet``, ``make-labels``, ``build-tfds``, ``params``,
-``data`` (``data prepare celeba``: ``prepare_celeba.py``). One module per subcommand, each
-with ``build_parser()`` and ``main(argv) -> exit status``;
+``data`` (``data prepare celeba``: ``prepare_celeba.py``), ``export-weights``. One module
+per subcommand, each with ``build_parser()`` and ``main(argv) -> exit status``;
 ``facedeblur NAME ARGS`` runs ``main(ARGS)`` of its module (``python -m
 facedeblur_jax.commands.<module>`` too).
 """
