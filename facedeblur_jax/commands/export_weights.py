@@ -27,7 +27,7 @@ EPILOG = (
     "  facedeblur export-weights --checkpoint runs/cpu_study --out cpu_study.npz \\\n"
     "      --card-json card.json\n"
     "The card is a JSON object stored as it is, e.g.\n"
-    '  {"data": "CelebA, 64 px aligned faces", "steps": 2600, "metrics": {...}}\n'
+    '  {"data": "the training faces (data set, split, size)", "steps": N, "metrics": {...}}\n'
     "Its \"data\" string is what 'facedeblur deblur' prints as the training data. Folders "
     "and files of the training machine in the config (data.root, weight files, caches) are "
     "cleared in the file."
