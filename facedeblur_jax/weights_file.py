@@ -17,8 +17,8 @@ What it holds (a tagged ``.npz``, :mod:`facedeblur_jax.models.npz_weights`):
 * ``__config__``: the training config as JSON, read back through
   :func:`facedeblur_jax.checkpoint.config_from_meta` (so a file of an older config schema
   still loads), except the keys of :data:`LOCAL_KEYS`, which are cleared: they name
-  folders and files on the machine that trained (data root, weight files, a cache), which
-  are not part of the model and must not travel with a file that is passed on;
+  local paths of the training run (data root, weight files, a cache), which are not part
+  of the model and must not travel with a file that is passed on;
 * ``__step__`` (the checkpoint's global step), ``__phase__`` (its phase, ``"done"`` at the
   end of the schedule), ``__versions__`` (JSON: library versions of the training run);
 * ``__name__`` (the model's name) and ``__card__`` (JSON object, ``{}`` when none: free-form
@@ -59,7 +59,7 @@ FORMAT_PREFIX = "facedeblur_jax.generator.v"
 FORMAT = f"{FORMAT_PREFIX}{LAYOUT_VERSION}"
 WRITER = "facedeblur export-weights"
 WHAT = "generator weights file"
-# Config keys that name places on the training machine; cleared ("") in a weights file.
+# Config keys holding local paths of the training run; cleared ("") in a weights file.
 # ``evals.<name>.kernels`` (a bank file) is cleared for every eval entry.
 LOCAL_KEYS = (
     "data.root",

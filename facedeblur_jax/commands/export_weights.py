@@ -28,9 +28,8 @@ EPILOG = (
     "      --card-json card.json\n"
     "The card is a JSON object stored as it is, e.g.\n"
     '  {"data": "the training faces (data set, split, size)", "steps": N, "metrics": {...}}\n'
-    "Its \"data\" string is what 'facedeblur deblur' prints as the training data. Folders "
-    "and files of the training machine in the config (data.root, weight files, caches) are "
-    "cleared in the file."
+    "Its \"data\" string is what 'facedeblur deblur' prints as the training data. The "
+    "config's local paths (data.root, weight files, caches) are cleared in the file."
 )
 
 
