@@ -1,6 +1,7 @@
 """``facedeblur`` command line: ``demo``, ``train``, ``deblur``, ``eval``, ``export`` (here)
-and the tools ``make-kernels``, ``convert-vgg``, ``make-labels``, ``build-tfds``, ``params``,
-``data`` (``facedeblur_jax/commands/``, one module each).
+and the tools ``make-kernels``, ``convert-vgg``, ``convert-mobilefacenet``, ``make-labels``,
+``build-tfds``, ``params``, ``data``, ``export-weights`` (``facedeblur_jax/commands/``, one
+module each).
 
 Config overrides use big_vision's form: ``--config.model.features=16``.
 """
@@ -27,11 +28,18 @@ TOOLS = {
     "build-tfds": ("build_tfds", "write an image folder as a TFDS ArrayRecord data set"),
     "data": ("data", "prepare a data set: 'facedeblur data prepare celeba --src DIR --out DIR'"),
     "params": ("params", "parameters per network beside the paper's count"),
+    "export-weights": (
+        "export_weights",
+        "the generator of a checkpoint as one weights file (.npz) for deblur, eval, export",
+    ),
 }
 
 CONFIG_HELP = (
     f"a built-in config ({', '.join(BUILTIN)}), a config file, or configs/NAME.py (the "
     "built-in NAME when no such file exists)"
+)
+CHECKPOINT_HELP = (
+    "workdir, checkpoint folder or weights file (.npz from 'facedeblur export-weights')"
 )
 OVERRIDES_HELP = (
     "Any config key can be overridden after the other arguments with --config.KEY=VALUE\n"
@@ -211,7 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Finds the faces (dlib), aligns each to the model's input, deblurs it and "
         "pastes it back with a feathered edge; outputs OUT/<stem>.png at the input's size.",
     )
-    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="workdir, checkpoint folder or weights file (.npz from 'facedeblur "
+        "export-weights'); default: the model bundled with the package, named when it is used",
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -255,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "have parsing labels (Table 3); writes results.json, results.md, per_image.npz, plots "
         "and grid.png to OUT.",
     )
-    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument(
         "--data",
         required=True,
@@ -322,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("export", help="serialise the inference function as StableHLO")
-    p.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="file to write (bytes of jax.export)")
     p.add_argument("--upto", choices=("fine", "coarse"), default="fine", help="output y or y_c")
     p.add_argument(

@@ -2,7 +2,14 @@
 
 A checkpoint is self-describing: its ``meta`` item stores the config it was trained with,
 so ``load_model(DIR)`` needs nothing else. ``DIR`` may be a training workdir, its
-``checkpoints/`` folder, or one ``checkpoints/<step>`` folder.
+``checkpoints/`` folder, or one ``checkpoints/<step>`` folder; or a generator weights file
+(``.npz``, ``facedeblur export-weights``; :mod:`facedeblur_jax.weights_file`), which holds
+the same config and the generator's variables alone.
+
+The package may carry one such file, the bundled model
+(``facedeblur_jax/assets/pretrained/``, :data:`BUNDLED_MODEL`; its model card is the
+``README.md`` there): :func:`bundled_model_path` returns it, or ``None`` when this copy of
+the package has none. ``facedeblur deblur`` uses it when no ``--checkpoint`` is given.
 
 Padded-batch inference lives here, once: :func:`padded_batches` cuts ``range(total)`` into
 index batches of one fixed length (the last one repeats its last index), so a jitted
@@ -32,6 +39,9 @@ from facedeblur_jax.train_state import create_train_state
 
 PyTree = Any
 
+PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "pretrained"
+BUNDLED_MODEL = PRETRAINED_DIR / "cpu_study.npz"
+
 
 @dataclasses.dataclass
 class LoadedModel:
@@ -44,6 +54,11 @@ class LoadedModel:
     @property
     def image_size(self) -> int:
         return int(self.config.image_size)
+
+
+def bundled_model_path() -> pathlib.Path | None:
+    """The weights file bundled with the package (:data:`BUNDLED_MODEL`), or ``None``."""
+    return BUNDLED_MODEL if BUNDLED_MODEL.is_file() else None
 
 
 def _resolve(path: str | os.PathLike) -> tuple[pathlib.Path, int | None]:
@@ -59,12 +74,18 @@ def _resolve(path: str | os.PathLike) -> tuple[pathlib.Path, int | None]:
         return p.parent.parent, int(p.name)
     raise FileNotFoundError(
         f"{str(p)!r} is not a training workdir (no checkpoints/ inside), a checkpoints/ "
-        "folder or a checkpoints/<step> folder"
+        "folder, a checkpoints/<step> folder or a weights file (.npz, facedeblur "
+        "export-weights)"
     )
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Restores the generator (G_c, P, G_f) of the latest (or the named) checkpoint."""
+    """Restores the generator (G_c, P, G_f) of the latest (or the named) checkpoint, or
+    reads it from a weights file (a file ending in ``.npz``)."""
+    if pathlib.Path(path).suffix == ".npz" and not pathlib.Path(path).is_dir():
+        from facedeblur_jax import weights_file
+
+        return weights_file.load_weights(path)
     workdir, step = _resolve(path)
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:

@@ -82,6 +82,19 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_weights_file(tiny_checkpoint, tmp_path_factory):
+    """The generator of :func:`tiny_checkpoint` as a weights file (``facedeblur
+    export-weights``' function), named ``tiny`` with a one-entry card."""
+    from facedeblur_jax.weights_file import export_weights
+
+    folder = tmp_path_factory.mktemp("tiny_weights")
+    card = folder / "card.json"
+    card.write_text('{"data": "the bundled sample faces"}')
+    path, _ = export_weights(tiny_checkpoint, folder / "tiny.npz", name="tiny", card_json=card)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_demo_run(tmp_path_factory):
     """``facedeblur demo --config tiny``: all five phases of the tiny config trained into
     ``runs/notebook_tiny`` and evaluated, run once for the demo test and the notebooks

@@ -50,3 +50,14 @@ def test_generator_variables_leave_out_the_discriminator(tiny_checkpoint):
 def test_generator_variables_of_a_state_without_batch_norm():
     state = types.SimpleNamespace(params={"coarse": {"w": 1}, "disc": {"w": 2}}, batch_stats={})
     assert generator_variables(state) == {"params": {"coarse": {"w": 1}}}
+
+
+def test_load_model_names_what_it_takes(tmp_path):
+    from facedeblur_jax.inference import load_model
+
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"or a weights file \(\.npz, facedeblur"):
+        load_model(other)
+    with pytest.raises(FileNotFoundError, match="generator weights file not found"):
+        load_model(tmp_path / "model.npz")

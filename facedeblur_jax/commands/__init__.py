@@ -1,7 +1,7 @@
 """The ``facedeblur`` subcommands that are tools around the model: ``make-kernels``,
 ``convert-vgg``, ``convert-mobilefacenet``, ``make-labels``, ``build-tfds``, ``params``,
-``data`` (``data prepare celeba``: ``prepare_celeba.py``). One module per subcommand, each
-with ``build_parser()`` and ``main(argv) -> exit status``;
+``data`` (``data prepare celeba``: ``prepare_celeba.py``), ``export-weights``. One module
+per subcommand, each with ``build_parser()`` and ``main(argv) -> exit status``;
 ``facedeblur NAME ARGS`` runs ``main(ARGS)`` of its module (``python -m
 facedeblur_jax.commands.<module>`` too).
 """
@@ -18,8 +18,12 @@ class HelpFormatter(argparse.HelpFormatter):
 
     Unlike ``argparse.ArgumentDefaultsHelpFormatter`` it says nothing for required
     arguments, flags and ``None`` defaults, and leaves help texts that already describe
-    their default alone.
+    their default alone. Lines never break inside a hyphenated word (``built-in``,
+    ``--max-downscale``), whatever the terminal's width.
     """
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         blocks = []
@@ -34,6 +38,7 @@ class HelpFormatter(argparse.HelpFormatter):
                         textwrap.fill(
                             " ".join(" ".join(prose).split()),
                             width,
+                            break_on_hyphens=False,
                             initial_indent=indent,
                             subsequent_indent=indent,
                         )

@@ -8,6 +8,11 @@ a feathered mask. Everything outside the faces' crops is left as it was; the out
 input's size. The paper (and the authors' released test code) deblurs aligned crops only;
 this photo path is the project's addition around the same model (docs/design.md §8).
 
+The model is ``--checkpoint`` (a training workdir, a checkpoint folder or a weights file
+from ``facedeblur export-weights``) or, without it, the model bundled with the package
+(:func:`facedeblur_jax.inference.bundled_model_path`), named with its training data and
+step in one printed line; a package without one says to pass ``--checkpoint``.
+
 Faces at the border. A crop that runs off the photo repeats the photo's edge pixels there,
 and only crop pixels whose source lay inside the photo are pasted back
 (:mod:`facedeblur_jax.faces.align`), so the photo's outermost rows and columns get the
@@ -44,7 +49,7 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 
-from facedeblur_jax import imageio
+from facedeblur_jax import imageio, inference
 from facedeblur_jax.faces import align as face_align
 from facedeblur_jax.inference import deblur_array, load_model, make_deblur_fn
 
@@ -359,7 +364,7 @@ def _folders_to_create(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def run(
-    checkpoint: str,
+    checkpoint: str | None,
     inputs: list[str],
     out_dir: str,
     *,
@@ -372,6 +377,9 @@ def run(
 ) -> int:
     """Deblurs ``inputs`` into ``out_dir``; 0 if anything was written (or nothing skipped).
 
+    ``checkpoint``: a workdir, checkpoint folder or weights file (``.npz``); ``None`` is the
+    model bundled with the package (:func:`facedeblur_jax.inference.bundled_model_path`),
+    named in one printed line, or a ``ValueError`` when the package has none.
     ``align=False`` is ``--no-align`` (aligned crops); ``upsample`` overrides the face
     detector's ``upsample_num_times`` (see :func:`find_faces`); ``max_downscale`` and
     ``large_faces`` say which faces are large and what becomes of them (module docstring).
@@ -384,6 +392,16 @@ def run(
         )
     if large_faces not in LARGE_FACE_POLICIES:
         raise ValueError(f"--large-faces must be one of {LARGE_FACE_POLICIES}, got {large_faces!r}")
+    bundled = checkpoint is None
+    if bundled:
+        checkpoint = inference.bundled_model_path()
+        if checkpoint is None:
+            raise ValueError(
+                f"no model is bundled with this package ({inference.BUNDLED_MODEL} is "
+                "missing): pass "
+                "--checkpoint WORKDIR, a checkpoint folder or a weights file from "
+                "'facedeblur export-weights'"
+            )
     files = collect_inputs(inputs)
     if not files:
         raise ValueError(f"no images found in {inputs}")
@@ -397,6 +415,11 @@ def run(
         except ModuleNotFoundError as e:
             raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
     loaded = load_model(checkpoint)
+    if bundled:
+        from facedeblur_jax.weights_file import describe
+
+        card = inference.PRETRAINED_DIR / "README.md"
+        print(f"using the bundled model {describe(loaded)}; see {card}")
     out_root = pathlib.Path(out_dir)
     created = _folders_to_create(out_root)
     out_root.mkdir(parents=True, exist_ok=True)

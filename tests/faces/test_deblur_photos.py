@@ -263,3 +263,38 @@ def test_cli_defaults_are_the_modules():
     for policy in deblur_photos.LARGE_FACE_POLICIES:
         argv = ["deblur", "--checkpoint", "c", "x", "--out", "o", "--large-faces", policy]
         assert parser.parse_args(argv).large_faces == policy
+
+
+def test_without_checkpoint_the_bundled_model_is_used_and_named(
+    checkpoint, tiny_weights_file, tmp_path, capsys, monkeypatch
+):
+    from facedeblur_jax import inference
+
+    src = tmp_path / "in"
+    src.mkdir()
+    imageio.save_image(src / "crop.png", imageio.resize_hw(sample_face(2), 48, 40))
+    monkeypatch.setattr(inference, "BUNDLED_MODEL", tiny_weights_file)
+    assert inference.bundled_model_path() == tiny_weights_file
+    assert cli.main(["deblur", str(src), "--out", str(tmp_path / "bundled"), "--no-align"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    card = inference.PRETRAINED_DIR / "README.md"
+    assert printed[0] == (
+        f"using the bundled model 'tiny' (the bundled sample faces; 32 px; step 2); see {card}"
+    )
+    assert card.is_file()
+    # The same pixels as the Orbax checkpoint the file was exported from.
+    assert _deblur(checkpoint, str(src), "--out", str(tmp_path / "orbax"), "--no-align") == 0
+    assert "bundled" not in capsys.readouterr().out
+    bundled = imageio.load_image(tmp_path / "bundled" / "crop.png")
+    np.testing.assert_array_equal(bundled, imageio.load_image(tmp_path / "orbax" / "crop.png"))
+    assert np.abs(bundled.astype(int) - imageio.load_image(src / "crop.png")).mean() > 0
+
+    # A package without a bundled model: one line saying to pass --checkpoint, nothing made.
+    absent = tmp_path / "pretrained" / "absent.npz"
+    monkeypatch.setattr(inference, "BUNDLED_MODEL", absent)
+    assert inference.bundled_model_path() is None
+    assert cli.main(["deblur", str(src), "--out", str(tmp_path / "none"), "--no-align"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("facedeblur deblur: error: no model is bundled")
+    assert f"({absent} is missing): pass --checkpoint" in err
+    assert not (tmp_path / "none").exists()
