@@ -49,6 +49,7 @@ class Row:
     label: str
     eval_dir: pathlib.Path
     method: str
+    eval_name: str = ""  # as the spec wrote it (relative to the spec file): what is reported
 
 
 def read_spec(path: str | os.PathLike) -> tuple[dict[str, str], list[Row]]:
@@ -71,7 +72,13 @@ def read_spec(path: str | os.PathLike) -> tuple[dict[str, str], list[Row]]:
         if missing:
             raise ValueError(f"spec file {str(path)!r}: rows[{i}] lacks {missing}")
         rows.append(
-            Row(str(r["table"]), str(r["label"]), path.parent / r["eval"], str(r["method"]))
+            Row(
+                str(r["table"]),
+                str(r["label"]),
+                path.parent / r["eval"],
+                str(r["method"]),
+                str(r["eval"]),
+            )
         )
     return titles, rows
 
@@ -110,7 +117,7 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
     out = {
         "table": row.table,
         "label": row.label,
-        "eval": str(row.eval_dir),
+        "eval": row.eval_name or str(row.eval_dir),
         "method": row.method,
         "checkpoint_step": results.get("checkpoint", {}).get("step"),
         "num_faces": int(psnr.shape[0]),

@@ -62,6 +62,7 @@ def test_rows_spread_and_paired_difference_by_hand(tmp_path):
     assert first["psnr_per_size"] == {"7": pytest.approx(74 / 3), "9": pytest.approx(26)}
     assert first["identity"] == {"auc": 0.9, "top_1": 0.5, "cosine_mean": 0.25}
     assert first["psnr_delta"] == 0 and "identity" not in second
+    assert first["eval"] == "e1"  # as the spec names it: no absolute path in the outputs
     d = np.asarray([20, 24, 29]) - np.asarray([21, 25, 30])  # per-face means
     assert second["psnr_delta"] == pytest.approx(d.mean())
     assert second["psnr_delta_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(3))
