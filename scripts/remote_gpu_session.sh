@@ -4,7 +4,7 @@
 #
 #   bash scripts/remote_gpu_session.sh STAGE [STAGE ...]      (results under $OUT)
 #
-# Stages: info | bench_inference | bench_train | bench_degrade | walk | train | eval |
+# Stages: info | bench_inference | bench_train | bench_degrade | walk | train | weights | eval |
 #         variants | profile.
 #   bench_inference   python -m facedeblur_jax.bench.throughput --mode inference, JAX and PyTorch
 #   bench_train       the same for one training step of each phase (L_VGG off)
@@ -14,8 +14,13 @@
 #                     (each compiles the joint step again: give a subset in VARIANTS)
 #   profile           facedeblur_jax.bench.profile_step: inference b256 and b1, the joint
 #                     step b64 (per-kernel GPU time; PROF_RUNS="mode:batch ...", PROF_ARGS)
-#   train             facedeblur train --config gpu_short on FACES=DIR (an aligned face
-#                     folder with labels.csv, train/, test/ and parsing labels in labels/)
+#   train             facedeblur train --config ${TRAIN_CONFIG:-gpu_short} on FACES=DIR (an
+#                     aligned face folder with labels.csv, train/, test/ and parsing labels
+#                     in labels/) for at most T_RUN seconds; run the stage again (RUN kept)
+#                     and it resumes from the last checkpoint: a long run (TRAIN_CONFIG=paper)
+#                     in chunks
+#   weights           the run's generator as one weights file (facedeblur export-weights),
+#                     split into SHARD_MB-MiB pieces (cat them back together in order)
 #   eval              facedeblur eval of that run on FACES's test split with KERNELS=FILE
 #                     (a bank from facedeblur make-kernels; made in $OUT when unset)
 # Each stage runs under its own `timeout` (T_* variables), and benchmarks append every row
@@ -86,9 +91,14 @@ flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, \
       done ;;
     train)
       need_faces train
-      timeout "${T_RUN:-1200}" facedeblur train --config gpu_short --workdir "$RUN" \
+      timeout "${T_RUN:-1200}" facedeblur train --config "${TRAIN_CONFIG:-gpu_short}" --workdir "$RUN" \
         --config.data.root="$FACES" ${RUN_ARGS:-} 2>&1 | tr '\r' '\n' \
         | grep -v '^\s*$' | awk 'NR % 5 == 0 || /phase|Error|error|saved|done/' ;;
+    weights)
+      facedeblur export-weights --checkpoint "$RUN" --out "$OUT/weights.npz" --overwrite \
+        --name "${WEIGHTS_NAME:-$(basename "$RUN")}" || exit 1
+      split -b "${SHARD_MB:-40}M" -d "$OUT/weights.npz" "$OUT/weights.npz.part" && rm "$OUT/weights.npz"
+      sha256sum "$OUT"/weights.npz.part* ;;
     eval)
       need_faces eval
       if [ -z "${KERNELS:-}" ]; then
