@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ablation tables from several 'facedeblur eval' folders",
         description="Rows (an eval folder and one of its methods) grouped into tables by a "
         "JSON spec; per row PSNR/SSIM, their spread over the test faces, the paired "
-        "difference to the table's first row with its 95%% interval, and identity numbers "
+        "difference to the table's first row with its 95 percent interval, and identity numbers "
         "when the evals have them. Writes comparison.json, comparison.md and comparison.png "
         "to OUT (facedeblur_jax/evaluators/compare.py describes the spec).",
     )

@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 from tests.data.conftest import write_face_tree
 
 PACKAGE = REPO_ROOT / "facedeblur_jax"
-COMMANDS = ("demo", "train", "deblur", "eval", "export", *cli.TOOLS)
+COMMANDS = ("demo", "train", "deblur", "eval", "compare", "export", *cli.TOOLS)
 # A dispatching subcommand's options are those of the command it dispatches to.
 HELP_ARGV = {"data": ("data", "prepare", "celeba")}
 
@@ -40,7 +40,12 @@ def test_every_subcommand_has_help_with_defaults_and_no_developer_paths(capsys, 
     assert text.startswith(f"usage: facedeblur {command} ")
     options = re.findall(r"^  (--[\w-]+)", text, re.M)
     assert options, text
-    if command not in ("train", "convert-vgg", "convert-mobilefacenet"):  # required, flags only
+    if command not in (
+        "train",
+        "compare",
+        "convert-vgg",
+        "convert-mobilefacenet",
+    ):  # required, flags only
         assert "(default: " in text, text
     for developer_path in (
         r"\.\./",
