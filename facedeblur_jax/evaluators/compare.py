@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from facedeblur_jax import imageio
 from facedeblur_jax.atomic import atomic_write
 from facedeblur_jax.evaluators import report
 
@@ -244,13 +243,7 @@ def plot(comparison: Mapping, path: pathlib.Path) -> None:
 
 def run(spec: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """The ``facedeblur compare`` command; returns the comparison it wrote."""
-    paths = {name: imageio.safe_output_path(out_dir, name) for name in OUTPUT_FILES}
-    if not overwrite:
-        for p in paths.values():
-            if p.exists():
-                raise FileExistsError(
-                    f"refusing to overwrite existing file {str(p)!r} (pass --overwrite)"
-                )
+    paths = report.output_paths(out_dir, overwrite=overwrite, names=OUTPUT_FILES)
     titles, rows = read_spec(spec)
     comparison = compare(titles, rows)
     report.write_json(paths["comparison.json"], comparison)

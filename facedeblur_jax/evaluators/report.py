@@ -331,13 +331,16 @@ def plot_vs_size(table: Mapping, metric: str, path: pathlib.Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def output_paths(out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict[str, pathlib.Path]:
-    """``{name: path}`` of every output, resolved inside ``out_dir``.
+def output_paths(
+    out_dir: str | os.PathLike, *, overwrite: bool = False, names: Sequence[str] = OUTPUT_FILES
+) -> dict[str, pathlib.Path]:
+    """``{name: path}`` of every output (``names``; default ``facedeblur eval``'s), resolved
+    inside ``out_dir``.
 
     Raises:
       FileExistsError: an output exists and ``overwrite`` is false (the file is named).
     """
-    paths = {name: imageio.safe_output_path(out_dir, name) for name in OUTPUT_FILES}
+    paths = {name: imageio.safe_output_path(out_dir, name) for name in names}
     if not overwrite:
         for path in paths.values():
             if path.exists():
