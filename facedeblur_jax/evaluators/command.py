@@ -119,6 +119,8 @@ def run(
         progress=progress,
     )
     table = psnr_ssim.aggregate(ev["per_image"], bank.sizes, bank.group_labels)
+    # The methods after the built-in three: the fed priors, then the extra checkpoints.
+    more_methods = [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra]
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
         "checkpoint": {
@@ -195,7 +197,7 @@ def run(
                 ev,
                 probes,
                 faces,
-                extra_names=[*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra],
+                extra_names=more_methods,
                 config=config,
                 overrides=overrides,
                 gallery_split=gallery_split,
@@ -205,8 +207,7 @@ def run(
         )
     if identity_net is not None:
         results["identity"] = _identity(
-            identity_net, identity_weights, ev, probes, faces,
-            [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra], config, overrides,
+            identity_net, identity_weights, ev, probes, faces, more_methods, config, overrides,
             gallery_split, face_analysis_per_face, batch_size,
         )  # fmt: skip
     timing = dict(ev["timing"])
