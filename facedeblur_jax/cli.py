@@ -72,14 +72,14 @@ def split_overrides(rest: Sequence[str]) -> dict[str, object]:
 
 
 def _cmd_demo(args, overrides) -> int:
-    from facedeblur_jax import demo
+    from facedeblur_jax.commands import demo
 
     return demo.run(args.config, overrides, workdir=args.workdir, out_dir=args.out)
 
 
 def _cmd_train(args, overrides) -> int:
     from facedeblur_jax.config import load_config
-    from facedeblur_jax.train import train
+    from facedeblur_jax.training.loop import train
 
     config = load_config(args.config, overrides)
     train(config, args.workdir, progress=not args.no_progress)
@@ -87,7 +87,7 @@ def _cmd_train(args, overrides) -> int:
 
 
 def _cmd_deblur(args, overrides) -> int:
-    from facedeblur_jax.faces import deblur_photos
+    from facedeblur_jax.serving import photos as deblur_photos
 
     if overrides:
         raise ValueError("deblur takes its config from the checkpoint; drop the --config.* args")
@@ -116,7 +116,8 @@ def _cmd_compare(args, overrides) -> int:
 
 
 def _cmd_eval(args, overrides) -> int:
-    from facedeblur_jax.evaluators import command, report
+    from facedeblur_jax.commands import eval as command
+    from facedeblur_jax.evaluators import report
 
     if overrides:
         raise ValueError("eval takes its config from the checkpoint; drop the --config.* args")
@@ -145,7 +146,7 @@ def _cmd_eval(args, overrides) -> int:
 
 
 def _cmd_export(args, overrides) -> int:
-    from facedeblur_jax import export
+    from facedeblur_jax.serving import stablehlo as export
 
     if overrides:
         raise ValueError("export takes its config from the checkpoint; drop the --config.* args")
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--face-analysis",
         action="store_true",
-        help="also run facedeblur_jax.faces.analysis (detection, identity, recognition)",
+        help="also run facedeblur_jax.faces.recognition (detection, identity, recognition)",
     )
     p.add_argument(
         "--face-analysis-per-face", type=int, default=1, help="kernels per face analysed"
@@ -358,8 +359,8 @@ def run_tool(name: str, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from facedeblur_jax.checkpoint import CheckpointError
-    from facedeblur_jax.distributed import ClusterError
+    from facedeblur_jax.training.checkpoint import CheckpointError
+    from facedeblur_jax.training.distributed import ClusterError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TOOLS:

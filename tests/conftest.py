@@ -74,7 +74,7 @@ def tiny_checkpoint(tmp_path_factory):
     ``train()`` run of the coarse phase only (2 steps; P and G_f keep their initial weights,
     which is all these tests need), so it costs one step compilation instead of four."""
     from facedeblur_jax.config import load_config
-    from facedeblur_jax.train import train
+    from facedeblur_jax.training.loop import train
 
     workdir = tmp_path_factory.mktemp("tiny_checkpoint")
     train(load_config("tiny", {"phase_order": ("coarse",)}), workdir, progress=False)
@@ -85,7 +85,7 @@ def tiny_checkpoint(tmp_path_factory):
 def tiny_weights_file(tiny_checkpoint, tmp_path_factory):
     """The generator of :func:`tiny_checkpoint` as a weights file (``facedeblur
     export-weights``' function), named ``tiny`` with a one-entry card."""
-    from facedeblur_jax.weights_file import export_weights
+    from facedeblur_jax.serving.weights_file import export_weights
 
     folder = tmp_path_factory.mktemp("tiny_weights")
     card = folder / "card.json"

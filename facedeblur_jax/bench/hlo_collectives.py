@@ -80,7 +80,7 @@ def gradient_all_reduce_summary(hlo_text: str, num_gradients: int) -> dict:
 
     ``num_gradients`` is the number of trainable parameters: the step flattens all of
     their gradients into one ``f32[num_gradients]`` vector before its all-reduce (see
-    ``facedeblur_jax/train_step.py``), so the all-reduces holding such a vector are the
+    ``facedeblur_jax/training/step.py``), so the all-reduces holding such a vector are the
     gradient all-reduces. The others (BatchNorm statistics, metrics) are listed with their
     sizes.
     """

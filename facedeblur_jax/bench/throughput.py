@@ -50,7 +50,7 @@ How it measures (``inference``):
 How it measures (``train``), per phase of ``config.phase_order`` (``--phases``) × dtype ×
 global batch size (``--batch-sizes``; default 16, 64, 256 on an accelerator, 2 on a CPU):
 
-* JAX: the real step, ``facedeblur_jax.train_step.build_train_step(config, phase, mesh,
+* JAX: the real step, ``facedeblur_jax.training.step.build_train_step(config, phase, mesh,
   vgg_apply)`` — ``jit(shard_map(...))`` on a mesh of all local devices (``--devices N``:
   the first N) — lowered and compiled (``compile_s``), then timed like inference with
   ``jax.block_until_ready`` on the returned (donated) state. The batch is synthetic:
@@ -451,7 +451,7 @@ def train_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
 
 
 def bench_phases(cfg) -> dict:
-    from facedeblur_jax.schedule import phases_from_config
+    from facedeblur_jax.training.schedule import phases_from_config
 
     return {p.name: p for p in phases_from_config(cfg)}
 
@@ -496,7 +496,7 @@ def _kernel_pool(ctx: BenchContext, cfg, mesh=None):
 
 def train_mesh(ctx: BenchContext, n: int | None = None):
     """A ``"data"`` mesh over the first ``n`` (``--devices``; default all) local devices."""
-    from facedeblur_jax.train import make_mesh
+    from facedeblur_jax.training.loop import make_mesh
 
     devices = jax.devices()
     n = n or ctx.num_devices or len(devices)
@@ -511,7 +511,7 @@ def _host_train_state(ctx: BenchContext):
     if "train_state" not in ctx.cache:
         from facedeblur_jax.bench import torch_reference as tr
         from facedeblur_jax.models.factory import build_discriminator
-        from facedeblur_jax.train_state import TrainState, make_optimizer
+        from facedeblur_jax.training.state import TrainState, make_optimizer
 
         cfg = ctx.config_for("fp32")
         size = cfg.image_size
@@ -574,7 +574,7 @@ def _jax_vgg(ctx: BenchContext, cfg, phase):
 
 
 def _n_trainable(state, phase) -> int:
-    from facedeblur_jax.train_state import net_of
+    from facedeblur_jax.training.state import net_of
 
     return sum(
         int(np.prod(leaf.shape))
@@ -594,7 +594,7 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
         from jax.sharding import PartitionSpec as P
 
         from facedeblur_jax.degrade.synthesize import synthesize
-        from facedeblur_jax.train_step import AXIS, sample_keys
+        from facedeblur_jax.training.step import AXIS, sample_keys
 
         def body(rng, images, labels, pool):  # the first lines of train_step's body
             keys = sample_keys(rng, 0, images.shape[0], AXIS)
@@ -639,7 +639,7 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from facedeblur_jax.train_step import AXIS, build_train_step
+    from facedeblur_jax.training.step import AXIS, build_train_step
 
     mesh = train_mesh(ctx) if mesh is None else mesh
     if batch % mesh.size:
@@ -704,8 +704,8 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        from facedeblur_jax.train import make_mesh
-        from facedeblur_jax.train_step import AXIS, build_train_step
+        from facedeblur_jax.training.loop import make_mesh
+        from facedeblur_jax.training.step import AXIS, build_train_step
 
         batch = min(train_batch_sizes(ctx))
         mesh = make_mesh(jax.devices("cpu")[:1])
@@ -1070,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = split_overrides(rest)
     config = load_config(args.config, overrides)
     if config.train.compilation_cache_dir:  # a second run shows the cache's compile_s
-        from facedeblur_jax.compile_cache import enable_compilation_cache
+        from facedeblur_jax.core.compile_cache import enable_compilation_cache
 
         enable_compilation_cache(config.train.compilation_cache_dir)
     dtypes = parse_csv(args.dtypes)

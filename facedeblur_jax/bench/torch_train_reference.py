@@ -1,6 +1,6 @@
 """One training step of each phase in PyTorch, degradation included: the benchmark's baseline.
 
-The same *work* as ``facedeblur_jax.train_step`` (not bit-identical results), on one
+The same *work* as ``facedeblur_jax.training.step`` (not bit-identical results), on one
 device, for ``python -m facedeblur_jax.bench.throughput --mode train``:
 
 1. Degradation on the device, vectorised over the batch (``degrade_batch``), following
@@ -14,7 +14,7 @@ device, for ``python -m facedeblur_jax.bench.throughput --mode train``:
    ``conv2d`` (``groups = B·C``) after reflect padding, Gaussian noise and clipping.
 2. The phase's forward pass (``torch_reference.py`` nets, channels_last), its losses
    with the phase's weights (multi-scale L1, structural, parsing cross-entropy, VGG
-   perceptual, non-saturating adversarial; reductions as ``facedeblur_jax/losses.py``),
+   perceptual, non-saturating adversarial; reductions as ``facedeblur_jax/training/losses.py``),
    backward into the trained nets only (frozen nets have ``requires_grad = False``; D's
    parameters are frozen while the generator's adversarial term backpropagates through it,
    as the JAX step's ``stop_gradient``), D's own loss and backward when D trains, and one
@@ -44,7 +44,7 @@ from torch import nn
 
 from facedeblur_jax.bench import torch_reference as tr
 
-KEY_PARTS = (2, 3, 4, 5, 6, 7, 8, 9)  # facedeblur_jax.losses.KEY_PARTS
+KEY_PARTS = (2, 3, 4, 5, 6, 7, 8, 9)  # facedeblur_jax.training.losses.KEY_PARTS
 VGG_FACE_MEAN_RGB = (129.186279296875, 104.76238250732422, 93.59396362304688)
 _VGG_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 _EPS = 1e-12
@@ -248,7 +248,7 @@ def degrade_batch(
 
 
 # --------------------------------------------------------------------------------------
-# VGG-Face features and losses (facedeblur_jax/losses.py)
+# VGG-Face features and losses (facedeblur_jax/training/losses.py)
 # --------------------------------------------------------------------------------------
 
 
@@ -351,7 +351,7 @@ class TorchTrainStep:
 
     Args:
       config: the full config (``model``, ``loss``, ``optim``, ``degrade``).
-      phase: a ``facedeblur_jax.schedule.Phase`` (loss weights, trained nets, lr).
+      phase: a ``facedeblur_jax.training.schedule.Phase`` (loss weights, trained nets, lr).
       model: ``torch_reference.FaceDeblurModel`` (trained in place).
       disc: ``torch_reference.Discriminator`` (used when the phase has L_adv).
       vgg: a :class:`VGGFace` when the phase has L_VGG, else ``None``.

@@ -6,7 +6,7 @@
 Writes G_c, P and G_f (P's BatchNorm statistics included; no discriminator, no optimiser
 state) with the training config, step and provenance to a ``.npz`` that ``facedeblur
 deblur``, ``eval`` and ``export`` take as ``--checkpoint``. The file format is
-:mod:`facedeblur_jax.weights_file`.
+:mod:`facedeblur_jax.serving.weights_file`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from facedeblur_jax.weights_file import export_weights
+    from facedeblur_jax.serving.weights_file import export_weights
 
     name = pathlib.Path(args.out).stem if args.name is None else args.name.strip()
     try:

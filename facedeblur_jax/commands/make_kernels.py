@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             bank = kernel_bank.with_extras(bank, extras)
         kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
         if preview is not None:
-            from facedeblur_jax import imageio
+            from facedeblur_jax.core import imageio
 
             imageio.save_image(preview, kernel_bank.preview(bank), overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:

@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 
 from facedeblur_jax import commands
+from facedeblur_jax.core.imageio import IMAGE_SUFFIXES, ImageError, load_image, safe_output_path
 from facedeblur_jax.data.label_io import save_labels
 from facedeblur_jax.data.parsing_palette import colorize, grid, overlay
 from facedeblur_jax.faces.landmarks import landmarks
 from facedeblur_jax.faces.pseudo_labels import labels_from_landmarks, landmark_problems
-from facedeblur_jax.imageio import IMAGE_SUFFIXES, ImageError, load_image, safe_output_path
 
 GRID_TILES = 32
 

@@ -50,8 +50,9 @@ import numpy as np
 import tqdm
 from PIL import Image
 
-from facedeblur_jax import commands, imageio
-from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax import commands
+from facedeblur_jax.core import imageio
+from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.data import celeba
 
 PROG = "data prepare celeba"

@@ -180,7 +180,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3  # keep the last N checkpoints
     # Multi-host: one process per host, all started with the same config and workdir (a
     # folder every host sees). With distributed=True each process first joins the others
-    # through jax.distributed.initialize (facedeblur_jax/distributed.py). The three keys
+    # through jax.distributed.initialize (facedeblur_jax/training/distributed.py). The three keys
     # below: "" / -1 = from $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID,
     # else from the cluster (SLURM, Open MPI, Cloud TPU, Kubernetes) as JAX detects it.
     config.train.distributed = False
@@ -266,7 +266,7 @@ def phase(
             "lr": dict(LEARNING_RATES),
             "parsing_input": parsing_input,
             # What G_f is fed: "predicted" (the model), "zeros" or "ground_truth" (the
-            # Table 2 ablations; facedeblur_jax/schedule.py PRIORS).
+            # Table 2 ablations; facedeblur_jax/training/schedule.py PRIORS).
             "prior": "predicted",
         }
     )

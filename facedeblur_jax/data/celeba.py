@@ -62,7 +62,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax import imageio
+from facedeblur_jax.core import imageio
 from facedeblur_jax.faces import align as face_align
 
 LAYOUTS = ("img_celeba", "img_align_celeba")

@@ -32,9 +32,9 @@ import re
 import numpy as np
 from PIL import Image
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import records, validate
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import ImageError
 
 IMAGE_DIR = "CelebA-HQ-img"
 MASK_DIR = "CelebAMask-HQ-mask-anno"

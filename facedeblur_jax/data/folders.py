@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import pathlib
 
-from facedeblur_jax import sample_data
+from facedeblur_jax.core import sample_data
+from facedeblur_jax.core.imageio import IMAGE_SUFFIXES, ImageError
 from facedeblur_jax.data import records, validate
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import IMAGE_SUFFIXES, ImageError
 
 METADATA_FILES = frozenset({"labels.csv", "README.md", "README.txt"})
 

@@ -21,9 +21,9 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import records, validate
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import ImageError
 
 NUM_PARTS = 11
 SPLIT_FILES = {"train": "exemplars.txt", "val": "tuning.txt", "test": "testing.txt"}

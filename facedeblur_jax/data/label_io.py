@@ -15,9 +15,9 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import ImageError
 
 
 def load_labels(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:

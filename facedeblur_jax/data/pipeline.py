@@ -44,9 +44,9 @@ import numpy as np
 from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import preprocess
 from facedeblur_jax.data.sources import make_source
-from facedeblur_jax.imageio import ImageError
 
 LOG = logging.getLogger("facedeblur_jax.data")
 # 2: one state for all processes (the fingerprint has the process count, not the shard),

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import validate
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import ImageError
 
 
 @dataclasses.dataclass(frozen=True)

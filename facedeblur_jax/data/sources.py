@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import pathlib
 
-from facedeblur_jax import sample_data
+from facedeblur_jax.core import sample_data
 from facedeblur_jax.data import celebamask, helen, validate
 from facedeblur_jax.data.folders import faces_source, folder_source
 from facedeblur_jax.data.labels import NUM_CLASSES

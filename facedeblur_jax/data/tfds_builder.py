@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import folders, validate
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.imageio import ImageError
 
 NAME = "face_folder"
 

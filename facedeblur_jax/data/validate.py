@@ -33,7 +33,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from facedeblur_jax.imageio import ImageError, load_image
+from facedeblur_jax.core.imageio import ImageError, load_image
 
 LOG = logging.getLogger("facedeblur_jax.data")
 

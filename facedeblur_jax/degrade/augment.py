@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
 
-from facedeblur_jax.checks import check_images, check_rank
+from facedeblur_jax.core.asserts import check_images, check_rank
 
 FILL_MODES = ("nearest", "constant", "reflect", "mirror", "wrap")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from facedeblur_jax.checks import check_images, check_rank
+from facedeblur_jax.core.asserts import check_images, check_rank
 
 METHODS = ("grouped", "vmap", "fft")
 

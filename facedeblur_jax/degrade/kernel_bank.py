@@ -68,7 +68,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.degrade import kernels as kernels_lib
 
 BANK_SEED = 2**31 - 1

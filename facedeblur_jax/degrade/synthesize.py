@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from facedeblur_jax.checks import check_images
 from facedeblur_jax.config import reference_config
+from facedeblur_jax.core.asserts import check_images
 from facedeblur_jax.degrade import augment as augment_lib
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_pool as pool_lib

@@ -7,8 +7,8 @@ Modules, one concern each:
 * ``psnr_ssim.py``: PSNR / SSIM over test faces × a fixed kernel bank (Tables 9 and 10);
 * ``parsing.py``: P's F-scores on clear, blurred and deblurred faces (Table 3);
 * ``face_analysis.py``: detection, identity and recognition (Table 11), through
-  ``facedeblur_jax.faces.analysis`` imported lazily;
-* ``data.py``: the test faces (:class:`~facedeblur_jax.evaluators.data.FaceSet`);
+  ``facedeblur_jax.faces.recognition`` imported lazily;
+* ``data.py``: the test faces (:class:`~facedeblur_jax.evaluators.faceset.FaceSet`);
 * ``report.py``: ``results.json``, ``results.md``, ``per_image.npz``, plots, ``grid.png``;
 * ``command.py``: the ``facedeblur eval`` command.
 """

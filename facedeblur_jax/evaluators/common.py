@@ -39,7 +39,7 @@ import jax
 import ml_collections
 
 from facedeblur_jax.degrade import kernel_bank as bank_lib
-from facedeblur_jax.evaluators.data import FaceSet, load_faces
+from facedeblur_jax.evaluators.faceset import FaceSet, load_faces
 
 log = logging.getLogger("facedeblur.evaluators")
 PyTree = Any
@@ -117,7 +117,7 @@ class TrainingEvals:
         due = self.due(step)
         if not due:
             return 0.0
-        from facedeblur_jax.inference import generator_variables
+        from facedeblur_jax.serving.loading import generator_variables
 
         t0 = time.perf_counter()
         device = jax.local_devices()[0]

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.evaluators import report
 
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")

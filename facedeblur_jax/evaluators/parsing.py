@@ -41,16 +41,16 @@ import numpy as np
 
 from facedeblur_jax.data.labels import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from facedeblur_jax.degrade import kernel_bank as bank_lib
-from facedeblur_jax.evaluators.data import FaceSet
+from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.evaluators.psnr_ssim import (
     EVAL_NOISE_SEED,
     NOISE_SIGMA,
     blur_with_bank,
     pairs_per_face,
 )
-from facedeblur_jax.inference import padded_batches
 from facedeblur_jax.models.face_deblur import FaceDeblurModel
 from facedeblur_jax.models.parsing_net import ParsingNet
+from facedeblur_jax.serving.loading import padded_batches
 
 PyTree = Any
 INPUTS = ("clear", "blurred", "deblurred")

@@ -20,7 +20,7 @@ Protocol (choices the paper leaves open, written down here and in ``results.md``
   ``fold_in(fold_in(fold_in(key(EVAL_NOISE_SEED), EVAL_NOISE_TAG), i), j)``, so results do
   not depend on the batch size or on which other pairs share a batch, and a face scored in a
   ``max_faces`` run gets exactly the blurred input it gets in the full run.
-* Metrics (``facedeblur_jax.metrics``): RGB, outputs clipped to [0, 1], whole image (no
+* Metrics (``facedeblur_jax.core.metrics``): RGB, outputs clipped to [0, 1], whole image (no
   border crop, no Y channel), PSNR with peak 1, dm-pix SSIM (Gaussian 11×11, σ = 1.5);
   per image, then averaged. std is the population std (ddof 0) over all images.
 * PSNR = ∞ (an output identical to the ground truth): kept as ``inf`` per image; a mean
@@ -51,12 +51,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from facedeblur_jax import imageio, metrics
+from facedeblur_jax.core import imageio, metrics
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_bank as bank_lib
-from facedeblur_jax.evaluators.data import FaceSet
-from facedeblur_jax.inference import LoadedModel, padded_batches
+from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.models.face_deblur import FaceDeblurModel
+from facedeblur_jax.serving.loading import LoadedModel, padded_batches
 
 PyTree = Any
 BLURRED, COARSE, FULL = "blurred input", "G_c", "full model"

@@ -12,7 +12,7 @@
 * ``grid.png`` (:func:`make_grid`): one row per example — blurred, y_c, parsing map, y,
   [extra checkpoints' y], ground truth.
 
-Every file is written atomically (``facedeblur_jax.atomic``) at a path resolved inside the
+Every file is written atomically (``facedeblur_jax.core.atomic``) at a path resolved inside the
 output folder (:func:`output_paths`), never over an existing file unless asked to.
 """
 
@@ -28,9 +28,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from facedeblur_jax import imageio
-from facedeblur_jax.atomic import atomic_write
-from facedeblur_jax.evaluators.data import FaceSet
+from facedeblur_jax.core import imageio
+from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.evaluators.psnr_ssim import BLURRED, COARSE, FULL
 
 OUTPUT_FILES = (

@@ -256,7 +256,7 @@ def paste_back(
 
 def _mean_template() -> tuple[np.ndarray, int]:
     """The mean five points of the bundled faces the detector finds, as fractions."""
-    from facedeblur_jax import imageio, sample_data
+    from facedeblur_jax.core import imageio, sample_data
     from facedeblur_jax.faces import landmarks as lm
 
     points = []

@@ -52,7 +52,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facedeblur_jax.checks import check_images
+from facedeblur_jax.core.asserts import check_images
 from facedeblur_jax.models.layers import ResBlock, Upsample2x, downsample, max_pool
 
 Dtype = Any

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from facedeblur_jax.checks import check_images
+from facedeblur_jax.core.asserts import check_images
 
 Dtype = Any
 

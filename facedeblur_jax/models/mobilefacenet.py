@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facedeblur_jax.checks import check_images
+from facedeblur_jax.core.asserts import check_images
 from facedeblur_jax.models.npz_weights import (
     flatten_tree,
     read_tagged_npz,

@@ -7,7 +7,7 @@ before any shape is looked at), and optional ``__name__`` metadata strings or nu
 
 Reading uses ``np.load(..., allow_pickle=False)``, so a file from anywhere cannot run code:
 an object array inside it is a ``ValueError``, not an unpickling. Writing is atomic
-(:func:`facedeblur_jax.atomic.atomic_write`) and never replaces an existing file unless
+(:func:`facedeblur_jax.core.atomic.atomic_write`) and never replaces an existing file unless
 asked to.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facedeblur_jax.atomic import atomic_write
+from facedeblur_jax.core.atomic import atomic_write
 
 FORMAT_KEY = "__format__"
 

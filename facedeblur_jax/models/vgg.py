@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from facedeblur_jax.checks import check_images
+from facedeblur_jax.core.asserts import check_images
 from facedeblur_jax.models.npz_weights import read_tagged_npz, write_tagged_npz
 
 Dtype = Any

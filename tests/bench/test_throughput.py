@@ -93,7 +93,7 @@ TRAIN_NUMBERS = ("compile_s", "ms_per_batch", "images_per_s", "degrade_ms", "flo
 @pytest.mark.slow
 def test_train_mode_both_frameworks(tmp_path, monkeypatch):
     """Tiny config, batch 2 on one JAX device and in torch, the first and the last phase
-    (every phase's step itself is tested in tests/test_train_step.py and
+    (every phase's step itself is tested in tests/training/test_step.py and
     test_torch_train_reference.py); a broken torch.compile is recorded, not raised."""
 
     def broken(*_args, **_kwargs):

@@ -14,7 +14,7 @@ from facedeblur_jax.bench import torch_train_reference as ttr
 from facedeblur_jax.config import load_config
 from facedeblur_jax.degrade import blur as jax_blur
 from facedeblur_jax.degrade import kernels as jax_kernels
-from facedeblur_jax.schedule import phases_from_config
+from facedeblur_jax.training.schedule import phases_from_config
 
 
 def _jax_walks(batch, steps, anxiety, seed=0):

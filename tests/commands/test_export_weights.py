@@ -9,8 +9,8 @@ import json
 import numpy as np
 
 from facedeblur_jax import cli
-from facedeblur_jax.inference import load_model
-from facedeblur_jax.weights_file import FORMAT
+from facedeblur_jax.serving.loading import load_model
+from facedeblur_jax.serving.weights_file import FORMAT
 
 
 def _export(*argv) -> int:

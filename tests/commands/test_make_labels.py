@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur_jax.core.sample_data import SAMPLE_FACES
 from facedeblur_jax.data.label_io import load_labels
-from facedeblur_jax.sample_data import SAMPLE_FACES
 from tests.conftest import REPO_ROOT
 
 FACES = ("test/id01_0000.png", "test/id04_0001.png", "test/id05_0001.png")  # last: fallback

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from facedeblur_jax import imageio
+from facedeblur_jax.core import imageio
 from facedeblur_jax.data import celeba
 from facedeblur_jax.faces import align as fa
 from tests.data import celeba_tree

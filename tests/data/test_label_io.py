@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data.label_io import load_labels, save_labels
-from facedeblur_jax.imageio import ImageError
 
 
 def test_round_trip_is_exact_and_gray(tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from facedeblur_jax.config import load_config
+from facedeblur_jax.core.sample_data import SAMPLE_FACES
 from facedeblur_jax.data import sources
-from facedeblur_jax.sample_data import SAMPLE_FACES
 from tests.data.conftest import face_value, label_value, write_face_tree
 
 

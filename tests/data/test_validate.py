@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import sources, validate
-from facedeblur_jax.imageio import ImageError
 from tests.data.conftest import truncate, warnings_naming, write_face_tree, write_png
 
 

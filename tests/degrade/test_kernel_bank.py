@@ -70,7 +70,7 @@ def _training_kernels(config, steps: int) -> np.ndarray:
     ``fold_in(fold_in(state.rng, step), sample)``, state.rng from ``create_train_state``)."""
     from facedeblur_jax.degrade.synthesize import synthesize
     from facedeblur_jax.models.factory import build_discriminator, build_model
-    from facedeblur_jax.train_state import create_train_state
+    from facedeblur_jax.training.state import create_train_state
 
     model, disc = build_model(config.model), build_discriminator(config.model)
     # Only the state's rng is needed; under jit XLA drops the parameter initialisation.

@@ -145,8 +145,8 @@ def test_scan_impl_never_lowers_the_kernel():
 def _sharded_step(impl: str, phase_name: str = "coarse"):
     from jax.sharding import Mesh
 
-    from facedeblur_jax.schedule import phases_from_config
-    from facedeblur_jax.train_step import build_train_step
+    from facedeblur_jax.training.schedule import phases_from_config
+    from facedeblur_jax.training.step import build_train_step
 
     cfg = load_config("tiny", {"degrade.trajectory_impl": impl})
     mesh = Mesh(np.array(jax.devices()[:8]), ("data",))

@@ -1,4 +1,4 @@
-"""evaluators.face_analysis: the hook into facedeblur_jax.faces.analysis, through the command.
+"""evaluators.face_analysis: the hook into facedeblur_jax.faces.recognition, through the command.
 
 The analysis module is replaced by a recording stand-in: what is tested is what the hook
 hands it (probes, variants, identities, gallery) and how its answer reaches the report.

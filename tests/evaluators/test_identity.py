@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from facedeblur_jax import cli
+from facedeblur_jax.core.imageio import load_image
 from facedeblur_jax.evaluators import identity
-from facedeblur_jax.imageio import load_image
 from facedeblur_jax.models import mobilefacenet as mfn
 from tests.data.conftest import write_face_tree
 from tests.evaluators import strict_json

@@ -10,8 +10,8 @@ import pytest
 
 from facedeblur_jax.degrade import kernel_bank
 from facedeblur_jax.evaluators import parsing, psnr_ssim
-from facedeblur_jax.evaluators.data import load_faces
-from facedeblur_jax.inference import load_model
+from facedeblur_jax.evaluators.faceset import load_faces
+from facedeblur_jax.serving.loading import load_model
 
 
 def test_counts_on_device_match_pooled_f_scores():

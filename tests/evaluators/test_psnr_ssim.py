@@ -13,8 +13,8 @@ import pytest
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_bank
 from facedeblur_jax.evaluators import psnr_ssim
-from facedeblur_jax.evaluators.data import load_faces
-from facedeblur_jax.inference import load_model
+from facedeblur_jax.evaluators.faceset import load_faces
+from facedeblur_jax.serving.loading import load_model
 
 SIZES = np.asarray([3, 3, 5, 5])
 

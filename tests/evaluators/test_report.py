@@ -18,7 +18,7 @@ def _scores(pred, target) -> dict[str, np.ndarray]:
 
 
 def test_identity_deblurring_gives_inf_psnr_handled_everywhere(tmp_path):
-    from facedeblur_jax import imageio, sample_data
+    from facedeblur_jax.core import imageio, sample_data
 
     faces = [imageio.load_image(f.path) for f in sample_data.sample_faces("test")[:2]]
     sharp = jnp.asarray(np.stack(faces), jnp.float32) / 255.0

@@ -3,7 +3,7 @@ on a textured background, for the alignment and photo-deblurring tests."""
 
 import numpy as np
 
-from facedeblur_jax import imageio, sample_data
+from facedeblur_jax.core import imageio, sample_data
 from facedeblur_jax.faces import align as face_align
 
 

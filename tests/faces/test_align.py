@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facedeblur_jax import imageio, sample_data
+from facedeblur_jax.core import imageio, sample_data
 from facedeblur_jax.faces import align as fa
 from facedeblur_jax.faces import landmarks as lm
 from tests.faces.synthetic_photo import background, photo_with_face, sample_face

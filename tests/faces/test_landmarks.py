@@ -6,9 +6,9 @@ import dlib
 import numpy as np
 import pytest
 
+from facedeblur_jax.core.imageio import load_image
+from facedeblur_jax.core.sample_data import SAMPLE_FACES
 from facedeblur_jax.faces import landmarks as lm
-from facedeblur_jax.imageio import load_image
-from facedeblur_jax.sample_data import SAMPLE_FACES
 
 
 def test_model_file_is_found_without_importing_the_package():
@@ -36,9 +36,10 @@ def test_missing_dlib_is_one_clear_error(monkeypatch):
 
 def test_importing_the_package_does_not_import_dlib():
     code = (
-        "import sys, facedeblur_jax, facedeblur_jax.cli, facedeblur_jax.evaluators.command, "
-        "facedeblur_jax.data.label_io, facedeblur_jax.losses, facedeblur_jax.faces.deblur_photos, "
-        "facedeblur_jax.faces.analysis, facedeblur_jax.faces.pseudo_labels; "
+        "import sys, facedeblur_jax, facedeblur_jax.cli, facedeblur_jax.commands.eval, "
+        "facedeblur_jax.data.label_io, facedeblur_jax.training.losses, "
+        "facedeblur_jax.serving.photos, "
+        "facedeblur_jax.faces.recognition, facedeblur_jax.faces.pseudo_labels; "
         "print('dlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,12 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facedeblur_jax.core.imageio import load_image
+from facedeblur_jax.core.sample_data import (
+    SAMPLE_FACES,
+    SAMPLE_LABELS,
+    sample_faces,
+    sample_label_path,
+)
 from facedeblur_jax.data import labels as classes
 from facedeblur_jax.data.label_io import load_labels
 from facedeblur_jax.faces import landmarks as lm
 from facedeblur_jax.faces import pseudo_labels as pl
-from facedeblur_jax.imageio import load_image
-from facedeblur_jax.sample_data import SAMPLE_FACES, SAMPLE_LABELS, sample_faces, sample_label_path
 from tests.data.synthetic_face import SIZE, perimeter, shoelace, synthetic_face
 
 # Two clearly frontal bundled faces, mouths open (teeth visible).

@@ -30,8 +30,8 @@ import jax
 import numpy as np
 import torch
 
+from facedeblur_jax.core.imageio import load_image
 from facedeblur_jax.evaluators.identity import recognition, unit
-from facedeblur_jax.imageio import load_image
 from facedeblur_jax.models.mobilefacenet import embed
 from facedeblur_jax.models.mobilefacenet_convert import convert_state_dict, read_checkpoint
 from tests.models.torch_mobilefacenet import TorchMobileFaceNet, torch_embed

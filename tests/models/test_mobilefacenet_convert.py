@@ -19,7 +19,7 @@ from facedeblur_jax.models.npz_weights import unflatten_tree, write_tagged_npz
 
 torch = pytest.importorskip("torch")
 
-from facedeblur_jax.imageio import load_image  # noqa: E402
+from facedeblur_jax.core.imageio import load_image  # noqa: E402
 from facedeblur_jax.models.mobilefacenet_convert import (  # noqa: E402
     convert_state_dict,
     main,

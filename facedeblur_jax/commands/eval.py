@@ -1,0 +1,272 @@
+"""``facedeblur eval``: a checkpoint scored on test faces × a kernel bank, written to a folder.
+
+Runs the evaluators of this package on one checkpoint (and the full model of any extra
+checkpoints): PSNR / SSIM per kernel size and overall (``psnr_ssim.py``, Tables 9 and 10),
+parsing F-scores when the test faces have parsing labels (``parsing.py``, Table 3; all
+``N × K`` blurred images), with ``--face-analysis`` detection / identity / recognition
+(``face_analysis.py``, Table 11), and with ``--identity-weights FILE`` MobileFaceNet
+verification AUC, cosine distance to the clear face and top-1 against the clear test faces
+(``identity.py``) on the same probe images. Writes ``results.json``, ``results.md``,
+``per_image.npz``, the two plots and ``grid.png`` (``report.py``); refuses before any work
+when one of them exists, unless ``--overwrite``.
+
+Faces (``--data``, ``data.py``): the source's test split in source order at the checkpoint's
+``image_size`` with its ``data.resize`` policy; ``--max-faces N`` takes N faces spread evenly
+over the split (records ``⌊i·total/N⌋``: every identity of a split sorted by identity is
+represented, not only the first few).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from facedeblur_jax.core import imageio
+from facedeblur_jax.degrade import kernel_bank as bank_lib
+from facedeblur_jax.evaluators import face_analysis as fa_lib
+from facedeblur_jax.evaluators import identity as identity_lib
+from facedeblur_jax.evaluators import parsing as parsing_lib
+from facedeblur_jax.evaluators import psnr_ssim, report
+from facedeblur_jax.evaluators.faceset import data_spec, load_faces
+from facedeblur_jax.serving.loading import load_model
+from facedeblur_jax.training.schedule import phases_from_config
+
+RESULTS_FORMAT = 1
+
+
+def parse_extra(items: Sequence[str]) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` → ``{NAME: DIR}`` (unique names, not a built-in row name)."""
+    out: dict[str, str] = {}
+    reserved = (*psnr_ssim.BUILTIN_METHODS, "parsing", "ground truth", "clear")
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise ValueError(f"--extra-checkpoint takes NAME=DIR; got {item!r}")
+        if name in out or name in reserved:
+            raise ValueError(f"--extra-checkpoint name {name!r} is used twice or reserved")
+        out[name] = path
+    return out
+
+
+def run(
+    checkpoint: str,
+    data: str,
+    kernels: str,
+    out_dir: str,
+    *,
+    extra_checkpoints: Mapping[str, str] | None = None,
+    max_faces: int | None = None,
+    batch_size: int = 64,
+    noise_sigma: float = psnr_ssim.NOISE_SIGMA,
+    overwrite: bool = False,
+    face_analysis: bool = False,
+    face_analysis_per_face: int = 1,
+    identity_weights: str | None = None,
+    priors: Sequence[str] = (),
+    grid_rows: int = 8,
+    progress: bool = True,
+) -> dict:
+    """The ``facedeblur eval`` command; returns the results dict it wrote."""
+    t0 = time.perf_counter()
+    if max_faces is not None and max_faces < 1:
+        raise ValueError(f"--max-faces must be >= 1; got {max_faces}")
+    if not 0 <= noise_sigma < 1:
+        raise ValueError(f"noise sigma must be in [0, 1); got {noise_sigma}")
+    paths = report.output_paths(out_dir, overwrite=overwrite)  # refuse before any work
+    analyzer = fa_lib.import_face_analysis() if face_analysis else None
+    identity_net = (
+        identity_lib.load_identity_weights(identity_weights) if identity_weights else None
+    )
+    if face_analysis and identity_net is None:
+        print(identity_lib.HOW_TO_ENABLE, file=sys.stderr)
+    overrides, split, gallery_split = data_spec(data)
+    bank_path = pathlib.Path(kernels).expanduser().resolve()
+    bank = bank_lib.load_bank(bank_path)
+    loaded = load_model(checkpoint)
+    extra = {name: load_model(path) for name, path in (extra_checkpoints or {}).items()}
+    config = loaded.config
+    trained_sizes = [int(k) for k in config.degrade.kernel_sizes]
+    if set(bank.unique_sizes) != set(trained_sizes):
+        print(
+            f"note: bank sizes {list(bank.unique_sizes)} differ from the sizes the checkpoint "
+            f"was trained with {trained_sizes} (facedeblur make-kernels --config ...)",
+            file=sys.stderr,
+        )
+    faces = load_faces(config, overrides, split, max_faces=max_faces, batch_size=batch_size)
+    n, k = len(faces), len(bank)
+    if progress:
+        print(
+            f"eval: {n} faces × {k} kernels = {n * k} images at {loaded.image_size} px, "
+            f"batch {batch_size}",
+            file=sys.stderr,
+        )
+    shown = psnr_ssim.grid_pairs(n, k, grid_rows)
+    analysed = analyzer is not None or identity_net is not None
+    probes = psnr_ssim.pairs_per_face(n, k, face_analysis_per_face) if analysed else []
+    scorer = psnr_ssim.Evaluator(
+        loaded.model, faces, bank, batch_size=batch_size, noise_sigma=noise_sigma, priors=priors
+    )
+    ev = scorer.evaluate(
+        loaded.variables,
+        extra=extra,
+        keep=list(dict.fromkeys([*shown, *probes])),
+        progress=progress,
+    )
+    table = psnr_ssim.aggregate(ev["per_image"], bank.sizes, bank.group_labels)
+    # The methods after the built-in three: the fed priors, then the extra checkpoints.
+    more_methods = [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra]
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
+        "checkpoint": {
+            "path": str(pathlib.Path(checkpoint).resolve()),
+            "step": loaded.step,
+            "image_size": loaded.image_size,
+            "trained_kernel_sizes": trained_sizes,
+            "trained_priors": {p.name: p.prior for p in phases_from_config(config)},
+        },
+        "priors": {
+            "fed": list(scorer.priors),
+            "shuffled": "the ground-truth parsing of test face (i + N // 2) mod N",
+        },
+        "extra_checkpoints": {
+            name: {"path": str(pathlib.Path(p).resolve()), "step": extra[name].step}
+            for name, p in (extra_checkpoints or {}).items()
+        },
+        "data": {
+            "spec": data,
+            "split": split,
+            "resize": str(config.data.resize),
+            "num_faces": n,
+            "max_faces": max_faces,
+            "split_size": faces.split_size,
+            "face_selection": "records floor(i * split_size / max_faces)" if max_faces else "all",
+        },
+        "bank": {
+            "path": str(bank_path),
+            "sha256": bank_lib.file_sha256(bank_path),
+            "num_kernels": k,
+            "sizes": list(bank.unique_sizes),
+            "canvas": bank.canvas,
+            "provenance": bank.provenance(),
+        },
+        "protocol": {
+            "blur": "blur.blur (true convolution), reflect border, output H×W",
+            "noise_sigma": noise_sigma,
+            "noise_seed": psnr_ssim.EVAL_NOISE_SEED,
+            "noise_key": (
+                "fold_in(fold_in(fold_in(key(noise_seed), tag), face position in the split), "
+                "bank row)"
+            ),
+            "noise_tag": psnr_ssim.EVAL_NOISE_TAG,
+            "metrics": (
+                "RGB, clipped to [0, 1], whole image, PSNR peak 1 (dm-pix), SSIM dm-pix "
+                "(Gaussian 11×11, σ 1.5); per image, then mean / population std / min"
+            ),
+            "inf": (
+                "PSNR of an output identical to the ground truth is ∞; a mean over a set with ∞ "
+                "is ∞ and its std undefined (n/a); JSON writes non-finite numbers as the "
+                'strings "inf", "-inf", "nan"'
+            ),
+        },
+        "table": table,
+        "parsing": _parsing(loaded, faces, bank, batch_size, noise_sigma),
+        "grid": {
+            "columns": [],
+            "pairs": [
+                {
+                    "face": faces.names[i],
+                    "face_index": int(faces.index[i]),
+                    "kernel_index": j,
+                    "kernel_size": int(bank.sizes[j]),
+                }
+                for i, j in shown
+            ],
+            "rows_text": "faces spread over the test set, kernels from smallest to largest",
+        },
+    }
+    if analyzer is not None:
+        results.update(
+            fa_lib.run_face_analysis(
+                analyzer,
+                ev,
+                probes,
+                faces,
+                extra_names=more_methods,
+                config=config,
+                overrides=overrides,
+                gallery_split=gallery_split,
+                per_face=face_analysis_per_face,
+                batch_size=batch_size,
+            )
+        )
+    if identity_net is not None:
+        results["identity"] = _identity(
+            identity_net, identity_weights, ev, probes, faces, more_methods, config, overrides,
+            gallery_split, face_analysis_per_face, batch_size,
+        )  # fmt: skip
+    timing = dict(ev["timing"])
+    timing["total_s"] = time.perf_counter() - t0
+    results["timing"] = timing
+
+    # Files.
+    if shown:
+        grid, columns = report.make_grid(ev["kept"], shown, faces, list(extra))
+        results["grid"]["columns"] = columns
+        imageio.save_image(paths["grid.png"], grid, overwrite=overwrite)
+    report.plot_vs_size(table, "psnr", paths["psnr_vs_kernel_size.png"])
+    report.plot_vs_size(table, "ssim", paths["ssim_vs_kernel_size.png"])
+    report.save_per_image(paths["per_image.npz"], ev["per_image"], bank.sizes, faces)
+    report.write_json(
+        paths["results.json"], {k: v for k, v in results.items() if not k.endswith("_markdown")}
+    )
+    report.write_markdown(paths["results.md"], results)
+    return results
+
+
+def _parsing(loaded, faces, bank, batch_size: int, noise_sigma: float) -> dict:
+    """Table 3 numbers over every (labelled face, kernel) pair, or why there are none."""
+    labelled = [i for i in range(len(faces)) if faces.has_labels[i]]
+    if not labelled:
+        return {"skipped": "the test faces have no parsing labels"}
+    pairs = [(i, j) for j in range(len(bank)) for i in labelled]
+    scorer = parsing_lib.Evaluator(
+        loaded.model, faces, bank, pairs=pairs, batch_size=batch_size, noise_sigma=noise_sigma
+    )
+    return parsing_lib.summary(scorer.evaluate(loaded.variables))
+
+
+def _identity(
+    variables, weights_path, ev, probes, faces, extra_names, config, overrides, train_split,
+    per_face, batch_size,
+) -> dict:  # fmt: skip
+    """MobileFaceNet identity numbers of the probe images (``identity.analyze``)."""
+    face_idx = np.asarray([i for i, _ in probes])
+    methods = (*psnr_ssim.BUILTIN_METHODS, *extra_names)
+    variants = {m: np.stack([ev["kept"][p][m] for p in probes]) for m in methods}
+    identities = faces.identities[face_idx]
+    if np.any(identities < 0):
+        return {"skipped": "the test faces have no identities (labels.csv)"}
+    out = identity_lib.analyze(
+        variables,
+        faces.images[face_idx],
+        variants,
+        identities,
+        face_idx,
+        batch_size=min(batch_size, 64),
+    )
+    out["weights"] = str(pathlib.Path(weights_path).expanduser().resolve())
+    out["probes"] = {
+        "num_probes": len(probes),
+        "pairs": "face i with bank kernels (i·n + t) mod K, t < n",
+        "per_face": per_face,
+    }
+    out["identities_in_train"] = identity_lib.identities_in_split(
+        config, overrides, train_split, sorted(set(identities.tolist()))
+    )
+    return out

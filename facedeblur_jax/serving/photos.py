@@ -1,0 +1,463 @@
+"""``facedeblur deblur``: deblur the faces in photos of any size, or aligned face crops.
+
+Default (photos): dlib's HOG detector finds the frontal faces in each image; each face's 68
+landmarks give a similarity transform onto the aligned-crop template
+(:mod:`facedeblur_jax.faces.align`), the ``S × S`` crop (S = the model's input size) is
+deblurred, and the result goes back into the full image through the inverse transform with
+a feathered mask. Everything outside the faces' crops is left as it was; the output has the
+input's size. The paper (and the authors' released test code) deblurs aligned crops only;
+this photo path is the project's addition around the same model (docs/design.md §8).
+
+The model is ``--checkpoint`` (a training workdir, a checkpoint folder or a weights file
+from ``facedeblur export-weights``) or, without it, the model bundled with the package
+(:func:`facedeblur_jax.serving.loading.bundled_model_path`), named with its training data and
+step in one printed line; a package without one says to pass ``--checkpoint``.
+
+Faces at the border. A crop that runs off the photo repeats the photo's edge pixels there,
+and only crop pixels whose source lay inside the photo are pasted back
+(:mod:`facedeblur_jax.faces.align`), so the photo's outermost rows and columns get the
+restored face without a dark seam.
+
+Large faces. The crop of a face larger than the model's input is shrunk to ``S`` px before
+deblurring; pasted back, the result has only ``S`` px of detail across the crop, less than
+the photo had. A face whose crop is shrunk more than ``--max-downscale`` times (default
+:data:`MAX_DOWNSCALE` = 2: the pasted face would have at most half the photo's linear
+resolution) is *large*: a warning names the file, the face (1 = largest) and the factor,
+and ``--large-faces`` decides what becomes of it: ``crop`` (default) leaves it as it was in
+the photo and writes its deblurred ``S``-px aligned crop as ``OUT/<stem>_face<k>.png``, so
+nothing the photo had is lost and the model's result is still there to look at; ``keep``
+leaves it as it was and writes nothing for it; ``paste`` pastes it back anyway (softer).
+``--max-downscale inf`` treats no face as large. A photo whose faces are all large is not
+written (it would be a copy of the input); with ``keep`` it counts as skipped.
+
+``--no-align`` (aligned crops, like the training data): each image is resized to ``S × S``,
+deblurred and resized back to its own size (with the same warning when it is shrunk more
+than ``--max-downscale`` times; there is nothing to keep apart there).
+
+Outputs are ``OUT/<stem>.png``. Unreadable files are reported and skipped; an existing
+output (or an output that would replace an input) is never overwritten unless
+``--overwrite``; output names are resolved inside ``OUT``. Files are written atomically with
+the permissions of the user's umask. If a run writes nothing, the output folder is removed
+again when the run created it (never a folder that existed before).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+
+from facedeblur_jax.core import imageio
+from facedeblur_jax.faces import align as face_align
+from facedeblur_jax.serving import loading as inference
+from facedeblur_jax.serving.loading import deblur_array, load_model, make_deblur_fn
+
+# Photos are searched at most this large (longer side); larger ones on a shrunk copy.
+MAX_DETECT_SIDE = 1600
+# Up to this size (longer side) a photo is searched at the detector's own scale and once
+# more upsampled ×2 (faces from ~40 px instead of ~80 px).
+UPSAMPLE_BELOW = 1000
+# Boxes from the two searches overlapping this much (IoU) are the same face.
+SAME_FACE_IOU = 0.3
+# A face whose crop is shrunk more than this many times to the model's input is "large".
+MAX_DOWNSCALE = 2.0
+# What becomes of a large face: its deblurred crop written beside the photo ("crop"), left
+# as it was ("keep"), or pasted back anyway ("paste").
+LARGE_FACE_POLICIES = ("crop", "keep", "paste")
+LARGE_FACES = "crop"
+
+
+def collect_inputs(inputs: list[str]) -> list[pathlib.Path]:
+    """Image files named directly or found (sorted, non-recursive, hidden names skipped) in
+    named folders."""
+    files = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            files += sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {item!r} does not exist")
+    return files
+
+
+def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.ndarray]:
+    """dlib's 68 landmarks of every frontal face in a photo, largest face first.
+
+    The HOG detector runs on the photo (shrunk to :data:`MAX_DETECT_SIDE` on its longer side
+    if larger) at ``upsample_num_times=upsample``; by default at 0 and, for photos of at most
+    :data:`UPSAMPLE_BELOW` px, also at 1, keeping the union of the boxes. Landmarks are
+    predicted on the full-resolution photo.
+
+    Args:
+      image: ``uint8[H, W, 3]``.
+    Returns:
+      ``[f32[68, 2]]`` (x, y) pixel coordinates, one per face.
+    """
+    from facedeblur_jax.faces import landmarks as lm
+
+    dlib = lm.dlib_module()
+    detector, predictor = lm.detector(), lm.shape_predictor()
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    scale = min(1.0, MAX_DETECT_SIDE / max(h, w))
+    small = image
+    if scale < 1.0:
+        small = imageio.resize_hw(image, max(round(h * scale), 1), max(round(w * scale), 1))
+    tries = [upsample] if upsample is not None else [0, 1] if max(h, w) <= UPSAMPLE_BELOW else [0]
+    boxes = []
+    for times in tries:  # union over the levels: a face found at both is kept once
+        for r in detector(small, times):
+            box = [round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom())]
+            if all(lm.box_iou(box, other) < SAME_FACE_IOU for other in boxes):
+                boxes.append(box)
+    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+    faces = []
+    for box in boxes:
+        shape = predictor(image, dlib.rectangle(*box))
+        faces.append(np.array([[p.x, p.y] for p in shape.parts()], np.float32))
+    return faces
+
+
+def alignment(landmarks68: np.ndarray, size: int) -> np.ndarray:
+    """``f64[2, 3]`` similarity from photo to ``size × size`` aligned-crop coordinates."""
+    return face_align.estimate_similarity(
+        face_align.five_points(landmarks68), face_align.template(size)
+    )
+
+
+class _Deblurrer:
+    """The model's jitted forward pass (compiled once) over padded batches of crops."""
+
+    def __init__(self, loaded, batch_size: int):
+        self.fn = make_deblur_fn(loaded)
+        self.batch_size = batch_size
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """``uint8[N, S, S, 3]`` -> ``f32[N, S, S, 3]`` in [0, 1]."""
+        x = crops.astype(np.float32) / 255.0
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            chunk = x[i : i + self.batch_size]
+            n = len(chunk)
+            if n < self.batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - n, 0)])
+            y = self.fn(jnp.asarray(chunk)).y
+            out.append(np.asarray(jnp.clip(y, 0.0, 1.0))[:n])
+        return np.concatenate(out)
+
+
+@dataclasses.dataclass
+class _Face:
+    m: np.ndarray  # f64[2, 3] from the photo to the model-sized crop
+    crop: np.ndarray | None  # uint8[S, S, 3], None when the face is left as it was
+    paste: bool  # paste the deblurred crop back into the photo
+    crop_target: pathlib.Path | None  # write the deblurred crop here instead
+
+
+@dataclasses.dataclass
+class _Photo:
+    path: pathlib.Path
+    target: pathlib.Path
+    image: np.ndarray  # uint8[H, W, 3]
+    faces: list[_Face]
+
+
+def _plan(files, out_root: pathlib.Path, overwrite: bool):
+    """``(path, target)`` of each input to process, and the number skipped (with messages)."""
+    resolved_inputs = {p.resolve() for p in files}
+    jobs, skipped, seen = [], 0, set()
+    for path in files:
+        target = imageio.safe_output_path(out_root, path.stem + ".png")
+        if target in seen:
+            print(f"skip {path}: another input already writes {target.name}")
+            skipped += 1
+            continue
+        if target.exists() and not overwrite:
+            why = "it is an input" if target in resolved_inputs else "it exists"
+            print(f"skip {path}: would overwrite {target} ({why}; use --overwrite)")
+            skipped += 1
+            continue
+        seen.add(target)
+        jobs.append((path, target))
+    return jobs, skipped
+
+
+def _run_aligned(
+    loaded, jobs, *, overwrite: bool, batch_size: int, max_downscale: float
+) -> tuple[int, int]:
+    """``--no-align``: resize each crop to the model's size and back. -> (written, skipped)."""
+    size = loaded.image_size
+    loaded_jobs, skipped = [], 0
+    for path, target in jobs:
+        try:
+            image = imageio.load_image(path)
+        except imageio.ImageError as e:
+            print(f"skip {path}: {e}")
+            skipped += 1
+            continue
+        factor = max(image.shape[:2]) / size
+        if factor > max_downscale:
+            print(
+                f"warning: {path}: shrunk {factor:.1f}× to the model's {size} px and resized "
+                "back: the result is softer than the input"
+            )
+        loaded_jobs.append((target, image))
+    if loaded_jobs:
+        batch = np.stack([imageio.resize(image, size) for _, image in loaded_jobs])
+        restored = deblur_array(loaded, batch, batch_size=batch_size)
+        for (target, image), y in zip(loaded_jobs, restored, strict=True):
+            y8 = imageio.to_uint8(y)
+            if image.shape[:2] != (size, size):
+                y8 = imageio.resize_hw(y8, image.shape[0], image.shape[1])
+            imageio.save_image(target, y8, overwrite=overwrite)
+    return len(loaded_jobs), skipped
+
+
+def downscale_factor(m: np.ndarray) -> float:
+    """How many times the alignment ``m`` (photo -> crop) shrinks the face: ``1 / scale``."""
+    return 1.0 / face_align.affine_scale(m)
+
+
+def _plan_faces(
+    path: pathlib.Path,
+    image: np.ndarray,
+    transforms: list[np.ndarray],
+    size: int,
+    *,
+    max_downscale: float,
+    large_faces: str,
+    claimed: set[pathlib.Path],
+    out_root: pathlib.Path,
+    overwrite: bool,
+) -> list[_Face]:
+    """What happens to each face of a photo (warnings printed for large faces)."""
+    faces = []
+    for k, m in enumerate(transforms, start=1):
+        factor = downscale_factor(m)
+        if factor <= max_downscale or large_faces == "paste":
+            if factor > max_downscale:
+                print(
+                    f"warning: {path}: face {k} is shrunk {factor:.1f}× (a {size * factor:.0f}"
+                    f"-px crop to the model's {size} px, more than --max-downscale "
+                    f"{max_downscale:g}); pasted back anyway, softer than the photo "
+                    "(--large-faces paste)"
+                )
+            faces.append(_Face(m, face_align.align_crop(image, m, size), True, None))
+            continue
+        head = (
+            f"warning: {path}: face {k} is shrunk {factor:.1f}× (a {size * factor:.0f}-px crop "
+            f"to the model's {size} px, more than --max-downscale {max_downscale:g}); pasted "
+            "back it would be softer than the photo, so the photo keeps it as it was"
+        )
+        target = None
+        if large_faces == "crop":
+            target = imageio.safe_output_path(out_root, f"{path.stem}_face{k}.png")
+            if target in claimed:
+                print(f"{head}; its crop is not written: another output is {target.name}")
+                target = None
+            elif target.exists() and not overwrite:
+                print(f"{head}; its crop is not written: {target} exists (use --overwrite)")
+                target = None
+            else:
+                print(f"{head}; its deblurred {size}-px crop goes to {target.name}")
+                claimed.add(target)
+        else:
+            print(f"{head} (--large-faces keep)")
+        crop = face_align.align_crop(image, m, size) if target is not None else None
+        faces.append(_Face(m, crop, False, target))
+    return faces
+
+
+def _run_photos(
+    loaded,
+    jobs,
+    out_root: pathlib.Path,
+    *,
+    overwrite: bool,
+    batch_size: int,
+    upsample: int | None,
+    max_downscale: float,
+    large_faces: str,
+) -> dict[str, int]:
+    """Detect, align, deblur, paste back. -> counts: images, faces (pasted), crops (written
+    instead of pasted), skipped (images)."""
+    size = loaded.image_size
+    deblur = _Deblurrer(loaded, batch_size)
+    mask = face_align.feather_mask(size)
+    pending: list[_Photo] = []
+    counts = dict(images=0, faces=0, crops=0, skipped=0)
+    claimed = {target for _, target in jobs}
+
+    def flush():
+        todo = [face for photo in pending for face in photo.faces if face.crop is not None]
+        if todo:
+            restored = deblur(np.stack([face.crop for face in todo]))
+            for face, y in zip(todo, restored, strict=True):
+                face.crop = y
+        for photo in pending:
+            out = photo.image
+            for face in photo.faces:
+                if face.paste:
+                    out = face_align.paste_back(out, face.crop, face.m, mask)
+                elif face.crop_target is not None:
+                    imageio.save_image(face.crop_target, face.crop, overwrite=overwrite)
+                    counts["crops"] += 1
+            pasted = sum(face.paste for face in photo.faces)
+            if pasted:
+                imageio.save_image(photo.target, out, overwrite=overwrite)
+                counts["images"] += 1
+                counts["faces"] += pasted
+        pending.clear()
+
+    for path, target in jobs:
+        try:
+            image = imageio.load_image(path)
+        except imageio.ImageError as e:
+            print(f"skip {path}: {e}")
+            counts["skipped"] += 1
+            continue
+        found = find_faces(image, upsample=upsample)
+        if not found:
+            print(
+                f"skip {path}: no face found (dlib HOG frontal detector); "
+                "for an already aligned face crop use --no-align"
+            )
+            counts["skipped"] += 1
+            continue
+        faces = _plan_faces(
+            path,
+            image,
+            [alignment(points, size) for points in found],
+            size,
+            max_downscale=max_downscale,
+            large_faces=large_faces,
+            claimed=claimed,
+            out_root=out_root,
+            overwrite=overwrite,
+        )
+        if not any(face.paste or face.crop_target is not None for face in faces):
+            print(f"skip {path}: every face in it is left as it was (large faces, see above)")
+            counts["skipped"] += 1
+            continue
+        pending.append(_Photo(path, target, image, faces))
+        if sum(face.crop is not None for p in pending for face in p.faces) >= batch_size:
+            flush()
+    flush()
+    return counts
+
+
+def _folders_to_create(folder: pathlib.Path) -> list[pathlib.Path]:
+    """The folders ``folder.mkdir(parents=True)`` would create, outermost first."""
+    missing = []
+    folder = folder.absolute()
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
+def run(
+    checkpoint: str | None,
+    inputs: list[str],
+    out_dir: str,
+    *,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    align: bool = True,
+    upsample: int | None = None,
+    max_downscale: float = MAX_DOWNSCALE,
+    large_faces: str = LARGE_FACES,
+) -> int:
+    """Deblurs ``inputs`` into ``out_dir``; 0 if anything was written (or nothing skipped).
+
+    ``checkpoint``: a workdir, checkpoint folder or weights file (``.npz``); ``None`` is the
+    model bundled with the package (:func:`facedeblur_jax.serving.loading.bundled_model_path`),
+    named in one printed line, or a ``ValueError`` when the package has none.
+    ``align=False`` is ``--no-align`` (aligned crops); ``upsample`` overrides the face
+    detector's ``upsample_num_times`` (see :func:`find_faces`); ``max_downscale`` and
+    ``large_faces`` say which faces are large and what becomes of them (module docstring).
+    A folder this call creates for the outputs is removed again if nothing was written.
+    """
+    if not max_downscale >= 1.0:  # also refuses NaN
+        raise ValueError(
+            f"--max-downscale must be at least 1 (a face is large when its crop is shrunk "
+            f"more than this), got {max_downscale}"
+        )
+    if large_faces not in LARGE_FACE_POLICIES:
+        raise ValueError(f"--large-faces must be one of {LARGE_FACE_POLICIES}, got {large_faces!r}")
+    bundled = checkpoint is None
+    if bundled:
+        checkpoint = inference.bundled_model_path()
+        if checkpoint is None:
+            raise ValueError(
+                f"no model is bundled with this package ({inference.BUNDLED_MODEL} is "
+                "missing): pass "
+                "--checkpoint WORKDIR, a checkpoint folder or a weights file from "
+                "'facedeblur export-weights'"
+            )
+    files = collect_inputs(inputs)
+    if not files:
+        raise ValueError(f"no images found in {inputs}")
+    if align:
+        from facedeblur_jax.faces import landmarks as lm
+
+        try:
+            # dlib and its models, before the checkpoint is loaded.
+            lm.detector()
+            lm.shape_predictor()
+        except ModuleNotFoundError as e:
+            raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
+    loaded = load_model(checkpoint)
+    if bundled:
+        from facedeblur_jax.serving.weights_file import describe
+
+        card = inference.PRETRAINED_DIR / "README.md"
+        print(f"using the bundled model {describe(loaded)}; see {card}")
+    out_root = pathlib.Path(out_dir)
+    created = _folders_to_create(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    try:
+        jobs, skipped = _plan(files, out_root, overwrite)
+        if align:
+            counts = _run_photos(
+                loaded,
+                jobs,
+                out_root,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                upsample=upsample,
+                max_downscale=max_downscale,
+                large_faces=large_faces,
+            )
+            written = counts["images"] + counts["crops"]
+            skipped += counts["skipped"]
+            crops = f"; {counts['crops']} large face crop(s) written" if counts["crops"] else ""
+            print(
+                f"deblurred {counts['faces']} face(s) in {counts['images']} image(s) into "
+                f"{out_root}{crops}; skipped {skipped}"
+            )
+        else:
+            written, more = _run_aligned(
+                loaded,
+                jobs,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                max_downscale=max_downscale,
+            )
+            skipped += more
+            print(f"deblurred {written} image(s) into {out_root}; skipped {skipped}")
+    finally:
+        for folder in reversed(created):  # only what this call created, and only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return 0 if written or not skipped else 1

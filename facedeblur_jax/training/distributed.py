@@ -1,0 +1,249 @@
+"""Joining a multi-host run: one process per host, ``jax.distributed`` over TCP.
+
+``config.train.distributed=True`` makes every process call :func:`initialize` first thing
+(docs/design.md §6). Each setting comes from its config key, else its environment variable,
+else JAX's cluster detection (SLURM, Open MPI, Cloud TPU pods, Kubernetes):
+
+- the coordinator ``HOST:PORT``: ``train.coordinator_address`` / ``JAX_COORDINATOR_ADDRESS``;
+- the number of processes: ``train.num_processes`` / ``JAX_NUM_PROCESSES``;
+- this process's id, ``0 .. n - 1``: ``train.process_id`` / ``JAX_PROCESS_ID``.
+
+Process 0 runs the coordinator; every process must reach it, and all share the workdir
+(one folder every host sees: process 0 writes the metrics, Orbax writes each checkpoint
+once). On CPUs the processes' collectives run over gloo (JAX's default).
+
+Every wait is bounded by ``train.distributed_timeout_s``. When a peer never comes, JAX
+ends the process with a C++ abort and a stack dump, which Python cannot catch; a watchdog
+thread therefore ends the process itself first, with one ``facedeblur train: error:``
+line: "no coordinator answers at ADDR" (a process started without process 0, or a wrong
+address) or "process K did not join" (the coordinator waited for a missing process).
+After joining, :func:`check_same_run` compares every process's config and workdir with
+process 0's through the coordinator's key-value store, and :func:`check_all_ready` lets
+a process whose start-up checks failed (a file missing on its host) stop the others: every
+process raises :class:`ClusterError` with the cause instead of stalling in the first
+collective.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+
+ENV = {
+    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
+# Keys that may differ between the processes of one run.
+PER_PROCESS_KEYS = ("train.process_id",)
+
+
+class ClusterError(RuntimeError):
+    """The processes of a multi-host run cannot work together (named in the message)."""
+
+
+def cluster_settings(
+    train_config: ml_collections.ConfigDict, environ: Mapping[str, str] | None = None
+) -> dict:
+    """``{"coordinator_address": str | None, "num_processes": int | None, "process_id": int
+    | None, "timeout_s": int}`` from the config keys, else the environment variables
+    (:data:`ENV`); ``None`` leaves a setting to JAX's cluster detection.
+
+    Raises ``ValueError`` naming the key or variable whose value is not usable.
+    """
+    environ = os.environ if environ is None else environ
+    out: dict = {}
+    address = str(train_config.coordinator_address or "") or environ.get(ENV["coordinator_address"])
+    if address is not None and (":" not in address or not address.rsplit(":", 1)[1].isdigit()):
+        raise ValueError(
+            f"coordinator address {address!r} (train.coordinator_address or "
+            f"{ENV['coordinator_address']}) must be HOST:PORT"
+        )
+    out["coordinator_address"] = address or None
+    for key in ("num_processes", "process_id"):
+        value = int(train_config[key])
+        if value < 0 and environ.get(ENV[key], "") != "":
+            text = environ[ENV[key]]
+            if not text.strip().isdigit():
+                raise ValueError(f"{ENV[key]}={text!r} must be a non-negative integer")
+            value = int(text)
+        out[key] = value if value >= 0 else None
+    if out["num_processes"] is not None and out["num_processes"] < 1:
+        raise ValueError(f"train.num_processes must be >= 1; got {out['num_processes']}")
+    n, pid = out["num_processes"], out["process_id"]
+    if n is not None and pid is not None and pid >= n:
+        raise ValueError(f"train.process_id={pid} must be below train.num_processes={n}")
+    timeout = int(train_config.distributed_timeout_s)
+    if timeout < 1:
+        raise ValueError(f"train.distributed_timeout_s must be >= 1; got {timeout}")
+    out["timeout_s"] = timeout
+    return out
+
+
+def _answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``HOST:PORT``."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _missing_message(settings: dict) -> str:
+    address, n, pid = (settings[k] for k in ("coordinator_address", "num_processes", "process_id"))
+    waited = f"{settings['timeout_s']} s (train.distributed_timeout_s)"
+    if None in (address, n, pid):
+        return (
+            f"this process did not join the run within {waited} (coordinator, process count "
+            "and id as the cluster environment gave them)"
+        )
+    if pid != 0 and not _answers(address):
+        return (
+            f"process {pid} of {n}: no coordinator answers at {address} after {waited}; "
+            "start process 0 with the same train.coordinator_address, or fix the address"
+        )
+    if pid == 0:
+        others = "process 1" if n == 2 else f"one of the processes 1..{n - 1}"
+    else:
+        others = f"one of the other {n - 1} processes"
+    return (
+        f"process {pid} of {n}: {others} did not join the coordinator at {address} within "
+        f"{waited}; start all {n} processes with train.num_processes={n}, each with its "
+        "own train.process_id"
+    )
+
+
+def initialize(train_config: ml_collections.ConfigDict) -> None:
+    """Joins the run's other processes (``jax.distributed.initialize``) within
+    ``train.distributed_timeout_s``, else ends this process with one error line (see the
+    module docstring). Call before anything touches a JAX device; a second call in a
+    process that already joined does nothing.
+
+    Raises:
+      ClusterError: no coordinator address, process count or id, neither configured nor
+        detected.
+      ValueError: a setting that is not usable (named).
+    """
+    settings = cluster_settings(train_config)
+    if jax.distributed.is_initialized():
+        return
+    timeout = settings["timeout_s"]
+
+    def give_up():
+        print(f"facedeblur train: error: {_missing_message(settings)}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=settings["coordinator_address"],
+            num_processes=settings["num_processes"],
+            process_id=settings["process_id"],
+            # JAX's own limit stays above the watchdog's, which speaks first.
+            initialization_timeout=timeout + 30,
+            shutdown_timeout_seconds=timeout,
+        )
+    except ValueError as e:
+        missing = [f"train.{k} (or {v})" for k, v in ENV.items() if settings[k] is None]
+        verb = "is" if len(missing) == 1 else "are"
+        raise ClusterError(
+            f"train.distributed=True, but {', '.join(missing)} {verb} not set and no "
+            f"cluster was detected ({e})"
+        ) from e
+    finally:
+        watchdog.cancel()
+
+
+def _client():
+    # The coordinator's key-value store. JAX exposes no public handle to it; Orbax uses this
+    # same attribute for its multi-host barriers.
+    from jax._src import distributed as jax_distributed
+
+    return jax_distributed.global_state.client
+
+
+def check_same_run(
+    config: ml_collections.ConfigDict, workdir: str, timeout_s: int, tag: str = "run"
+) -> None:
+    """Raises :class:`ClusterError` in every process when some process was started with
+    another config (keys other than :data:`PER_PROCESS_KEYS`) or another workdir than
+    process 0; the message names the process and up to five differing keys. A process that
+    does not publish its config within ``timeout_s`` is named too. No-op with one process.
+    """
+    n = jax.process_count()
+    if n == 1:
+        return
+    from facedeblur_jax.training.checkpoint import config_diff
+
+    client = _client()
+    mine = json.dumps({"config": config.to_json_best_effort(), "workdir": str(workdir)})
+    client.key_value_set(f"facedeblur/{tag}/{jax.process_index()}", mine)
+    runs = {}
+    for p in range(n):
+        try:
+            runs[p] = json.loads(
+                client.blocking_key_value_get(f"facedeblur/{tag}/{p}", timeout_s * 1000)
+            )
+        except Exception as e:  # JAX raises its runtime error type on a timeout
+            raise ClusterError(
+                f"process {p} of {n} did not publish its config within {timeout_s} s"
+            ) from e
+    ref = runs[0]
+    problems = []
+    for p in range(1, n):
+        if runs[p]["workdir"] != ref["workdir"]:
+            problems.append(
+                f"process {p} has --workdir {runs[p]['workdir']!r}, process 0 {ref['workdir']!r}"
+            )
+        diff = config_diff(
+            ml_collections.ConfigDict(json.loads(ref["config"])),
+            ml_collections.ConfigDict(json.loads(runs[p]["config"])),
+        )
+        diff = {k: v for k, v in diff.items() if k not in PER_PROCESS_KEYS}
+        if diff:
+            shown = [f"{k}={b!r} (process 0: {a!r})" for k, (a, b) in list(diff.items())[:5]]
+            more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+            problems.append(f"process {p} has {', '.join(shown)}{more}")
+    if problems:
+        raise ClusterError(
+            "the processes were started with different settings: "
+            + "; ".join(problems)
+            + "; start every process with the same config, overrides and --workdir"
+        )
+
+
+def check_all_ready(error: BaseException | None, timeout_s: int) -> None:
+    """Start-up barrier that carries errors: every process publishes whether its start-up
+    checks passed (``error`` is ``None``) and waits for the others'. A process whose checks
+    passed raises :class:`ClusterError` naming the first process that failed and its
+    message, so a file missing on one host stops every process at once instead of leaving
+    the others in a collective. A failed process returns (the caller raises its own error).
+    No-op with one process."""
+    n = jax.process_count()
+    if n == 1:
+        return
+    client, me = _client(), jax.process_index()
+    text = "" if error is None else (str(error).strip().splitlines() or [type(error).__name__])[0]
+    client.key_value_set(f"facedeblur/ready/{me}", text or ("" if error is None else "error"))
+    if error is not None:
+        return
+    for p in range(n):
+        try:
+            status = client.blocking_key_value_get(f"facedeblur/ready/{p}", timeout_s * 1000)
+        except Exception as e:  # JAX raises its runtime error type on a timeout
+            raise ClusterError(
+                f"process {p} of {n} did not finish its start-up checks within {timeout_s} s"
+            ) from e
+        if status:
+            raise ClusterError(f"process {p} of {n} stopped: {status}")
