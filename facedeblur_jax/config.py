@@ -18,11 +18,13 @@ import difflib
 import importlib
 import importlib.util
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
+
+from facedeblur_jax.configs import paper
 
 BUILTIN = (
     "paper",
@@ -36,7 +38,6 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 
 def reference_config() -> ml_collections.ConfigDict:
     """The schema: the built-in ``paper`` config (``facedeblur_jax/configs/paper.py``)."""
-    from facedeblur_jax.configs import paper
 
     return paper.get_config()
 
@@ -137,6 +138,30 @@ def parse_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def split_overrides(rest: Sequence[str]) -> dict[str, object]:
+    """``["--config.a.b=1", "--config.c", "x"]`` -> ``{"a.b": 1, "c": "x"}`` (big_vision's
+    override form; each value read by :func:`parse_value`).
+
+    Raises:
+      ValueError: an argument of another form, or an override without a value (named).
+    """
+    out: dict[str, object] = {}
+    items = list(rest)
+    while items:
+        arg = items.pop(0)
+        if not arg.startswith("--config."):
+            raise ValueError(f"unrecognised argument {arg!r}")
+        key = arg[len("--config.") :]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        elif items:
+            value = items.pop(0)
+        else:
+            raise ValueError(f"{arg} needs a value")
+        out[key] = parse_value(value)
+    return out
 
 
 def apply_overrides(

@@ -85,7 +85,7 @@ def tiny_checkpoint(tmp_path_factory):
 def tiny_weights_file(tiny_checkpoint, tmp_path_factory):
     """The generator of :func:`tiny_checkpoint` as a weights file (``facedeblur
     export-weights``' function), named ``tiny`` with a one-entry card."""
-    from facedeblur_jax.serving.weights_file import export_weights
+    from facedeblur_jax.serving.loading import export_weights
 
     folder = tmp_path_factory.mktemp("tiny_weights")
     card = folder / "card.json"

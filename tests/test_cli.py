@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 from tests.data.conftest import write_face_tree
 
 PACKAGE = REPO_ROOT / "facedeblur_jax"
-COMMANDS = ("demo", "train", "deblur", "eval", "compare", "export", *cli.TOOLS)
+COMMANDS = tuple(cli.COMMANDS)
 # A dispatching subcommand's options are those of the command it dispatches to.
 HELP_ARGV = {"data": ("data", "prepare", "celeba")}
 

@@ -3,8 +3,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import BUILTIN, load_config, validate
+from facedeblur_jax.config import BUILTIN, load_config, reference_config, split_overrides, validate
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "facedeblur_jax" / "configs"
 
@@ -102,7 +101,7 @@ def test_validate_accepts_reference():
 
 
 def test_bad_cli_argument():
-    with pytest.raises(SystemExit, match="unrecognised argument '--epochs=3'"):
+    with pytest.raises(ValueError, match="unrecognised argument '--epochs=3'"):
         split_overrides(["--epochs=3"])
 
 
@@ -144,3 +143,9 @@ def test_image_size_that_the_pools_cannot_halve_is_named():
             "tiny", {"image_size": 66, "model.parsing_features": (8,), "model.num_scales": 3}
         )
     assert load_config("tiny", {"image_size": 96}).image_size == 96
+
+
+def test_the_schema_and_the_degradation_read_the_same_degrade_keys():
+    from facedeblur_jax.degrade.synthesize import DEGRADE_KEYS
+
+    assert sorted(DEGRADE_KEYS) == sorted(reference_config().degrade.keys())

@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from facedeblur_jax.bench import throughput as bench_throughput
-from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import load_config
+from facedeblur_jax.config import load_config, split_overrides
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.degrade.synthesize import synthesize
 

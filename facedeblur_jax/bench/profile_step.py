@@ -33,8 +33,7 @@ import time
 import jax
 
 from facedeblur_jax.bench import throughput as bt
-from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import load_config
+from facedeblur_jax.config import load_config, split_overrides
 
 # Kernel classes by name (cuDNN / cuBLAS / CUTLASS kernel names; XLA's fusion names).
 CLASSES = (

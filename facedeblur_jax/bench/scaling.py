@@ -38,8 +38,7 @@ import traceback  # noqa: E402
 import jax  # noqa: E402
 
 from facedeblur_jax.bench import throughput as bt  # noqa: E402
-from facedeblur_jax.cli import split_overrides  # noqa: E402
-from facedeblur_jax.config import load_config  # noqa: E402
+from facedeblur_jax.config import load_config, split_overrides  # noqa: E402
 
 FAKE_DEVICE_NOTE = (
     "fake CPU devices (--xla_force_host_platform_device_count) share the host's "

@@ -100,6 +100,7 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import json
@@ -113,12 +114,23 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
 
-from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import load_config
-from facedeblur_jax.models.factory import build_model
+from facedeblur_jax.bench import hlo_collectives
+from facedeblur_jax.config import load_config, split_overrides
+from facedeblur_jax.core.compile_cache import enable_compilation_cache
+from facedeblur_jax.degrade.kernel_pool import pool_from_config
+from facedeblur_jax.degrade.synthesize import synthesize
+from facedeblur_jax.models.factory import build_discriminator, build_model, compute_dtype
+from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
+from facedeblur_jax.state.train_state import TrainState, make_optimizer, net_of
+from facedeblur_jax.training.loop import make_mesh
+from facedeblur_jax.training.schedule import phases_from_config
+from facedeblur_jax.training.step import AXIS, build_train_step, sample_keys
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -251,7 +263,7 @@ def jax_variables(ctx: BenchContext):
     """Random float32 params + batch stats of the generator, shared by all dtypes and torch
     (random everywhere: the zero-initialised last convs of a fresh init would not do)."""
     if "jax_variables" not in ctx.cache:
-        from facedeblur_jax.bench import torch_reference as tr
+        from facedeblur_jax.bench import torch_reference as tr  # deferred: imports torch (optional)
 
         cfg = ctx.config_for("fp32")
         size = cfg.image_size
@@ -298,7 +310,6 @@ def _specs(tree, sharding):
 
 def _on_cpu(tree):
     """:func:`_specs` on the host CPU device."""
-    from jax.sharding import SingleDeviceSharding
 
     return _specs(tree, SingleDeviceSharding(jax.devices("cpu")[0]))
 
@@ -369,7 +380,7 @@ def jax_inference_row(ctx: BenchContext, batch: int, dtype: str) -> dict:
 
 
 def _torch_device():
-    import torch
+    import torch  # deferred: torch is optional (the test extra)
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -377,7 +388,7 @@ def _torch_device():
 def _torch_model(ctx: BenchContext):
     """Eval-mode torch model with the JAX init's weights (shared by dtypes and variants)."""
     if "torch_model" not in ctx.cache:
-        from facedeblur_jax.bench import torch_reference as tr
+        from facedeblur_jax.bench import torch_reference as tr  # deferred: imports torch (optional)
 
         cfg = ctx.config_for("fp32")
         model = tr.load_flax_params(tr.build_model(cfg), jax_variables(ctx))
@@ -386,7 +397,7 @@ def _torch_model(ctx: BenchContext):
 
 
 def torch_inference_row(ctx: BenchContext, batch: int, dtype: str, compiled: bool) -> dict:
-    import torch
+    import torch  # deferred: torch is optional (the test extra)
 
     device = _torch_device()
     cuda = device.type == "cuda"
@@ -451,7 +462,6 @@ def train_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
 
 
 def bench_phases(cfg) -> dict:
-    from facedeblur_jax.training.schedule import phases_from_config
 
     return {p.name: p for p in phases_from_config(cfg)}
 
@@ -477,7 +487,6 @@ def _train_config(ctx: BenchContext, dtype: str, batch: int):
 def _kernel_pool(ctx: BenchContext, cfg, mesh=None):
     """The run's kernel pool when ``degrade.kernel_pool_size > 0`` (sampled once per
     benchmark, as a training run does at start-up), replicated on ``mesh``; else ``None``."""
-    from facedeblur_jax.degrade.kernel_pool import pool_from_config
 
     if not cfg.degrade.kernel_pool_size:
         return None
@@ -488,15 +497,12 @@ def _kernel_pool(ctx: BenchContext, cfg, mesh=None):
     pool = ctx.cache["kernel_pool"]
     if mesh is None:
         return pool
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
     return jax.device_put(pool, NamedSharding(mesh, P()))
 
 
 def train_mesh(ctx: BenchContext, n: int | None = None):
     """A ``"data"`` mesh over the first ``n`` (``--devices``; default all) local devices."""
-    from facedeblur_jax.training.loop import make_mesh
 
     devices = jax.devices()
     n = n or ctx.num_devices or len(devices)
@@ -509,9 +515,7 @@ def _host_train_state(ctx: BenchContext):
     """A random float32 ``TrainState`` as numpy arrays (G as the inference rows, random D,
     zero Adam moments), shared by every row and, converted, by torch."""
     if "train_state" not in ctx.cache:
-        from facedeblur_jax.bench import torch_reference as tr
-        from facedeblur_jax.models.factory import build_discriminator
-        from facedeblur_jax.training.state import TrainState, make_optimizer
+        from facedeblur_jax.bench import torch_reference as tr  # deferred: imports torch (optional)
 
         cfg = ctx.config_for("fp32")
         size = cfg.image_size
@@ -553,8 +557,6 @@ def _jax_vgg(ctx: BenchContext, cfg, phase):
     weights when the config names no file (``VGG_RANDOM``, benchmark only)."""
     if phase.loss["vgg"] <= 0:
         return None, None
-    from facedeblur_jax.models.factory import compute_dtype
-    from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
 
     layers = tuple(cfg.loss.vgg_layers)
     net = VGGFace(layers=layers, dtype=compute_dtype(cfg.model))
@@ -563,7 +565,7 @@ def _jax_vgg(ctx: BenchContext, cfg, phase):
     else:
         key = ("jax_vgg_random", layers)
         if key not in ctx.cache:
-            from facedeblur_jax.bench import torch_reference as tr
+            from facedeblur_jax.bench import torch_reference as tr  # deferred: torch
 
             size = cfg.image_size
             x = jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32)
@@ -574,7 +576,6 @@ def _jax_vgg(ctx: BenchContext, cfg, phase):
 
 
 def _n_trainable(state, phase) -> int:
-    from facedeblur_jax.training.state import net_of
 
     return sum(
         int(np.prod(leaf.shape))
@@ -590,11 +591,6 @@ def _jax_degrade(ctx: BenchContext, cfg, batch: int, mesh) -> dict:
     afresh beside every step so that both see the same machine load."""
     key = ("jax_degrade", batch, mesh.size)
     if key not in ctx.cache:
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        from facedeblur_jax.degrade.synthesize import synthesize
-        from facedeblur_jax.training.step import AXIS, sample_keys
 
         def body(rng, images, labels, pool):  # the first lines of train_step's body
             keys = sample_keys(rng, 0, images.shape[0], AXIS)
@@ -636,10 +632,6 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
     Returns ``(run, holder, compiled, cfg, phase, mesh, compile_s)``: ``run()`` takes one
     step and returns the new (donated-in) state, which it keeps in ``holder[0]``.
     """
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from facedeblur_jax.training.step import AXIS, build_train_step
 
     mesh = train_mesh(ctx) if mesh is None else mesh
     if batch % mesh.size:
@@ -670,7 +662,6 @@ def jax_train_program(ctx: BenchContext, phase_name: str, batch: int, dtype: str
 
 def jax_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, mesh=None) -> dict:
     """One phase's sharded train step at global batch ``batch`` on ``mesh``."""
-    from facedeblur_jax.bench import hlo_collectives
 
     run, holder, compiled, cfg, phase, mesh, compile_s = jax_train_program(
         ctx, phase_name, batch, dtype, mesh
@@ -701,12 +692,6 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
     one-device mesh of the host CPU (see ``FLOPS_COUNTED_ON``), whatever runs the rows."""
     key = ("train_flops", phase_name)
     if key not in ctx.cache:
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        from facedeblur_jax.training.loop import make_mesh
-        from facedeblur_jax.training.step import AXIS, build_train_step
-
         batch = min(train_batch_sizes(ctx))
         mesh = make_mesh(jax.devices("cpu")[:1])
         cfg = _train_config(ctx, "fp32", batch)
@@ -728,9 +713,8 @@ def _jax_train_flops(ctx: BenchContext, phase_name: str) -> float | None:
 def _torch_train_nets(ctx: BenchContext):
     """Fresh train-mode copies of G (the inference rows' weights) and D (the JAX rows'
     random D), so that rows do not train each other's weights."""
-    import copy
 
-    from facedeblur_jax.bench import torch_reference as tr
+    from facedeblur_jax.bench import torch_reference as tr  # deferred: imports torch (optional)
 
     if "torch_disc" not in ctx.cache:
         cfg = ctx.config_for("fp32")
@@ -751,9 +735,9 @@ def _torch_degrade(ctx: BenchContext, step, inputs, sync, batch: int) -> dict:
 
 
 def torch_train_row(ctx: BenchContext, phase_name: str, batch: int, dtype: str, compiled: bool):
-    import torch
+    import torch  # deferred: torch is optional (the test extra)
 
-    from facedeblur_jax.bench import torch_train_reference as ttr
+    from facedeblur_jax.bench import torch_train_reference as ttr  # deferred: torch
 
     device = _torch_device()
     cuda = device.type == "cuda"
@@ -927,13 +911,11 @@ def device_info() -> dict:
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     try:
-        import flax
-
         info["flax_version"] = flax.__version__
     except ImportError:
         info["flax_version"] = None
     try:
-        import torch
+        import torch  # deferred: torch is optional (the test extra)
 
         info["torch_version"] = torch.__version__
         info["torch_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -1070,8 +1052,6 @@ def main(argv: list[str] | None = None) -> int:
     overrides = split_overrides(rest)
     config = load_config(args.config, overrides)
     if config.train.compilation_cache_dir:  # a second run shows the cache's compile_s
-        from facedeblur_jax.core.compile_cache import enable_compilation_cache
-
         enable_compilation_cache(config.train.compilation_cache_dir)
     dtypes = parse_csv(args.dtypes)
     bad = [d for d in dtypes if d not in DTYPES]
@@ -1086,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--repeats must be >= 1")
     frameworks = ("jax", "torch") if args.framework == "both" else (args.framework,)
     if args.torch_threads is not None:
-        import torch
+        import torch  # deferred: torch is optional (the test extra)
 
         torch.set_num_threads(args.torch_threads)
     ctx = BenchContext(

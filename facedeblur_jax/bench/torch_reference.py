@@ -51,6 +51,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -723,7 +724,6 @@ def random_flax_variables(module, *example_args, seed: int = 0, gain: float = 1.
     by up to 0.23; at gain 0.5 by 0.002). Biases, BatchNorm scale offsets
     and running means ``N(0, 0.1²)`` (scale around 1), running variances ``U(0.5, 1.5)``.
     """
-    import jax
 
     shapes = jax.eval_shape(module.init, jax.random.key(0), *example_args)
     rng = np.random.default_rng(seed)

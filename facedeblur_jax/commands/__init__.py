@@ -1,15 +1,33 @@
-"""The ``facedeblur`` subcommands that are tools around the model: ``make-kernels``,
-``convert-vgg``, ``convert-mobilefacenet``, ``make-labels``, ``build-tfds``, ``params``,
-``data`` (``data prepare celeba``: ``prepare_celeba.py``), ``export-weights``. One module
-per subcommand, each with ``build_parser()`` and ``main(argv) -> exit status``;
-``facedeblur NAME ARGS`` runs ``main(ARGS)`` of its module (``python -m
-facedeblur_jax.commands.<module>`` too).
+"""The ``facedeblur`` subcommands, one module each (``facedeblur_jax/cli.py`` lists them).
+
+Each module has ``build_parser()`` and ``main(argv) -> exit status``; ``facedeblur NAME
+ARGS`` runs ``main(ARGS)`` of its module (``python -m facedeblur_jax.commands.<module>``
+too). ``data`` dispatches once more, to ``prepare_celeba.py`` for ``data prepare celeba``.
+This file holds what their parsers share: the help formatter and the help texts of the
+common options.
 """
 
 from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Sequence
+
+from facedeblur_jax.config import BUILTIN, split_overrides
+
+CONFIG_HELP = (
+    f"a built-in config ({', '.join(BUILTIN)}), a config file, or configs/NAME.py (the "
+    "built-in NAME when no such file exists)"
+)
+CHECKPOINT_HELP = (
+    "workdir, checkpoint folder or weights file (.npz from 'facedeblur export-weights')"
+)
+OVERRIDES_HELP = (
+    "Any config key can be overridden after the other arguments with --config.KEY=VALUE\n"
+    "(or --config.KEY VALUE); VALUE is read as a Python literal where it is one. Example:\n"
+    "  --config.train.global_batch_size=32 --config.degrade.kernel_sizes='(13, 15)'\n"
+    "An unknown key is an error that names it."
+)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -73,3 +91,28 @@ def parser(name: str, description: str, epilog: str | None = None) -> argparse.A
         epilog=epilog,
         formatter_class=HelpFormatter,
     )
+
+
+def parse_with_overrides(
+    p: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[argparse.Namespace, dict[str, object]]:
+    """``(args, {"a.b": value})``: ``p``'s arguments, then ``--config.KEY=VALUE`` overrides.
+
+    Raises:
+      ValueError: an argument that is neither ``p``'s nor an override (named).
+    """
+    args, rest = p.parse_known_args(list(argv))
+    return args, split_overrides(rest)
+
+
+def parse_without_overrides(
+    p: argparse.ArgumentParser, argv: Sequence[str], why: str
+) -> argparse.Namespace:
+    """``p``'s arguments; ``--config.*`` overrides are refused with ``why`` (e.g. "deblur
+    takes its config from the checkpoint"), anything else unknown by argparse."""
+    args, rest = p.parse_known_args(list(argv))
+    if any(arg.startswith("--config.") for arg in rest):
+        raise ValueError(f"{why}; drop the --config.* args")
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args

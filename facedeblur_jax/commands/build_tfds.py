@@ -40,9 +40,9 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # deferred: slow to import (one command needs it)
 
-    from facedeblur_jax.data import tfds_builder
+    from facedeblur_jax.data import tfds_builder  # deferred: imports tensorflow_datasets
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     tfds.disable_progress_bar()

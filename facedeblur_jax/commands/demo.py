@@ -8,16 +8,21 @@ run, so numbers from different runs compare.
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facedeblur_jax import commands
 from facedeblur_jax.config import load_config
 from facedeblur_jax.core import imageio, metrics, sample_data
 from facedeblur_jax.degrade.synthesize import synthesize
 from facedeblur_jax.serving.loading import load_model, make_deblur_fn
+from facedeblur_jax.training.loop import train
 
 EVAL_SEED = 1234
 
@@ -67,8 +72,6 @@ def evaluate_held_back(workdir, out_dir: str | None = None) -> dict[str, tuple[f
 def run(
     config_name: str, overrides=None, workdir: str = "runs/demo", out_dir: str | None = None
 ) -> int:
-    from facedeblur_jax.training.loop import train
-
     config = load_config(config_name, overrides)
     t0 = time.time()
     print(
@@ -84,3 +87,39 @@ def run(
         print(f"  {name:<8} PSNR {psnr:6.2f} dB  SSIM {ssim:.4f}")
     print(f"train {t_train:.0f} s, total {time.time() - t0:.0f} s")
     return 0
+
+
+def _description() -> str:
+    cfg = load_config("demo")
+    phases = ", ".join(f"{name} {cfg.phases[name].steps}" for name in cfg.phase_order)
+    return (
+        f"Trains the 'demo' config ({cfg.image_size}x{cfg.image_size} faces, small networks; "
+        f"steps per phase: {phases}; batch {cfg.train.global_batch_size}) on the 160 "
+        "training faces bundled with the package, then blurs the 40 held-back faces with a "
+        "fixed seed and prints mean PSNR/SSIM of the blurred input, of G_c alone and of the "
+        "full model. Takes a few minutes on a 2-core CPU. Re-running with the same --workdir "
+        "resumes from its checkpoints instead of training again."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = commands.parser("demo", _description(), epilog=commands.OVERRIDES_HELP)
+    p.add_argument("--config", default="demo", help=commands.CONFIG_HELP)
+    p.add_argument("--workdir", default="runs/demo", help="checkpoints and logs")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="also write blurred | G_c | full | sharp strips here (default: not written)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, overrides = commands.parse_with_overrides(
+        build_parser(), sys.argv[1:] if argv is None else argv
+    )
+    return run(args.config, overrides, workdir=args.workdir, out_dir=args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,15 +18,15 @@ represented, not only the first few).
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from facedeblur_jax.core import imageio
+from facedeblur_jax import commands
 from facedeblur_jax.degrade import kernel_bank as bank_lib
 from facedeblur_jax.evaluators import face_analysis as fa_lib
 from facedeblur_jax.evaluators import identity as identity_lib
@@ -35,8 +35,6 @@ from facedeblur_jax.evaluators import psnr_ssim, report
 from facedeblur_jax.evaluators.faceset import data_spec, load_faces
 from facedeblur_jax.serving.loading import load_model
 from facedeblur_jax.training.schedule import phases_from_config
-
-RESULTS_FORMAT = 1
 
 
 def parse_extra(items: Sequence[str]) -> dict[str, str]:
@@ -121,75 +119,24 @@ def run(
     table = psnr_ssim.aggregate(ev["per_image"], bank.sizes, bank.group_labels)
     # The methods after the built-in three: the fed priors, then the extra checkpoints.
     more_methods = [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra]
-    results: dict[str, Any] = {
-        "format": RESULTS_FORMAT,
-        "checkpoint": {
-            "path": str(pathlib.Path(checkpoint).resolve()),
-            "step": loaded.step,
-            "image_size": loaded.image_size,
-            "trained_kernel_sizes": trained_sizes,
-            "trained_priors": {p.name: p.prior for p in phases_from_config(config)},
-        },
-        "priors": {
-            "fed": list(scorer.priors),
-            "shuffled": "the ground-truth parsing of test face (i + N // 2) mod N",
-        },
-        "extra_checkpoints": {
-            name: {"path": str(pathlib.Path(p).resolve()), "step": extra[name].step}
-            for name, p in (extra_checkpoints or {}).items()
-        },
-        "data": {
-            "spec": data,
-            "split": split,
-            "resize": str(config.data.resize),
-            "num_faces": n,
-            "max_faces": max_faces,
-            "split_size": faces.split_size,
-            "face_selection": "records floor(i * split_size / max_faces)" if max_faces else "all",
-        },
-        "bank": {
-            "path": str(bank_path),
-            "sha256": bank_lib.file_sha256(bank_path),
-            "num_kernels": k,
-            "sizes": list(bank.unique_sizes),
-            "canvas": bank.canvas,
-            "provenance": bank.provenance(),
-        },
-        "protocol": {
-            "blur": "blur.blur (true convolution), reflect border, output H×W",
-            "noise_sigma": noise_sigma,
-            "noise_seed": psnr_ssim.EVAL_NOISE_SEED,
-            "noise_key": (
-                "fold_in(fold_in(fold_in(key(noise_seed), tag), face position in the split), "
-                "bank row)"
-            ),
-            "noise_tag": psnr_ssim.EVAL_NOISE_TAG,
-            "metrics": (
-                "RGB, clipped to [0, 1], whole image, PSNR peak 1 (dm-pix), SSIM dm-pix "
-                "(Gaussian 11×11, σ 1.5); per image, then mean / population std / min"
-            ),
-            "inf": (
-                "PSNR of an output identical to the ground truth is ∞; a mean over a set with ∞ "
-                "is ∞ and its std undefined (n/a); JSON writes non-finite numbers as the "
-                'strings "inf", "-inf", "nan"'
-            ),
-        },
-        "table": table,
-        "parsing": _parsing(loaded, faces, bank, batch_size, noise_sigma),
-        "grid": {
-            "columns": [],
-            "pairs": [
-                {
-                    "face": faces.names[i],
-                    "face_index": int(faces.index[i]),
-                    "kernel_index": j,
-                    "kernel_size": int(bank.sizes[j]),
-                }
-                for i, j in shown
-            ],
-            "rows_text": "faces spread over the test set, kernels from smallest to largest",
-        },
-    }
+    results = report.run_record(
+        checkpoint=checkpoint,
+        loaded=loaded,
+        trained_priors={p.name: p.prior for p in phases_from_config(config)},
+        fed_priors=scorer.priors,
+        extra=extra,
+        extra_paths=extra_checkpoints or {},
+        data=data,
+        split=split,
+        faces=faces,
+        max_faces=max_faces,
+        bank=bank,
+        bank_path=bank_path,
+        noise_sigma=noise_sigma,
+    )
+    results["table"] = table
+    results["parsing"] = _parsing(loaded, faces, bank, batch_size, noise_sigma)
+    results["grid"] = report.grid_record(faces, bank, shown)
     if analyzer is not None:
         results.update(
             fa_lib.run_face_analysis(
@@ -214,18 +161,9 @@ def run(
     timing["total_s"] = time.perf_counter() - t0
     results["timing"] = timing
 
-    # Files.
-    if shown:
-        grid, columns = report.make_grid(ev["kept"], shown, faces, list(extra))
-        results["grid"]["columns"] = columns
-        imageio.save_image(paths["grid.png"], grid, overwrite=overwrite)
-    report.plot_vs_size(table, "psnr", paths["psnr_vs_kernel_size.png"])
-    report.plot_vs_size(table, "ssim", paths["ssim_vs_kernel_size.png"])
-    report.save_per_image(paths["per_image.npz"], ev["per_image"], bank.sizes, faces)
-    report.write_json(
-        paths["results.json"], {k: v for k, v in results.items() if not k.endswith("_markdown")}
+    report.write_outputs(
+        paths, results, ev, table, shown, faces, bank.sizes, list(extra), overwrite=overwrite
     )
-    report.write_markdown(paths["results.md"], results)
     return results
 
 
@@ -270,3 +208,98 @@ def _identity(
         config, overrides, train_split, sorted(set(identities.tolist()))
     )
     return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = commands.parser(
+        "eval",
+        "Blurs every test face with every kernel of the bank, deblurs and scores: PSNR/SSIM "
+        "per kernel size and overall (Tables 9/10), parsing F-scores when the faces have "
+        "parsing labels (Table 3); writes results.json, results.md, per_image.npz, plots and "
+        "grid.png to OUT.",
+    )
+    p.add_argument("--checkpoint", required=True, help=commands.CHECKPOINT_HELP)
+    p.add_argument(
+        "--data",
+        required=True,
+        help="'sample' (the bundled faces) or a folder of faces (its test/ split, else every "
+        "image in it)",
+    )
+    p.add_argument("--kernels", required=True, help="bank from 'facedeblur make-kernels'")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--extra-checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkpoint whose full model is compared (repeatable)",
+    )
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=None,
+        help="N test faces spread over the split (default: all)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="images per jitted call")
+    p.add_argument("--noise-sigma", type=float, default=0.01, help="noise std after blur")
+    p.add_argument("--grid-rows", type=int, default=8, help="examples in grid.png")
+    p.add_argument(
+        "--face-analysis",
+        action="store_true",
+        help="also run facedeblur_jax.faces.recognition (detection, identity, recognition)",
+    )
+    p.add_argument(
+        "--face-analysis-per-face", type=int, default=1, help="kernels per face analysed"
+    )
+    p.add_argument(
+        "--identity-weights",
+        default=None,
+        metavar="FILE.npz",
+        help="MobileFaceNet weights (facedeblur convert-mobilefacenet): verification AUC, "
+        "cosine distance to the clear face and top-1 against the clear test faces",
+    )
+    p.add_argument(
+        "--priors",
+        default="",
+        metavar="NAMES",
+        help="comma-separated priors the full model is also scored with, fed to G_f instead "
+        "of P's prediction (the Table 2 ablation): zeros, ground_truth (the face's parsing "
+        "label), shuffled (another test face's label); the last two need labelled faces",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = commands.parse_without_overrides(
+        build_parser(),
+        sys.argv[1:] if argv is None else argv,
+        "eval takes its config from the checkpoint",
+    )
+    results = run(
+        args.checkpoint,
+        args.data,
+        args.kernels,
+        args.out,
+        extra_checkpoints=parse_extra(args.extra_checkpoint),
+        max_faces=args.max_faces,
+        batch_size=args.batch_size,
+        noise_sigma=args.noise_sigma,
+        overwrite=args.overwrite,
+        face_analysis=args.face_analysis,
+        face_analysis_per_face=args.face_analysis_per_face,
+        identity_weights=args.identity_weights,
+        priors=tuple(x for x in args.priors.split(",") if x) if args.priors else (),
+        grid_rows=args.grid_rows,
+        progress=not args.no_progress,
+    )
+    print("\n".join(report.table9_markdown(results["table"])))
+    print()
+    print("\n".join(report.table10_markdown(results["table"])))
+    print(f"wrote {', '.join(report.OUTPUT_FILES)} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ import pathlib
 import sys
 
 from facedeblur_jax import commands
+from facedeblur_jax.serving.loading import export_weights
 
 DESCRIPTION = (
     "Writes the generator of a checkpoint (G_c, P with its BatchNorm statistics, G_f; no "
@@ -58,7 +59,6 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from facedeblur_jax.serving.weights_file import export_weights
 
     name = pathlib.Path(args.out).stem if args.name is None else args.name.strip()
     try:

@@ -24,6 +24,9 @@ import pathlib
 import sys
 
 from facedeblur_jax import commands
+from facedeblur_jax.config import load_config
+from facedeblur_jax.core import imageio
+from facedeblur_jax.core.digest import sha256_file
 from facedeblur_jax.degrade import kernel_bank, kernels
 
 
@@ -115,8 +118,6 @@ def bank_kwargs(args: argparse.Namespace) -> dict:
     """``make_bank`` arguments: defaults < ``--config`` < explicit flags."""
     kwargs: dict = {}
     if args.config:
-        from facedeblur_jax.config import load_config
-
         kwargs.update(kernel_bank.bank_kwargs_from_config(load_config(args.config)))
     if args.sizes is not None:
         kwargs["sizes"] = args.sizes
@@ -149,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
             bank = kernel_bank.with_extras(bank, extras)
         kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
         if preview is not None:
-            from facedeblur_jax.core import imageio
-
             imageio.save_image(preview, kernel_bank.preview(bank), overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"facedeblur make-kernels: error: {e}", file=sys.stderr)
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {out}: {len(bank)} kernels, sizes {prov['sizes']} × {prov['per_size']} on a "
         f"{prov['canvas']}×{prov['canvas']} canvas, anxiety {prov['anxiety']}, "
         f"{prov['steps']} steps, center {prov['center']}, seed {prov['seed']}; "
-        f"sha256 {kernel_bank.file_sha256(out)}"
+        f"sha256 {sha256_file(out)}"
     )
     for e in bank.extras:
         note = f", renormalised from sum {e['sum']:.6g}" if e["renormalised"] else ""

@@ -29,9 +29,10 @@ import numpy as np
 from PIL import Image
 
 from facedeblur_jax import commands
+from facedeblur_jax.core import imageio
 from facedeblur_jax.core.imageio import IMAGE_SUFFIXES, ImageError, load_image, safe_output_path
 from facedeblur_jax.data.label_io import save_labels
-from facedeblur_jax.data.parsing_palette import colorize, grid, overlay
+from facedeblur_jax.data.parsing_palette import colorize, overlay
 from facedeblur_jax.faces.landmarks import landmarks
 from facedeblur_jax.faces.pseudo_labels import labels_from_landmarks, landmark_problems
 
@@ -81,7 +82,7 @@ def overlay_grid(records: list[dict], scale: int = 2) -> np.ndarray:
         image, labels = r["image"], r["labels"]
         triple = np.concatenate([image, overlay(image, labels, 0.5), colorize(labels)], axis=1)
         tiles.append(triple.repeat(scale, 0).repeat(scale, 1))
-    return grid(tiles, columns=4, pad=4)
+    return imageio.grid(tiles, columns=4, pad=4)
 
 
 def _error(message: str) -> None:

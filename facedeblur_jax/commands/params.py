@@ -12,8 +12,7 @@ import json
 import sys
 
 from facedeblur_jax import commands
-from facedeblur_jax.cli import split_overrides
-from facedeblur_jax.config import load_config
+from facedeblur_jax.config import load_config, split_overrides
 from facedeblur_jax.models.param_count import (
     PAPER_TABLE12,
     PAPER_TOTAL,

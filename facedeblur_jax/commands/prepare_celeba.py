@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import importlib.metadata
 import io
 import json
@@ -53,7 +52,10 @@ from PIL import Image
 from facedeblur_jax import commands
 from facedeblur_jax.core import imageio
 from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.digest import sha256_bytes, sha256_file
 from facedeblur_jax.data import celeba
+from facedeblur_jax.faces import celeba as face_celeba
+from facedeblur_jax.faces.pseudo_labels import labels_from_landmarks, landmark_problems
 
 PROG = "data prepare celeba"
 FORMAT = 1
@@ -122,18 +124,6 @@ def build_parser():
 # --- files -----------------------------------------------------------------------------------
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def png_bytes(array: np.ndarray) -> bytes:
     """``uint8[H, W, 3]`` (RGB) or ``uint8[H, W]`` (mode L, optimised) as PNG bytes."""
     buffer = io.BytesIO()
@@ -171,7 +161,6 @@ def prepare_one(task: dict) -> dict:
     and either ``files`` (``{relative path: sha256}``), ``detected`` and ``problems``, or
     ``reason`` and ``detail``.
     """
-    from facedeblur_jax.faces.pseudo_labels import labels_from_landmarks, landmark_problems
 
     record: dict[str, Any] = {"name": task["name"], "split": task["split"]}
     size = task["size"]
@@ -179,12 +168,12 @@ def prepare_one(task: dict) -> dict:
         try:
             image = imageio.load_image(task["path"])
         except (imageio.ImageError, OSError) as e:
-            raise celeba.AlignmentError("unreadable image", str(e)) from e
+            raise face_celeba.AlignmentError("unreadable image", str(e)) from e
         if task["layout"] == "img_celeba":
-            face = celeba.align_wild(image, size)
+            face = face_celeba.align_wild(image, size)
         else:
-            face = celeba.align_aligned(image, np.asarray(task["points"]), size)
-    except celeba.AlignmentError as e:
+            face = face_celeba.align_aligned(image, np.asarray(task["points"]), size)
+    except face_celeba.AlignmentError as e:
         record.update(reason=e.reason, detail=str(e))
         return record
     labels = labels_from_landmarks(face.landmarks, (size, size), image=face.crop)
@@ -445,7 +434,7 @@ def build_manifest(plan: Plan, records: dict[str, dict], out: pathlib.Path) -> t
             "images": plan.found,
             "aligned": len(ok),
             "failed": len(failures),
-            "failed_by_reason": {k: by_reason[k] for k in celeba.REASONS if k in by_reason},
+            "failed_by_reason": {k: by_reason[k] for k in face_celeba.REASONS if k in by_reason},
             "labels_from_fixed_box": len(fixed_box),
             "labels_failing_sanity_check": sum(bool(r["problems"]) for r in ok),
         },
@@ -466,7 +455,7 @@ def build_manifest(plan: Plan, records: dict[str, dict], out: pathlib.Path) -> t
 def _summary(manifest: dict, seconds: float | None, out: pathlib.Path) -> str:
     counts = manifest["counts"]
     by_reason = counts["failed_by_reason"]
-    reasons = ", ".join(f"{k} {by_reason[k]}" for k in celeba.REASONS if k in by_reason)
+    reasons = ", ".join(f"{k} {by_reason[k]}" for k in face_celeba.REASONS if k in by_reason)
     splits = "; ".join(
         f"{s} {manifest['splits'][s]['identities']} identities / "
         f"{manifest['splits'][s]['images']} images"
@@ -540,7 +529,7 @@ def run(args) -> int:
 
 def _tfds(out: pathlib.Path, manifest: dict) -> int:
     """Writes OUT/tfds from the prepared folder (kept when it is there already)."""
-    from facedeblur_jax.data import tfds_builder
+    from facedeblur_jax.data import tfds_builder  # deferred: imports tensorflow_datasets
 
     splits = [s for s, v in manifest["splits"].items() if v["images"]]
     path = tfds_builder.build(out, out / TFDS_DIR, label_root=out / "labels", splits=splits)

@@ -49,20 +49,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.degrade.trajectory_steps = 2000
     config.degrade.trajectory_length = 60.0
     # Steps per compiled loop iteration of the 2,000-step walk (same kernels up to rounding).
-    # Scan only. 16 saved 15 % of the scan walk on an H100 for 20 s more compile per program
-    # (docs/benchmarks/h100_2026-11-24.md); the Triton walk (below) made it moot.
+    # Scan only (measurements: docs/benchmarks/config_choices.md).
     config.degrade.trajectory_unroll = 1
     # How the walk runs: "auto" (the whole walk in one Triton kernel when compiling for
     # CUDA, facedeblur_jax/degrade/walk_pallas.py; the scan elsewhere) or "scan" (lax.scan
-    # everywhere). On an H100 the kernel took degradation from 17.9 to 0.77 ms (batch 16),
-    # the joint step (batch 64, bf16) from 624 to 755 img/s, same kernels to 7e-5
-    # (docs/benchmarks/h100_2026-11-24_speedups.md). Checkpoints that predate this key ran
-    # the scan and keep it (checkpoint.LEGACY_DEFAULTS).
+    # everywhere); why "auto": docs/benchmarks/config_choices.md. Checkpoints that predate
+    # this key ran the scan and keep it (core/compat.py, LEGACY_DEFAULTS).
     config.degrade.trajectory_impl = "auto"
     # Where the fitted stroke sits in its k×k support: "centroid" | "bbox" | "random"
     # (facedeblur_jax/degrade/kernels.py). "bbox": the paper's released 27×27 test kernel
     # has its bounding box within 1 px of the canvas centre but its centroid 3.1 px off.
-    # Checkpoints that predate this key trained with "centroid" (checkpoint.LEGACY_DEFAULTS).
+    # Checkpoints that predate this key trained with "centroid" (core/compat.py).
     config.degrade.center = "bbox"
     # 0: a fresh kernel for every sample of every step (docs/design.md §3). N > 0: sample N
     # kernels on the device once per run and draw from them (the paper's Table 1 trains on
@@ -70,9 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
     # (facedeblur_jax/degrade/kernel_pool.py).
     config.degrade.kernel_pool_size = 0
     config.degrade.noise_sigma = 0.01
-    # "grouped" | "vmap" | "fft" (same blur up to float rounding). FFT measured faster on
-    # both machines: H100 degradation at batch 16 17.7 vs 19.7 ms (grouped), this project's
-    # 2-core CPU 25 vs 600 ms (docs/benchmarks/h100_2026-11-24.md, cpu_smoke.md).
+    # "grouped" | "vmap" | "fft" (same blur up to float rounding); why "fft":
+    # docs/benchmarks/config_choices.md.
     config.degrade.blur_method = "fft"
     config.degrade.augment = True
     config.degrade.scale_range = (0.9, 1.1)

@@ -58,22 +58,3 @@ def check_images(
                 f"{name} must have values in [{value_range[0]}, {value_range[1]}]; got range "
                 f"[{lo:.4g}, {hi:.4g}] with shape {_shape(x)}"
             )
-
-
-def check_labels(name: str, labels, images_shape: tuple[int, ...], num_classes: int) -> None:
-    """Checks an integer label batch ``i32[B, H, W]`` matching ``images_shape[:3]``."""
-    check_rank(name, labels, 3, "[B, H, W]")
-    if _shape(labels) != tuple(images_shape[:3]):
-        raise ValueError(
-            f"{name} must have shape [B, H, W] = {tuple(images_shape[:3])} to match the images; "
-            f"got shape {_shape(labels)}"
-        )
-    dtype = np.dtype(labels.dtype)
-    if not np.issubdtype(dtype, np.integer):
-        raise ValueError(f"{name} must be an integer array; got dtype {dtype}")
-    if not isinstance(labels, jax.core.Tracer) and np.size(labels):
-        lo, hi = int(np.min(labels)), int(np.max(labels))
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{name} values must lie in [0, {num_classes - 1}]; got range [{lo}, {hi}]"
-            )

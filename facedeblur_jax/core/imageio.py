@@ -40,12 +40,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"cannot read image {str(path)!r}: {e}") from e
 
 
-def image_mode(path: str | os.PathLike) -> str:
-    """The PIL mode of an image file (``"RGB"``, ``"L"``, ``"RGBA"`` …) without decoding it."""
-    with Image.open(path) as im:
-        return im.mode
-
-
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Resizes ``uint8[H, W, C]`` to ``size × size`` (Lanczos down, bicubic up)."""
     if image.shape[0] == size and image.shape[1] == size:
@@ -85,3 +79,20 @@ def save_image(
     array = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     return atomic_write(path, lambda tmp: Image.fromarray(np.asarray(array)).save(tmp, format=fmt))
+
+
+def grid(tiles: list[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:
+    """``uint8[H, W, 3]`` tiles (same size) laid out row-major, ``pad`` px of white between."""
+    if not tiles:
+        raise ValueError("no tiles to lay out")
+    h, w = tiles[0].shape[:2]
+    if any(t.shape[:2] != (h, w) for t in tiles):
+        raise ValueError("all tiles must have the same size")
+    columns = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y : y + h, x : x + w] = tile[..., :3]
+    return out

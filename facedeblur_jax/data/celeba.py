@@ -1,4 +1,7 @@
-"""CelebA in its own layouts: annotation files, identity-disjoint splits, 5-point alignment.
+"""CelebA in its own layouts: annotation files, image lists and identity-disjoint splits.
+
+The faces themselves are aligned by :mod:`facedeblur_jax.faces.celeba` (dlib); this module
+needs no dlib.
 
 CelebA (Liu et al., ICCV 2015) as released by its authors: the photos in one of two
 layouts, plus annotation text files. ``facedeblur data prepare celeba``
@@ -8,7 +11,7 @@ aligned face folder that the ``"faces"`` source (``folders.py``) trains from.
 Layouts (``find_tree``):
 
 - ``img_celeba`` ("In-The-Wild Images"): photos of any size. Each photo's main face is
-  found by :func:`align_wild`: dlib's HOG detector, on a copy shrunk to
+  found by :func:`facedeblur_jax.faces.celeba.align_wild`: dlib's HOG detector, on a copy shrunk to
   :data:`MAX_DETECT_SIDE` px if larger, at ``upsample_num_times`` 0 and, when that finds
   nothing and the photo is at most :data:`UPSAMPLE_BELOW` px, at 1; the main face is the
   largest box; dlib's 68 landmarks on the full-resolution photo give the five points
@@ -16,7 +19,8 @@ Layouts (``find_tree``):
 - ``img_align_celeba`` ("Align&Cropped Images"): 178 × 218 crops with five landmarks each
   in ``list_landmarks_align_celeba.txt`` (left eye, right eye, nose, left mouth corner,
   right mouth corner, in that frame; "left" is image-left, as in the five points of
-  ``faces/align.py``). :func:`align_aligned` maps those points onto the same template.
+  ``faces/align.py``). :func:`facedeblur_jax.faces.celeba.align_aligned` maps those points
+  onto the same template.
 
 Either way a similarity transform (least squares) maps the five points onto
 :func:`facedeblur_jax.faces.align.template` at ``size`` px and the crop repeats the photo's
@@ -62,9 +66,6 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from facedeblur_jax.core import imageio
-from facedeblur_jax.faces import align as face_align
-
 LAYOUTS = ("img_celeba", "img_align_celeba")
 SPLITS = ("train", "val", "test")  # list_eval_partition.txt codes 0, 1, 2
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -75,42 +76,6 @@ ANNOTATION_DIRS = (".", "Anno", "Eval")
 IMAGE_DIRS = {layout: (layout, f"Img/{layout}") for layout in LAYOUTS}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ALIGNED_FRAME_HW = (218, 178)  # img_align_celeba: every image is 178 wide, 218 high
-
-# Detection on in-the-wild photos (as facedeblur deblur searches photos).
-MAX_DETECT_SIDE = 1600  # larger photos are searched on a copy shrunk to this longer side
-UPSAMPLE_BELOW = 1000  # photos up to this size are searched upsampled ×2 when nothing is found
-# A second detection at least this fraction of the largest one's side: no clear main face.
-MAIN_FACE_RATIO = 0.8
-# Rejections.
-MAX_UPSCALE = 2.0  # the crop may enlarge the face at most this many times
-MIN_INSIDE = 0.75  # at least this fraction of the crop's pixels must come from the photo
-
-
-class AlignmentError(ValueError):
-    """A face that cannot be aligned.
-
-    Attributes:
-      reason: one of :data:`REASONS` (for counting); ``str(e)`` says more.
-    """
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-# Why a face is skipped (the ``reason`` of AlignmentError and of the prepare manifest).
-REASONS = (
-    "unreadable image",
-    "no identity",
-    "no landmarks",
-    "wrong image size",
-    "no face detected",
-    "no clear main face",
-    "degenerate transform",
-    "face too small",
-    "crop off the photo",
-    "implausible landmarks",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,24 +95,6 @@ class CelebaTree:
     identity_file: pathlib.Path
     partition_file: pathlib.Path | None
     landmark_file: pathlib.Path | None
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignedFace:
-    """One aligned face.
-
-    Attributes:
-      crop: ``uint8[S, S, 3]``.
-      landmarks: ``f32[68, 2]`` dlib landmarks in crop pixels (``img_align_celeba``: found on
-        the crop; ``detected`` False when dlib's predictor started from its fixed box).
-      transform: ``f64[2, 3]`` from photo to crop coordinates.
-      detected: dlib's detector found the face the landmarks belong to.
-    """
-
-    crop: np.ndarray
-    landmarks: np.ndarray
-    transform: np.ndarray
-    detected: bool = True
 
 
 # --- annotation files ----------------------------------------------------------------------
@@ -433,119 +380,6 @@ def split_summary(split_of: Mapping[str, str], identity_of: Mapping[str, str]) -
 
 
 # --- alignment -------------------------------------------------------------------------------
-
-
-def _checked_transform(points5: np.ndarray, size: int, photo_hw: tuple[int, int]) -> np.ndarray:
-    """The similarity from ``f64[5, 2]`` photo points onto the template, or AlignmentError."""
-    try:
-        m = face_align.estimate_similarity(points5, face_align.template(size))
-    except ValueError as e:
-        raise AlignmentError("degenerate transform", str(e)) from e
-    if not np.all(np.isfinite(m)):
-        raise AlignmentError("degenerate transform", "not finite")
-    scale = face_align.affine_scale(m)
-    if not scale > 1e-6:
-        raise AlignmentError("degenerate transform", f"scale {scale:.3g}")
-    if scale > MAX_UPSCALE:
-        raise AlignmentError(
-            "face too small", f"the crop enlarges it {scale:.1f}× (more than {MAX_UPSCALE:g}×)"
-        )
-    inside = float(face_align.inside_mask(m, size, photo_hw).mean())
-    if inside < MIN_INSIDE:
-        raise AlignmentError(
-            "crop off the photo",
-            f"{100 * (1 - inside):.0f} % of the crop (at most {100 * (1 - MIN_INSIDE):.0f} % "
-            "allowed)",
-        )
-    return m
-
-
-def detect_main_face(image: np.ndarray) -> tuple[int, int, int, int]:
-    """The main face's box ``(left, top, right, bottom)`` in a photo (module docstring).
-
-    Args:
-      image: ``uint8[H, W, 3]``.
-    Raises:
-      AlignmentError: no face, or no clear main face.
-    """
-    from facedeblur_jax.faces import landmarks as lm
-
-    detector = lm.detector()
-    h, w = image.shape[:2]
-    scale = min(1.0, MAX_DETECT_SIDE / max(h, w))
-    small = image
-    if scale < 1.0:
-        small = imageio.resize_hw(image, max(round(h * scale), 1), max(round(w * scale), 1))
-    tries = (0, 1) if max(h, w) <= UPSAMPLE_BELOW else (0,)
-    boxes = []
-    for times in tries:
-        boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in detector(small, times)]
-        if boxes:
-            break
-    if not boxes:
-        raise AlignmentError("no face detected", "")
-    boxes = [tuple(round(v / scale) for v in b) for b in boxes]
-    side = sorted((float(np.sqrt((b[2] - b[0]) * (b[3] - b[1]))) for b in boxes), reverse=True)
-    if len(side) > 1 and side[1] >= MAIN_FACE_RATIO * side[0]:
-        raise AlignmentError(
-            "no clear main face",
-            f"{len(boxes)} faces, the second {side[1] / side[0]:.2f} of the largest's size",
-        )
-    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-
-
-def align_wild(image: np.ndarray, size: int) -> AlignedFace:
-    """The main face of an ``img_celeba`` photo, aligned (module docstring).
-
-    Args:
-      image: ``uint8[H, W, 3]``.
-      size: the crop's side ``S``.
-    Returns:
-      :class:`AlignedFace` with the 68 landmarks mapped into the crop.
-    Raises:
-      AlignmentError: naming the reason.
-    """
-    from facedeblur_jax.faces import landmarks as lm
-    from facedeblur_jax.faces import pseudo_labels
-
-    image = np.ascontiguousarray(image)
-    box = detect_main_face(image)
-    shape = lm.shape_predictor()(image, lm.dlib_module().rectangle(*box))
-    points = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
-    m = _checked_transform(face_align.five_points(points), size, image.shape[:2])
-    in_crop = face_align.apply_affine(m, points).astype(np.float32)
-    problems = pseudo_labels.landmark_problems(in_crop, (size, size))
-    if problems:
-        raise AlignmentError("implausible landmarks", "; ".join(problems))
-    return AlignedFace(face_align.align_crop(image, m, size), in_crop, m, True)
-
-
-def align_aligned(image: np.ndarray, points5: np.ndarray, size: int) -> AlignedFace:
-    """An ``img_align_celeba`` image aligned by its five annotated points (module docstring).
-
-    Args:
-      image: ``uint8[218, 178, 3]``.
-      points5: ``f[5, 2]`` from ``list_landmarks_align_celeba.txt``.
-      size: the crop's side ``S``.
-    Returns:
-      :class:`AlignedFace` with dlib's 68 landmarks found on the crop.
-    Raises:
-      AlignmentError: naming the reason (another image size, a degenerate transform, a
-        crop off the image).
-    """
-    from facedeblur_jax.faces import landmarks as lm
-
-    if image.shape[:2] != ALIGNED_FRAME_HW:
-        h, w = ALIGNED_FRAME_HW
-        raise AlignmentError(
-            "wrong image size",
-            f"{image.shape[1]}×{image.shape[0]}, not the {w}×{h} img_align_celeba frame its "
-            "landmarks refer to",
-        )
-    m = _checked_transform(np.asarray(points5, np.float64), size, image.shape[:2])
-    crop = face_align.align_crop(image, m, size)
-    points, detected = lm.landmarks(crop)
-    return AlignedFace(crop, points, m, detected)
 
 
 def identity_counts(identities: Iterable[str]) -> dict[str, int]:

@@ -173,33 +173,21 @@ def celebamask_source(
     else:
         raise ValueError(f"CelebAMask-HQ has splits {(*SPLITS, 'all')}; got {split!r}")
     masks = mask_files(root)
-    report = validate.ScanReport(f"CelebAMask-HQ {str(root)!r} split {split!r}")
-    entries = []
-    for idx in indices:
-        image = root / IMAGE_DIR / f"{idx}.jpg"
-        if not image.is_file():
-            report.skip(image, "listed in the split but missing")
-            continue
-        try:
-            header = validate.check_image(image, verify)
-        except ImageError as e:
-            report.skip(image, str(e))
-            continue
-        report.note_mode(header.mode)
-        labels = tuple(str(p) for p in masks.get(idx, ()))
-        if not labels:
-            report.labels_missing += 1
-        else:
-            try:
-                check_multiple(header.hw, validate.read_header(labels[0]).hw, labels[0])
-                if verify == "decode":
-                    read_labels(labels, validate.decode_image(image), num_classes)
-            except ImageError as e:
-                report.drop_labels(image, str(e))
-                labels = ()
-        entries.append(records.Entry(name=f"{idx:05d}", image=str(image), labels=labels))
-    source = records.ImageSource(
-        entries, label_reader=read_labels, num_classes=num_classes, description=report.what
+
+    def check_labels(header, image, labels):
+        check_multiple(header.hw, validate.read_header(labels[0]).hw, labels[0])
+        if verify == "decode":
+            read_labels(labels, validate.decode_image(image), num_classes)
+
+    listed = (
+        (f"{idx:05d}", root / IMAGE_DIR / f"{idx}.jpg", tuple(str(p) for p in masks.get(idx, ())))
+        for idx in indices
     )
-    report.summarize(len(source), source.num_labelled)
-    return source
+    return records.scan_listed(
+        f"CelebAMask-HQ {str(root)!r} split {split!r}",
+        listed,
+        check_labels=check_labels,
+        label_reader=read_labels,
+        num_classes=num_classes,
+        verify=verify,
+    )

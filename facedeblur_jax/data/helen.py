@@ -96,39 +96,24 @@ def helen_source(
         names = read_split_file(root / SPLIT_FILES[split])
     else:
         raise ValueError(f"Helen has splits {(*SPLIT_FILES, 'all')}; got {split!r}")
-    report = validate.ScanReport(f"Helen {str(root)!r} split {split!r}")
-    entries = []
-    for name in names:
-        image = root / "images" / f"{name}.jpg"
-        if not image.is_file():
-            report.skip(image, "listed in the split file but missing")
-            continue
-        try:
-            header = validate.check_image(image, verify)
-        except ImageError as e:
-            report.skip(image, str(e))
-            continue
-        report.note_mode(header.mode)
-        labels = part_paths(root, name)
-        try:
-            for path in labels:
-                part = validate.read_header(path)
-                if part.hw != header.hw:
-                    raise validate.LabelError(
-                        f"label map {path!r} is {part.height}×{part.width} but its image "
-                        f"is {header.height}×{header.width}"
-                    )
-            if verify == "decode":
-                read_labels(labels, np.zeros((*header.hw, 3), np.uint8), num_classes)
-        except FileNotFoundError as e:
-            report.drop_labels(image, f"label map missing: {e.filename or e}")
-            labels = ()
-        except ImageError as e:
-            report.drop_labels(image, str(e))
-            labels = ()
-        entries.append(records.Entry(name=name, image=str(image), labels=labels))
-    source = records.ImageSource(
-        entries, label_reader=read_labels, num_classes=num_classes, description=report.what
+
+    def check_labels(header, image, labels):
+        for path in labels:
+            part = validate.read_header(path)
+            if part.hw != header.hw:
+                raise validate.LabelError(
+                    f"label map {path!r} is {part.height}×{part.width} but its image "
+                    f"is {header.height}×{header.width}"
+                )
+        if verify == "decode":
+            read_labels(labels, np.zeros((*header.hw, 3), np.uint8), num_classes)
+
+    listed = ((name, root / "images" / f"{name}.jpg", part_paths(root, name)) for name in names)
+    return records.scan_listed(
+        f"Helen {str(root)!r} split {split!r}",
+        listed,
+        check_labels=check_labels,
+        label_reader=read_labels,
+        num_classes=num_classes,
+        verify=verify,
     )
-    report.summarize(len(source), source.num_labelled)
-    return source

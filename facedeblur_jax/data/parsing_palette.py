@@ -50,20 +50,3 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels)
     out = np.where((labels > 0)[..., None], blend, image.astype(np.float32))
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def grid(tiles: list[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:
-    """``uint8[H, W, 3]`` tiles (same size) laid out row-major, ``pad`` px of white between."""
-    if not tiles:
-        raise ValueError("no tiles to lay out")
-    h, w = tiles[0].shape[:2]
-    if any(t.shape[:2] != (h, w) for t in tiles):
-        raise ValueError("all tiles must have the same size")
-    columns = max(1, min(columns, len(tiles)))
-    rows = -(-len(tiles) // columns)
-    out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        out[y : y + h, x : x + w] = tile[..., :3]
-    return out

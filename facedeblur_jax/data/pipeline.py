@@ -44,6 +44,7 @@ import numpy as np
 from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from facedeblur_jax.core import compat
 from facedeblur_jax.core.imageio import ImageError
 from facedeblur_jax.data import preprocess
 from facedeblur_jax.data.sources import make_source
@@ -391,15 +392,15 @@ def make_train_iterator(
         "image_size": int(config.image_size),
         "processes": hosts,
     }
-    # What a version-1 state of this pipeline held (one process only).
-    legacy = {
-        "version": 1,
-        "num_records": len(source),
-        "seed": _v1_seed(seed),
-        "local_batch": local_batch,
-        "image_size": int(config.image_size),
-        "shard": [host, hosts],
-    }
+    legacy = compat.pipeline_state_v1(
+        num_records=len(source),
+        seed=seed,
+        data_stream=_DATA_STREAM,
+        local_batch=local_batch,
+        image_size=int(config.image_size),
+        host=host,
+        hosts=hosts,
+    )
     return TrainIterator(
         dataset,
         sharding=sharding,
@@ -409,13 +410,8 @@ def make_train_iterator(
         host_buffer=data.host_buffer,
         prefetch=data.prefetch,
         order=ShardOrder(len(source), seed, host, hosts),
-        legacy_fingerprint=legacy if hosts == 1 else None,
+        legacy_fingerprint=legacy,
     )
-
-
-def _v1_seed(seed: int) -> int:
-    """The grain shuffle seed version-1 states stored (to recognise them)."""
-    return int(np.random.SeedSequence([int(seed) % 2**64, _DATA_STREAM]).generate_state(1)[0])
 
 
 def _pad_example(size: int) -> dict[str, Any]:

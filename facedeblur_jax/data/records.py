@@ -15,7 +15,8 @@ files (a :data:`LabelReader`), so this module imports none of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import pathlib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,3 +116,52 @@ class ImageSource:
             else:
                 record["image"], record["labels"] = image, labels
         return record
+
+
+def scan_listed(
+    what: str,
+    listed: Iterable[tuple[str, pathlib.Path, tuple[str, ...]]],
+    *,
+    check_labels: Callable[[validate.Header, pathlib.Path, tuple[str, ...]], None],
+    label_reader: Callable[[Sequence[str], np.ndarray, int], np.ndarray],
+    num_classes: int,
+    verify: str = "header",
+) -> ImageSource:
+    """The source of a data set that lists its records (Helen's split files, CelebAMask-HQ's
+    split indices), each ``(name, image path, label paths)``.
+
+    An image that is listed but missing or unreadable is skipped; a record whose label maps
+    are missing, unreadable or do not fit its image (``check_labels(header, image,
+    labels)`` raises ``FileNotFoundError`` or ``ImageError``) keeps its image without
+    labels; a record listing no label maps counts as unlabelled. Each is one warning line and
+    counts in the summary line (``validate.ScanReport``) for ``what``.
+    """
+    report = validate.ScanReport(what)
+    entries = []
+    for name, image, labels in listed:
+        if not image.is_file():
+            report.skip(image, "listed in the split but missing")
+            continue
+        try:
+            header = validate.check_image(image, verify)
+        except ImageError as e:
+            report.skip(image, str(e))
+            continue
+        report.note_mode(header.mode)
+        if not labels:
+            report.labels_missing += 1
+        else:
+            try:
+                check_labels(header, image, labels)
+            except FileNotFoundError as e:
+                report.drop_labels(image, f"label map missing: {e.filename or e}")
+                labels = ()
+            except ImageError as e:
+                report.drop_labels(image, str(e))
+                labels = ()
+        entries.append(Entry(name=name, image=str(image), labels=labels))
+    source = ImageSource(
+        entries, label_reader=label_reader, num_classes=num_classes, description=report.what
+    )
+    report.summarize(len(source), source.num_labelled)
+    return source

@@ -105,6 +105,6 @@ def make_source(data_cfg, split: str, *, num_classes: int = NUM_CLASSES):
         return helen.helen_source(root, split, **common)
     if kind == "celebamask":
         return celebamask.celebamask_source(root, split, **common)
-    from facedeblur_jax.data import tfds_builder  # tensorflow_datasets: only when used
+    from facedeblur_jax.data import tfds_builder  # deferred: imports tensorflow_datasets
 
     return tfds_builder.TfdsSource(root, data_cfg.tfds_name, split, num_classes=num_classes)

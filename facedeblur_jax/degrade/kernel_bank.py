@@ -44,7 +44,7 @@ then index, then the extra rows::
     provenance         str[]                   the same fields as JSON (for people)
 
 Banks of format version 1 (no ``center``, ``groups`` or ``extras``) load as centroid-placed
-kernels (what they were drawn with) without extras.
+kernels (what they were drawn with) without extras (``core/compat.py``).
 
 The zip is written by hand with fixed member order and a fixed 1980-01-01 timestamp, so the
 same arguments give byte-identical files (``np.savez`` stamps the current time). That holds
@@ -56,7 +56,6 @@ rounding of the trajectory scan may differ between backends or CPU types in the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -68,7 +67,9 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from facedeblur_jax.core import compat, imageio
 from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.digest import sha256_file
 from facedeblur_jax.degrade import kernels as kernels_lib
 
 BANK_SEED = 2**31 - 1
@@ -288,10 +289,6 @@ def save_bank(
     return atomic_write(path, write)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
 def load_bank(path: str | os.PathLike) -> KernelBank:
     """Reads and checks a bank written by :func:`save_bank` (never unpickles).
 
@@ -335,7 +332,7 @@ def load_bank(path: str | os.PathLike) -> KernelBank:
         if np.any(outside != 0):
             raise ValueError(f"{str(path)!r}: a kernel of size {k} is non-zero outside {k}×{k}")
     anxiety = float(data["anxiety"])
-    center = str(data["center"]) if "center" in data else "centroid"  # version 1
+    center = compat.bank_center(data)
     if center not in kernels_lib.CENTERS:
         raise ValueError(f"{str(path)!r}: unknown center {center!r}")
     groups = None
@@ -426,7 +423,7 @@ def load_extra_kernel(path: str | os.PathLike, canvas: int) -> tuple[np.ndarray,
     radius = max(centre - rows[0], rows[-1] - centre, centre - cols[0], cols[-1] - centre)
     info = {
         "file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "shape": [int(n) for n in kernel.shape],
         "sum": total,
         "renormalised": bool(abs(total - 1.0) > _SUM_TOL),
@@ -467,9 +464,7 @@ def with_extras(bank: KernelBank, extras: Sequence[tuple[str, str | os.PathLike]
 
 def preview(bank: KernelBank, zoom: int = 4) -> np.ndarray:
     """``uint8[H, W, 3]``: every kernel (max-normalised, ``zoom``× nearest), one row per size."""
-    from facedeblur_jax.data.parsing_palette import grid
-
     peak = np.maximum(bank.kernels.max(axis=(1, 2), keepdims=True), 1e-12)
     tiles = np.round(255 * bank.kernels / peak).astype(np.uint8)
     tiles = np.repeat(np.repeat(tiles, zoom, axis=1), zoom, axis=2)
-    return grid([np.repeat(t[..., None], 3, -1) for t in tiles], columns=bank.per_size)
+    return imageio.grid([np.repeat(t[..., None], 3, -1) for t in tiles], columns=bank.per_size)

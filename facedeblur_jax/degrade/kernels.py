@@ -38,7 +38,7 @@ Choices written down here:
 
   - ``"centroid"``: the centre of mass at the canvas centre (``createPSFs.m`` with
     ``do_center``); only one side of the stroke touches the support border. What every
-    run before this option trained with (``checkpoint.LEGACY_DEFAULTS``).
+    run before this option trained with (``core/compat.py, LEGACY_DEFAULTS``).
   - ``"bbox"`` (default): the stroke's bounding box centred. The paper's released 27×27
     test kernel (``kernel_27_(1).mat`` in the authors' repository) supports it: its non-zero
     pixels span rows 2..26 and columns 5..22 (row 26 holds 2e-6 of the mass; above 1e-4

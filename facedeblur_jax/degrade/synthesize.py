@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from facedeblur_jax.config import reference_config
 from facedeblur_jax.core.asserts import check_images
 from facedeblur_jax.degrade import augment as augment_lib
 from facedeblur_jax.degrade import blur as blur_lib
@@ -42,9 +41,31 @@ class Degraded:
     kernel_sizes: jax.Array
 
 
+# The keys of the ``degrade`` config section this package reads (the schema,
+# ``configs/paper.py``, defines the same ones: tests/test_config.py checks that they agree).
+DEGRADE_KEYS = (
+    "anxiety",
+    "augment",
+    "blur_method",
+    "center",
+    "fill_mode",
+    "kernel_canvas",
+    "kernel_pool_size",
+    "kernel_sizes",
+    "max_rotation_deg",
+    "max_shift",
+    "noise_sigma",
+    "scale_range",
+    "trajectory_impl",
+    "trajectory_length",
+    "trajectory_steps",
+    "trajectory_unroll",
+)
+
+
 def check_degrade_config(cfg: ml_collections.ConfigDict) -> None:
     """``ValueError`` naming unknown or missing keys of the ``degrade`` config section."""
-    known = set(reference_config().degrade.keys())
+    known = set(DEGRADE_KEYS)
     keys = set(cfg.keys())
     unknown, missing = keys - known, known - keys
     if unknown:

@@ -6,7 +6,7 @@ drawn, its step jitted — and then scores any variables of its model:
     evaluator.run(variables) -> {metric name: float}
 
 where ``variables`` are the generator's ``{"params", ["batch_stats"]}``
-(``inference.generator_variables``). Each module of :data:`EVALUATORS` has an
+(``state.train_state.generator_variables``). Each module of :data:`EVALUATORS` has an
 ``Evaluator`` class with that ``run`` (plus richer methods ``facedeblur eval`` uses) and a
 ``from_spec(config, spec, model, resources)`` that builds it from a ``config.evals`` entry.
 
@@ -40,6 +40,8 @@ import ml_collections
 
 from facedeblur_jax.degrade import kernel_bank as bank_lib
 from facedeblur_jax.evaluators.faceset import FaceSet, load_faces
+from facedeblur_jax.models.factory import build_model
+from facedeblur_jax.state.train_state import generator_variables
 
 log = logging.getLogger("facedeblur.evaluators")
 PyTree = Any
@@ -117,7 +119,6 @@ class TrainingEvals:
         due = self.due(step)
         if not due:
             return 0.0
-        from facedeblur_jax.serving.loading import generator_variables
 
         t0 = time.perf_counter()
         device = jax.local_devices()[0]
@@ -174,7 +175,6 @@ def from_config(
     periods = {name: _period(config, name) for name in evals}  # check every entry
     if not enabled:
         return TrainingEvals([], total_steps)
-    from facedeblur_jax.models.factory import build_model
 
     model = build_model(config.model)
     resources = Resources(config)

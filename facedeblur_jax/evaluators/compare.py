@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.evaluators import report
@@ -219,8 +221,6 @@ def markdown(comparison: Mapping) -> str:
 
 def plot(comparison: Mapping, path: pathlib.Path) -> None:
     """One horizontal bar panel per table: mean PSNR ± the 95 % interval over faces."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     tables = comparison["tables"]
     fig = Figure(figsize=(4.6 * len(tables), 0.5 * max(len(t["rows"]) for t in tables) + 1.6))

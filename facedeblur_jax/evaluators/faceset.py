@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 
 from facedeblur_jax.core import imageio
+from facedeblur_jax.data.pipeline import make_eval_batches
+from facedeblur_jax.data.sources import make_source
 
 
 class NoFacesError(ValueError):
@@ -141,8 +143,6 @@ def load_faces(
 
     Records that fail to decode are dropped with a warning (``make_eval_batches``).
     """
-    from facedeblur_jax.data.pipeline import make_eval_batches
-    from facedeblur_jax.data.sources import make_source
 
     if max_faces is not None and max_faces < 1:
         raise ValueError(f"max_faces must be >= 1; got {max_faces}")

@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from facedeblur_jax.data.sources import make_source
+from facedeblur_jax.evaluators.faceset import data_config
 from facedeblur_jax.models import mobilefacenet as mfn
 
 CLEAR = "clear"
@@ -312,8 +314,6 @@ def identities_in_split(
     no such split, or its records carry no identities)."""
     if split is None:
         return None
-    from facedeblur_jax.data.sources import make_source
-    from facedeblur_jax.evaluators.faceset import data_config
 
     cfg = data_config(config, overrides)
     try:

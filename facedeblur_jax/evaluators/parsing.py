@@ -39,18 +39,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facedeblur_jax.config import reference_config
+from facedeblur_jax.core.batching import padded_batches
 from facedeblur_jax.data.labels import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from facedeblur_jax.degrade import kernel_bank as bank_lib
+from facedeblur_jax.evaluators.common import Resources
 from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.evaluators.psnr_ssim import (
     EVAL_NOISE_SEED,
     NOISE_SIGMA,
-    blur_with_bank,
+    bank_pairs,
     pairs_per_face,
 )
 from facedeblur_jax.models.face_deblur import FaceDeblurModel
+from facedeblur_jax.models.factory import build_model
 from facedeblur_jax.models.parsing_net import ParsingNet
-from facedeblur_jax.serving.loading import padded_batches
 
 PyTree = Any
 INPUTS = ("clear", "blurred", "deblurred")
@@ -130,14 +133,8 @@ def _step(model: FaceDeblurModel, noise_sigma: float, seed: int):
 
     @jax.jit
     def step(variables, faces, face_ids, labels, kernels, face_idx, kernel_idx, count):
-        sharp = faces[face_idx].astype(jnp.float32) / 255.0
-        blurred = blur_with_bank(
-            sharp,
-            kernels[kernel_idx],
-            face_ids[face_idx],
-            kernel_idx,
-            noise_sigma=noise_sigma,
-            seed=seed,
+        sharp, blurred = bank_pairs(
+            faces, face_ids, kernels, face_idx, kernel_idx, noise_sigma=noise_sigma, seed=seed
         )
         p_vars = parsing_variables(variables)
         logits = {
@@ -277,18 +274,16 @@ def from_spec(
 
 def after_phase_evaluator(config: ml_collections.ConfigDict) -> Evaluator:
     """The evaluator the training loop runs after each phase that trains P: the
-    ``config.evals.parsing`` entry (the paper config's defaults where the config has none)
+    ``config.evals.parsing`` entry (the schema's defaults where the config has none)
     on ``config.train.parsing_eval_faces`` faces of its split, one bank kernel per face.
 
     Raises:
       FileNotFoundError / ValueError: the split is missing or has no labelled face.
     """
-    from facedeblur_jax.configs.paper import eval_entry
-    from facedeblur_jax.evaluators.common import Resources
-    from facedeblur_jax.models.factory import build_model
 
     evals = config.get("evals", None) or {}
-    spec = (evals["parsing"] if "parsing" in evals else eval_entry()).copy_and_resolve_references()
+    entry = evals["parsing"] if "parsing" in evals else reference_config().evals.parsing
+    spec = entry.copy_and_resolve_references()
     with spec.unlocked():
         spec.max_faces = int(config.train.parsing_eval_faces)
     return from_spec(config, spec, build_model(config.model), Resources(config))

@@ -30,7 +30,7 @@ Protocol (choices the paper leaves open, written down here and in ``results.md``
   blurred input with G_f fed :data:`PRIORS` instead of ``softmax(P(y_c))``; G_c and P are
   unchanged, so only G_f's use of the prior differs between these rows.
 * Batching: the (face, kernel) pairs are enumerated kernel-major and deblurred in jitted
-  batches of one fixed shape (``inference.padded_batches``); the padding is dropped.
+  batches of one fixed shape (``core.batching.padded_batches``); the padding is dropped.
 
 :class:`Evaluator` compiles its step once and scores any variables of its model:
 :meth:`Evaluator.evaluate` returns every score (``facedeblur eval``), :meth:`Evaluator.run`
@@ -50,13 +50,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from facedeblur_jax.core import imageio, metrics
+from facedeblur_jax.core.batching import padded_batches
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_bank as bank_lib
 from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.models.face_deblur import FaceDeblurModel
-from facedeblur_jax.serving.loading import LoadedModel, padded_batches
+from facedeblur_jax.serving.loading import LoadedModel
 
 PyTree = Any
 BLURRED, COARSE, FULL = "blurred input", "G_c", "full model"
@@ -121,6 +123,32 @@ def blur_with_bank(
     keys = jax.vmap(lambda i, j: noise_key(i, j, seed))(face_index, kernel_index)
     noise = jax.vmap(lambda k: jax.random.normal(k, sharp.shape[1:], jnp.float32))(keys)
     return jnp.clip(blurred + noise_sigma * noise, 0.0, 1.0)
+
+
+def bank_pairs(
+    faces: jax.Array,
+    face_ids: jax.Array,
+    kernels: jax.Array,
+    face_idx: jax.Array,
+    kernel_idx: jax.Array,
+    *,
+    noise_sigma: float = NOISE_SIGMA,
+    seed: int = EVAL_NOISE_SEED,
+) -> tuple[jax.Array, jax.Array]:
+    """``(sharp, blurred)`` ``f32[B, S, S, 3]`` of a batch of (face, bank kernel) pairs: the
+    faces ``uint8[N, S, S, 3]`` at rows ``face_idx``, blurred with bank rows ``kernel_idx``
+    of ``kernels`` by :func:`blur_with_bank` (``face_ids``: each face's position in the
+    test set, which keys its noise). Inside the evaluators' jitted steps."""
+    sharp = faces[face_idx].astype(jnp.float32) / 255.0
+    blurred = blur_with_bank(
+        sharp,
+        kernels[kernel_idx],
+        face_ids[face_idx],
+        kernel_idx,
+        noise_sigma=noise_sigma,
+        seed=seed,
+    )
+    return sharp, blurred
 
 
 def per_image_metrics(pred: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
@@ -256,14 +284,8 @@ def _main_step(
 ) -> Callable:
     @jax.jit
     def step(variables, faces, face_ids, labels, kernels, face_idx, kernel_idx):
-        sharp = faces[face_idx].astype(jnp.float32) / 255.0
-        blurred = blur_with_bank(
-            sharp,
-            kernels[kernel_idx],
-            face_ids[face_idx],
-            kernel_idx,
-            noise_sigma=noise_sigma,
-            seed=seed,
+        sharp, blurred = bank_pairs(
+            faces, face_ids, kernels, face_idx, kernel_idx, noise_sigma=noise_sigma, seed=seed
         )
         out = model.apply(variables, blurred, upto="fine")
         y_c, y = jnp.clip(out.y_coarse, 0.0, 1.0), jnp.clip(out.y, 0.0, 1.0)
@@ -400,8 +422,6 @@ class Evaluator:
 
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=k, unit="kernel", desc="eval", mininterval=1.0, file=sys.stderr)
         total, batch_size = n * k, self.batch_size
         t0 = time.perf_counter()

@@ -27,11 +27,24 @@ from typing import Any
 
 import jax
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from facedeblur_jax.core import imageio
 from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.digest import sha256_file
+from facedeblur_jax.data import parsing_palette
 from facedeblur_jax.evaluators.faceset import FaceSet
-from facedeblur_jax.evaluators.psnr_ssim import BLURRED, COARSE, FULL
+from facedeblur_jax.evaluators.identity import markdown_lines
+from facedeblur_jax.evaluators.psnr_ssim import (
+    BLURRED,
+    COARSE,
+    EVAL_NOISE_SEED,
+    EVAL_NOISE_TAG,
+    FULL,
+)
+
+RESULTS_FORMAT = 1  # results.json's "format"
 
 OUTPUT_FILES = (
     "results.json",
@@ -41,6 +54,133 @@ OUTPUT_FILES = (
     "ssim_vs_kernel_size.png",
     "grid.png",
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The results record
+# ---------------------------------------------------------------------------------------------
+
+
+def run_record(
+    *,
+    checkpoint: str,
+    loaded,
+    trained_priors: Mapping[str, str],
+    fed_priors: Sequence[str],
+    extra: Mapping[str, Any],
+    extra_paths: Mapping[str, str],
+    data: str,
+    split: str,
+    faces: FaceSet,
+    max_faces: int | None,
+    bank,
+    bank_path: pathlib.Path,
+    noise_sigma: float,
+) -> dict[str, Any]:
+    """What an eval run was: the checkpoint (``loaded``, a ``serving.loading.LoadedModel``)
+    and the extra ones (``{name: LoadedModel}`` loaded from ``extra_paths``), the priors,
+    the faces, the kernel bank and the protocol — the head of ``results.json``."""
+    config = loaded.config
+    return {
+        "format": RESULTS_FORMAT,
+        "checkpoint": {
+            "path": str(pathlib.Path(checkpoint).resolve()),
+            "step": loaded.step,
+            "image_size": loaded.image_size,
+            "trained_kernel_sizes": [int(k) for k in config.degrade.kernel_sizes],
+            "trained_priors": dict(trained_priors),
+        },
+        "priors": {
+            "fed": list(fed_priors),
+            "shuffled": "the ground-truth parsing of test face (i + N // 2) mod N",
+        },
+        "extra_checkpoints": {
+            name: {"path": str(pathlib.Path(p).resolve()), "step": extra[name].step}
+            for name, p in extra_paths.items()
+        },
+        "data": {
+            "spec": data,
+            "split": split,
+            "resize": str(config.data.resize),
+            "num_faces": len(faces),
+            "max_faces": max_faces,
+            "split_size": faces.split_size,
+            "face_selection": "records floor(i * split_size / max_faces)" if max_faces else "all",
+        },
+        "bank": {
+            "path": str(bank_path),
+            "sha256": sha256_file(bank_path),
+            "num_kernels": len(bank),
+            "sizes": list(bank.unique_sizes),
+            "canvas": bank.canvas,
+            "provenance": bank.provenance(),
+        },
+        "protocol": {
+            "blur": "blur.blur (true convolution), reflect border, output H×W",
+            "noise_sigma": noise_sigma,
+            "noise_seed": EVAL_NOISE_SEED,
+            "noise_key": (
+                "fold_in(fold_in(fold_in(key(noise_seed), tag), face position in the split), "
+                "bank row)"
+            ),
+            "noise_tag": EVAL_NOISE_TAG,
+            "metrics": (
+                "RGB, clipped to [0, 1], whole image, PSNR peak 1 (dm-pix), SSIM dm-pix "
+                "(Gaussian 11×11, σ 1.5); per image, then mean / population std / min"
+            ),
+            "inf": (
+                "PSNR of an output identical to the ground truth is ∞; a mean over a set with ∞ "
+                "is ∞ and its std undefined (n/a); JSON writes non-finite numbers as the "
+                'strings "inf", "-inf", "nan"'
+            ),
+        },
+    }
+
+
+def grid_record(faces: FaceSet, bank, shown: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Which (face, kernel) pairs ``grid.png`` shows; its ``columns`` are filled in when the
+    grid is drawn (:func:`write_outputs`)."""
+    return {
+        "columns": [],
+        "pairs": [
+            {
+                "face": faces.names[i],
+                "face_index": int(faces.index[i]),
+                "kernel_index": j,
+                "kernel_size": int(bank.sizes[j]),
+            }
+            for i, j in shown
+        ],
+        "rows_text": "faces spread over the test set, kernels from smallest to largest",
+    }
+
+
+def write_outputs(
+    paths: Mapping[str, pathlib.Path],
+    results: dict,
+    ev: Mapping,
+    table: Mapping,
+    shown: Sequence[tuple[int, int]],
+    faces: FaceSet,
+    sizes: np.ndarray,
+    extra_names: Sequence[str],
+    *,
+    overwrite: bool,
+) -> None:
+    """Writes every file of :data:`OUTPUT_FILES` (``paths`` from :func:`output_paths`):
+    ``grid.png`` when ``shown`` names examples (its columns go into ``results``), the two
+    plots, ``per_image.npz``, ``results.json`` and ``results.md``."""
+    if shown:
+        grid, columns = make_grid(ev["kept"], shown, faces, list(extra_names))
+        results["grid"]["columns"] = columns
+        imageio.save_image(paths["grid.png"], grid, overwrite=overwrite)
+    plot_vs_size(table, "psnr", paths["psnr_vs_kernel_size.png"])
+    plot_vs_size(table, "ssim", paths["ssim_vs_kernel_size.png"])
+    save_per_image(paths["per_image.npz"], ev["per_image"], sizes, faces)
+    write_json(
+        paths["results.json"], {k: v for k, v in results.items() if not k.endswith("_markdown")}
+    )
+    write_markdown(paths["results.md"], results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +383,6 @@ def markdown_report(results: Mapping) -> str:
         if "skipped" in ident:
             lines += [f"Not computed: {ident['skipped']}.", ""]
         else:
-            from facedeblur_jax.evaluators.identity import markdown_lines
-
             probes = ident.get("probes", {})
             lines += [
                 f"Probes: {probes.get('num_probes')} images per kind ({probes.get('pairs')}); "
@@ -280,7 +418,6 @@ def markdown_report(results: Mapping) -> str:
 
 
 def _colorize(parsing: np.ndarray) -> np.ndarray:
-    from facedeblur_jax.data import parsing_palette
 
     return parsing_palette.colorize(np.asarray(parsing) % len(parsing_palette.palette()))
 
@@ -292,7 +429,6 @@ def make_grid(
     extra_names: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[str]]:
     """``uint8`` image grid, one row per pair: blurred, y_c, parsing, y, extras…, GT."""
-    from facedeblur_jax.data import parsing_palette
 
     columns = [BLURRED, COARSE, "parsing (P)", FULL, *extra_names, "ground truth"]
     tiles = []
@@ -301,13 +437,11 @@ def make_grid(
         tiles += [got[BLURRED], got[COARSE], _colorize(got["parsing"]), got[FULL]]
         tiles += [got[name] for name in extra_names]
         tiles.append(faces.images[pair[0]])
-    return parsing_palette.grid(tiles, columns=len(columns)), columns
+    return imageio.grid(tiles, columns=len(columns)), columns
 
 
 def plot_vs_size(table: Mapping, metric: str, path: pathlib.Path) -> None:
     """Mean ``metric`` per kernel size, one line per method (matplotlib Agg, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     sizes = table["sizes"]
     fig = Figure(figsize=(6.4, 4.2), dpi=120)

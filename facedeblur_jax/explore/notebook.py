@@ -25,12 +25,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.io
 
+from facedeblur_jax.config import load_config
 from facedeblur_jax.data.labels import CLASS_NAMES
+from facedeblur_jax.data.pipeline import make_eval_batches
 from facedeblur_jax.degrade.synthesize import Degraded, synthesize
 from facedeblur_jax.evaluators.parsing import f_scores  # noqa: F401 (the notebooks use it)
 from facedeblur_jax.models.parsing_net import ParsingNet
 from facedeblur_jax.serving.loading import LoadedModel
+from facedeblur_jax.training.loop import train
 from facedeblur_jax.training.losses import KEY_PARTS
 
 TINY_ENV = "FACEDEBLUR_NOTEBOOK_TINY"
@@ -50,8 +54,6 @@ def official_test_kernel() -> np.ndarray | None:
     if not path.is_file():
         raise FileNotFoundError(f"{OFFICIAL_KERNEL_ENV}={name!r}: no such file")
     if path.suffix.lower() == ".mat":
-        import scipy.io
-
         return np.asarray(scipy.io.loadmat(path)["kernel"], np.float32)
     return np.load(path, allow_pickle=False)
 
@@ -82,8 +84,6 @@ def demo_workdir() -> pathlib.Path:
     (a few minutes) when it is missing. Finished workdirs are reused (training resumes and
     finds nothing left to do).
     """
-    from facedeblur_jax.config import load_config
-    from facedeblur_jax.training.loop import train
 
     name = "notebook_tiny" if tiny_mode() else "demo"
     workdir = runs_dir() / name
@@ -111,7 +111,6 @@ def held_back(
     seed: int = 1234,
 ) -> HeldBack:
     """Loads ``split`` of ``config.data`` and blurs it with ``key(seed)`` (no augmentation)."""
-    from facedeblur_jax.data.pipeline import make_eval_batches
 
     parts = {k: [] for k in ("image", "labels", "has_labels", "identity", "name")}
     for batch in make_eval_batches(config, split, batch_size=16):

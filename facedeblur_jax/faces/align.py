@@ -35,6 +35,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from facedeblur_jax.core import imageio, sample_data
+from facedeblur_jax.faces import landmarks as lm
+
 # (left eye centre, right eye centre, nose tip, left mouth corner, right mouth corner), "left"
 # = image-left, as fractions (x + 0.5) / S, (y + 0.5) / S of an aligned S × S crop.
 TEMPLATE_5 = np.array(
@@ -256,8 +259,6 @@ def paste_back(
 
 def _mean_template() -> tuple[np.ndarray, int]:
     """The mean five points of the bundled faces the detector finds, as fractions."""
-    from facedeblur_jax.core import imageio, sample_data
-    from facedeblur_jax.faces import landmarks as lm
 
     points = []
     for face in sample_data.sample_faces():

@@ -63,7 +63,7 @@ def model_path(name: str = PREDICTOR_FILE) -> pathlib.Path:
 def dlib_module():
     """The ``dlib`` module; ``ModuleNotFoundError`` naming the ``faces`` extra if missing."""
     try:
-        import dlib
+        import dlib  # deferred: dlib is optional (the faces extra)
     except ImportError as e:
         raise ModuleNotFoundError(f"face detection and landmarks need dlib: {INSTALL_HINT}") from e
     return dlib

@@ -15,7 +15,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 # docs/design.md §2). 1: the layout before (14-conv scales, the prior average-pooled to
 # 0.5× and resized up, a P of 3×3 conv stages, transposed-conv decoder stages and 1×1
 # logits); no longer built, so its checkpoints are refused by name
-# (checkpoint.check_layout).
+# (core/compat.py).
 LAYOUT_VERSION = 2
 
 

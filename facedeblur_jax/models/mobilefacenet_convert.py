@@ -143,7 +143,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"MobileFaceNet checkpoint not found: {path}")
     try:
-        import torch
+        import torch  # deferred: torch is optional (the test extra)
     except ImportError as e:  # torch is not a dependency of the package
         raise ImportError(f"reading the PyTorch checkpoint {path} needs torch") from e
     try:

@@ -62,6 +62,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from scipy.io import loadmat  # scipy is a dependency; imported here to keep imports light
 
 from facedeblur_jax.models.vgg import CONV_LAYERS, VGG_FACE_MEAN_RGB, check_vgg_face_params
 
@@ -274,7 +275,7 @@ def convert_state_dict(
 
 def _load_torch(path: pathlib.Path) -> Any:
     try:
-        import torch
+        import torch  # deferred: torch is optional (the test extra)
     except ImportError as e:  # torch is not a dependency of the package
         raise ImportError(
             f"reading the PyTorch file {path} needs torch (pip install torch); or convert the "
@@ -370,7 +371,6 @@ def convert_matconvnet(
     path: str | os.PathLike, *, source_channels: str = "auto", check_vgg_face: bool = True
 ) -> ConvertedVGGFace:
     """Converts a MatConvNet VGG-Face ``.mat`` (DagNN or SimpleNN) to Flax params."""
-    from scipy.io import loadmat  # scipy is a dependency; imported here to keep imports light
 
     path = pathlib.Path(path)
     try:

@@ -1,4 +1,8 @@
-"""Loading a trained model from a checkpoint and deblurring batches of images.
+"""Loading a trained model — from a checkpoint or a weights file — and deblurring with it.
+
+This module owns loading: :func:`load_model` takes either form and returns a
+:class:`LoadedModel`; :mod:`facedeblur_jax.serving.weights_file` only reads and writes the
+weights file's format, and :func:`export_weights` turns a checkpoint into such a file.
 
 A checkpoint is self-describing: its ``meta`` item stores the config it was trained with,
 so ``load_model(DIR)`` needs nothing else. ``DIR`` may be a training workdir, its
@@ -11,12 +15,8 @@ The package may carry one such file, the bundled model
 ``README.md`` there): :func:`bundled_model_path` returns it, or ``None`` when this copy of
 the package has none. ``facedeblur deblur`` uses it when no ``--checkpoint`` is given.
 
-Padded-batch inference lives here, once: :func:`padded_batches` cuts ``range(total)`` into
-index batches of one fixed length (the last one repeats its last index), so a jitted
-function compiles once whatever the number of inputs; :func:`map_batched` applies a
-function over such batches of an array and drops the padding. :func:`generator_variables`
-takes the generator's variables (G_c, P, G_f; no discriminator) out of a train state's
-params and batch statistics, for checkpoints and for evaluation during training alike.
+Batches have one fixed shape (:mod:`facedeblur_jax.core.batching`), so the jitted network
+compiles once whatever the number of inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -33,10 +32,12 @@ import ml_collections
 import numpy as np
 
 from facedeblur_jax.core import sample_data
+from facedeblur_jax.core.batching import map_batched
 from facedeblur_jax.models.face_deblur import DeblurOutputs, FaceDeblurModel
 from facedeblur_jax.models.factory import build_discriminator, build_model
-from facedeblur_jax.training import checkpoint as ckpt_lib
-from facedeblur_jax.training.state import create_train_state
+from facedeblur_jax.serving import weights_file
+from facedeblur_jax.state import checkpoint as ckpt_lib
+from facedeblur_jax.state.train_state import create_train_state, generator_variables
 
 PyTree = Any
 
@@ -84,8 +85,6 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     """Restores the generator (G_c, P, G_f) of the latest (or the named) checkpoint, or
     reads it from a weights file (a file ending in ``.npz``)."""
     if pathlib.Path(path).suffix == ".npz" and not pathlib.Path(path).is_dir():
-        from facedeblur_jax.serving import weights_file
-
         return weights_file.load_weights(path)
     workdir, step = _resolve(path)
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
@@ -112,16 +111,6 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(config, model, generator_variables(state), int(step), meta)
 
 
-def generator_variables(state) -> PyTree:
-    """``{"params": ..., ["batch_stats": ...]}`` of G_c, P and G_f from a train state (its
-    params without the discriminator's ``disc``; batch statistics when P has BatchNorm)."""
-    params = {k: v for k, v in state.params.items() if k != "disc"}
-    variables = {"params": params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
-    return variables
-
-
 def make_deblur_fn(loaded: LoadedModel, *, upto: str = "fine"):
     """A jitted ``f32[B, S, S, 3] -> DeblurOutputs`` for the loaded model."""
 
@@ -130,48 +119,6 @@ def make_deblur_fn(loaded: LoadedModel, *, upto: str = "fine"):
         return loaded.model.apply(variables, x, upto=upto)
 
     return lambda x: run(loaded.variables, x)
-
-
-def padded_batches(total: int, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Index batches over ``range(total)``, in order, all of one length.
-
-    Yields:
-      ``(i32[batch_size] indices, count)``: the first ``count`` indices are new; the last
-      batch is padded by repeating ``total - 1`` (a real input, so the padding computes
-      nothing undefined), and its padded results are to be dropped. Nothing when
-      ``total == 0``.
-
-    Raises:
-      ValueError: ``batch_size < 1`` or ``total < 0``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if total < 0:
-        raise ValueError(f"total must be >= 0; got {total}")
-    for start in range(0, total, batch_size):
-        index = np.minimum(np.arange(start, start + batch_size), total - 1).astype(np.int32)
-        yield index, min(batch_size, total - start)
-
-
-def map_batched(fn: Callable[[np.ndarray], PyTree], x: np.ndarray, batch_size: int) -> PyTree:
-    """``fn`` over fixed-size batches of ``x``'s leading axis (:func:`padded_batches`).
-
-    Args:
-      fn: ``[batch_size, ...] -> pytree of [batch_size, ...]`` (e.g. a jitted network: it
-        compiles once).
-      x: ``[N, ...]`` inputs, ``N >= 1``.
-      batch_size: rows per call.
-
-    Returns:
-      The pytree of ``fn``'s outputs for the ``N`` rows, as numpy arrays ``[N, ...]``.
-    """
-    x = np.asarray(x)
-    if len(x) == 0:
-        raise ValueError("map_batched needs at least one input row")
-    outs = []
-    for index, count in padded_batches(len(x), batch_size):
-        outs.append(jax.tree.map(lambda y, n=count: np.asarray(y)[:n], fn(x[index])))
-    return jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
 
 
 def deblur_array(loaded: LoadedModel, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -184,3 +131,50 @@ def deblur_array(loaded: LoadedModel, images: np.ndarray, batch_size: int = 32) 
     if len(images) == 0:
         return np.zeros((0, *images.shape[1:]), np.float32)
     return map_batched(lambda x: jnp.clip(fn(jnp.asarray(x)).y, 0.0, 1.0), images, batch_size)
+
+
+def describe(loaded: LoadedModel) -> str:
+    """``'NAME' (DATA; S px; step N)`` of a model read from a weights file (DATA: the card's
+    ``"data"`` string, left out when it has none)."""
+    data = loaded.meta.get("card", {}).get("data")
+    parts = [data] if isinstance(data, str) and data.strip() else []
+    parts += [f"{loaded.image_size} px", f"step {loaded.step}"]
+    return f"{loaded.meta.get('name', '?')!r} ({'; '.join(parts)})"
+
+
+def export_weights(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    card_json: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> tuple[pathlib.Path, LoadedModel]:
+    """``facedeblur export-weights``: the generator of ``checkpoint`` (a workdir, its
+    ``checkpoints/`` folder, one ``checkpoints/<step>`` folder, or a weights file) written
+    to ``out``. ``name`` defaults to ``out``'s name without ``.npz``. Everything is checked
+    before the checkpoint is read; an existing ``out`` is kept unless ``overwrite``.
+
+    Returns ``(resolved out, the loaded model)``.
+    """
+    out = pathlib.Path(out).expanduser().resolve()
+    if out.suffix != ".npz":
+        raise ValueError(f"--out must end in .npz; got {out}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name the .npz file to write")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    name = weights_file.check_name(out.stem if name is None else name)
+    card = weights_file.read_card(card_json) if card_json is not None else {}
+    loaded = load_model(checkpoint)
+    written = weights_file.save_weights(
+        loaded.config,
+        loaded.variables,
+        out,
+        step=loaded.step,
+        meta=loaded.meta,
+        name=name,
+        card=card,
+        overwrite=overwrite,
+    )
+    return written, loaded

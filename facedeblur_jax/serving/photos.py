@@ -51,8 +51,9 @@ import numpy as np
 
 from facedeblur_jax.core import imageio
 from facedeblur_jax.faces import align as face_align
+from facedeblur_jax.faces import landmarks as lm
 from facedeblur_jax.serving import loading as inference
-from facedeblur_jax.serving.loading import deblur_array, load_model, make_deblur_fn
+from facedeblur_jax.serving.loading import deblur_array, describe, load_model, make_deblur_fn
 
 # Photos are searched at most this large (longer side); larger ones on a shrunk copy.
 MAX_DETECT_SIDE = 1600
@@ -101,7 +102,6 @@ def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.nda
     Returns:
       ``[f32[68, 2]]`` (x, y) pixel coordinates, one per face.
     """
-    from facedeblur_jax.faces import landmarks as lm
 
     dlib = lm.dlib_module()
     detector, predictor = lm.detector(), lm.shape_predictor()
@@ -407,8 +407,6 @@ def run(
     if not files:
         raise ValueError(f"no images found in {inputs}")
     if align:
-        from facedeblur_jax.faces import landmarks as lm
-
         try:
             # dlib and its models, before the checkpoint is loaded.
             lm.detector()
@@ -417,8 +415,6 @@ def run(
             raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
     loaded = load_model(checkpoint)
     if bundled:
-        from facedeblur_jax.serving.weights_file import describe
-
         card = inference.PRETRAINED_DIR / "README.md"
         print(f"using the bundled model {describe(loaded)}; see {card}")
     out_root = pathlib.Path(out_dir)

@@ -15,7 +15,7 @@ What it holds (a tagged ``.npz``, :mod:`facedeblur_jax.models.npz_weights`):
   (``models/factory.py``): a file of another network, or of an older layout, is refused by
   name before any array is looked at;
 * ``__config__``: the training config as JSON, read back through
-  :func:`facedeblur_jax.training.checkpoint.config_from_meta` (so a file of an older config schema
+  :func:`facedeblur_jax.state.checkpoint.config_from_meta` (so a file of an older config schema
   still loads), except the keys of :data:`LOCAL_KEYS`, which are cleared: they name
   local paths of the training run (data root, weight files, a cache), which are not part
   of the model and must not travel with a file that is passed on;
@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from facedeblur_jax.core import compat
 from facedeblur_jax.models.factory import LAYOUT_VERSION, build_model
 from facedeblur_jax.models.npz_weights import (
     FORMAT_KEY,
@@ -52,8 +53,7 @@ from facedeblur_jax.models.npz_weights import (
     unflatten_tree,
     write_tagged_npz,
 )
-from facedeblur_jax.serving.loading import LoadedModel
-from facedeblur_jax.training import checkpoint as ckpt_lib
+from facedeblur_jax.state import checkpoint as ckpt_lib
 
 FORMAT_PREFIX = "facedeblur_jax.generator.v"
 FORMAT = f"{FORMAT_PREFIX}{LAYOUT_VERSION}"
@@ -105,7 +105,8 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """``name`` stripped; ``ValueError`` unless it is one non-empty printable line."""
     name = name.strip()
     if not name or not name.isprintable():
         raise ValueError(f"--name must be a non-empty single line of text; got {name!r}")
@@ -113,31 +114,36 @@ def _check_name(name: str) -> str:
 
 
 def save_weights(
-    loaded: LoadedModel,
+    config: ml_collections.ConfigDict,
+    variables: Any,
     path: str | os.PathLike,
     *,
+    step: int,
+    meta: Mapping[str, Any],
     name: str,
     card: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Writes the loaded model's generator to ``path`` (``.npz``); returns the resolved path.
+    """Writes a generator's ``variables`` with its training ``config``, global ``step`` and
+    checkpoint ``meta`` (its ``phase`` and ``versions``) to ``path`` (``.npz``); returns the
+    resolved path.
 
     Raises:
       FileExistsError: ``path`` exists and not ``overwrite`` (nothing is written).
       ValueError: ``path`` does not end in ``.npz``; ``name`` is empty or several lines.
     """
-    name = _check_name(name)
-    arrays = flatten_tree(jax.device_get(loaded.variables))
-    meta = {
-        "config": ckpt_lib.config_to_json(shareable_config(loaded.config)),
-        "step": int(loaded.step),
-        "phase": str(loaded.meta.get("phase", "")),
-        "versions": json.dumps(loaded.meta.get("versions", {}), sort_keys=True),
+    name = check_name(name)
+    arrays = flatten_tree(jax.device_get(variables))
+    stored = {
+        "config": ckpt_lib.config_to_json(shareable_config(config)),
+        "step": int(step),
+        "phase": str(meta.get("phase", "")),
+        "versions": json.dumps(meta.get("versions", {}), sort_keys=True),
         "name": name,
         "card": json.dumps(dict(card or {})),
     }
     return write_tagged_npz(
-        path, arrays, fmt=FORMAT, what=f"the {WHAT}", meta=meta, overwrite=overwrite
+        path, arrays, fmt=FORMAT, what=f"the {WHAT}", meta=stored, overwrite=overwrite
     )
 
 
@@ -177,11 +183,11 @@ def _meta_json(meta: Mapping[str, np.ndarray], key: str, path: pathlib.Path) -> 
         raise ValueError(f"{path}: the metadata entry __{key}__ is not valid JSON ({e})") from e
 
 
-def load_weights(path: str | os.PathLike) -> LoadedModel:
-    """Reads a generator weights file into a :class:`LoadedModel` (arrays on the default
-    device), equal to what ``load_model`` restores from the checkpoint it was written from.
+def read_weights(path: str | os.PathLike) -> tuple[ml_collections.ConfigDict, Any, int, dict]:
+    """Reads a generator weights file: ``(config, variables, step, info)`` (arrays on the
+    default device), the same a checkpoint it was written from restores to.
 
-    ``meta`` holds ``config`` (the JSON), ``step``, ``phase``, ``versions``, ``name``,
+    ``info`` holds ``config`` (the JSON), ``step``, ``phase``, ``versions``, ``name``,
     ``card`` (a dict) and ``file`` (the resolved path).
 
     Raises:
@@ -191,13 +197,7 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         wrong-shaped, not float or not finite — one line naming the file and the key.
     """
     path = pathlib.Path(path).expanduser().resolve()
-    tag = _stored_tag(path)
-    if tag.startswith(FORMAT_PREFIX) and tag != FORMAT:
-        raise ckpt_lib.CheckpointError(
-            f"{path} holds generator weights of model layout {tag[len(FORMAT_PREFIX) :]!r} "
-            f"(format tag {tag!r}); this version builds only layout {LAYOUT_VERSION}: load it "
-            "with the version that wrote it, or export a checkpoint of this version"
-        )
+    compat.check_weights_tag(_stored_tag(path), FORMAT_PREFIX, FORMAT, str(path))
     flat, meta = read_tagged_npz(path, fmt=FORMAT, what=WHAT, writer=WRITER)
     config_json = _meta_text(meta, "config", path)
     try:
@@ -239,44 +239,4 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         "card": card,
         "file": str(path),
     }
-    return LoadedModel(config, model, variables, int(meta["step"]), info)
-
-
-def describe(loaded: LoadedModel) -> str:
-    """``'NAME' (DATA; S px; step N)`` of a model read from a weights file (DATA: the card's
-    ``"data"`` string, left out when it has none)."""
-    data = loaded.meta.get("card", {}).get("data")
-    parts = [data] if isinstance(data, str) and data.strip() else []
-    parts += [f"{loaded.image_size} px", f"step {loaded.step}"]
-    return f"{loaded.meta.get('name', '?')!r} ({'; '.join(parts)})"
-
-
-def export_weights(
-    checkpoint: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    name: str | None = None,
-    card_json: str | os.PathLike | None = None,
-    overwrite: bool = False,
-) -> tuple[pathlib.Path, LoadedModel]:
-    """``facedeblur export-weights``: the generator of ``checkpoint`` (a workdir, its
-    ``checkpoints/`` folder, one ``checkpoints/<step>`` folder, or a weights file) written
-    to ``out``. ``name`` defaults to ``out``'s name without ``.npz``. Everything is checked
-    before the checkpoint is read; an existing ``out`` is kept unless ``overwrite``.
-
-    Returns ``(resolved out, the loaded model)``.
-    """
-    from facedeblur_jax.serving.loading import load_model
-
-    out = pathlib.Path(out).expanduser().resolve()
-    if out.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz; got {out}")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; name the .npz file to write")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    name = _check_name(out.stem if name is None else name)
-    card = read_card(card_json) if card_json is not None else {}
-    loaded = load_model(checkpoint)
-    written = save_weights(loaded, out, name=name, card=card, overwrite=overwrite)
-    return written, loaded
+    return config, variables, int(meta["step"]), info

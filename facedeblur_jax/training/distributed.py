@@ -35,6 +35,9 @@ from collections.abc import Mapping
 
 import jax
 import ml_collections
+from jax._src import distributed as jax_distributed
+
+from facedeblur_jax.state.checkpoint import config_diff
 
 ENV = {
     "coordinator_address": "JAX_COORDINATOR_ADDRESS",
@@ -168,7 +171,6 @@ def initialize(train_config: ml_collections.ConfigDict) -> None:
 def _client():
     # The coordinator's key-value store. JAX exposes no public handle to it; Orbax uses this
     # same attribute for its multi-host barriers.
-    from jax._src import distributed as jax_distributed
 
     return jax_distributed.global_state.client
 
@@ -184,7 +186,6 @@ def check_same_run(
     n = jax.process_count()
     if n == 1:
         return
-    from facedeblur_jax.training.checkpoint import config_diff
 
     client = _client()
     mine = json.dumps({"config": config.to_json_best_effort(), "workdir": str(workdir)})

@@ -43,16 +43,27 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
 from facedeblur_jax import evaluators
 from facedeblur_jax.core.compile_cache import enable_compilation_cache
+from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.degrade.synthesize import check_degrade_config
-from facedeblur_jax.models.factory import build_discriminator, build_model
-from facedeblur_jax.training import checkpoint as ckpt_lib
+from facedeblur_jax.evaluators import parsing
+from facedeblur_jax.models import mobilefacenet
+from facedeblur_jax.models.factory import build_discriminator, build_model, compute_dtype
+from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
+from facedeblur_jax.serving.loading import load_model
+from facedeblur_jax.state import checkpoint as ckpt_lib
+from facedeblur_jax.state.train_state import (
+    TrainState,
+    create_train_state,
+    generator_variables,
+    net_of,
+)
 from facedeblur_jax.training import distributed
 from facedeblur_jax.training import schedule as schedule_lib
-from facedeblur_jax.training.state import TrainState, create_train_state
 from facedeblur_jax.training.step import AXIS, build_grad_norms, build_train_step
 
 log = logging.getLogger("facedeblur.train")
@@ -82,8 +93,6 @@ def _vgg(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
             "--config.loss.vgg_weights_path=FILE.npz, or turn the loss off with "
             "--config.loss.vgg_weight=0"
         )
-    from facedeblur_jax.models.factory import compute_dtype
-    from facedeblur_jax.models.vgg import VGGFace, load_vgg_face
 
     params = load_vgg_face(path)
     net = VGGFace(layers=tuple(config.loss.vgg_layers), dtype=compute_dtype(config.model))
@@ -107,7 +116,6 @@ def _identity(config: ml_collections.ConfigDict, phases) -> tuple[Any, PyTree]:
             "--config.loss.identity_weights_path=FILE.npz, or turn the loss off with "
             "--config.loss.identity_weight=0"
         )
-    from facedeblur_jax.models import mobilefacenet
 
     try:
         variables = mobilefacenet.load_mobilefacenet(path)
@@ -123,7 +131,7 @@ class MetricWriter:
     def __init__(self, workdir: pathlib.Path, enabled: bool):
         self.enabled = enabled
         if enabled:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # deferred: slow to import
 
             self._tb = SummaryWriter(str(workdir / "tb"))
             self._jsonl = (workdir / "metrics.jsonl").open("a")
@@ -154,8 +162,6 @@ def _warm_start(state: TrainState, init_from: str, nets, sharding) -> TrainState
     """Copies the nets of ``init_from``'s latest checkpoint into a fresh ``state`` where the
     net is in ``nets`` and its param key exists in both with identical shapes; reports what
     it took and skipped."""
-    from facedeblur_jax.serving.loading import load_model
-    from facedeblur_jax.training.state import net_of
 
     source = load_model(init_from)
 
@@ -280,8 +286,6 @@ class _ParsingScoresOnce:
         self.enabled = is_main and int(config.train.parsing_eval_faces) > 0
 
     def run(self, phase_name: str, step: int, state: TrainState, writer) -> None:
-        from facedeblur_jax.evaluators import parsing
-        from facedeblur_jax.serving.loading import generator_variables
 
         if not self.enabled:
             return
@@ -340,8 +344,6 @@ def train(
             enable_compilation_cache(config.train.compilation_cache_dir)
         mesh = make_mesh() if mesh is None else mesh
         if own_data:
-            from facedeblur_jax.data.pipeline import make_train_iterator
-
             data = make_train_iterator(config, mesh)
     except Exception as e:
         if multi:
@@ -409,8 +411,6 @@ def train(
         writer = MetricWriter(workdir, is_main)
         parsing_scores = _ParsingScoresOnce(config, is_main)
         if progress and is_main:
-            from tqdm import tqdm
-
             bar = tqdm(total=total, initial=step, unit="step", mininterval=2.0, file=sys.stderr)
         batch = config.train.global_batch_size
         index, _ = schedule_lib.locate(phases, step)

@@ -83,10 +83,6 @@ class Phase:
             return "parsing"
         return "coarse"
 
-    @property
-    def uses_disc(self) -> bool:
-        return self.trains("disc") or self.loss["adv"] > 0
-
 
 def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
     """The validated phase list; ``ValueError`` names the phase and field that is wrong."""

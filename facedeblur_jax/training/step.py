@@ -47,9 +47,9 @@ from facedeblur_jax.degrade.synthesize import Degraded, augment_only, synthesize
 from facedeblur_jax.models.face_deblur import DeblurOutputs
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.models.parsing_net import ParsingNet
+from facedeblur_jax.state.train_state import TrainState, make_optimizer, net_of
 from facedeblur_jax.training import losses
 from facedeblur_jax.training.schedule import Phase
-from facedeblur_jax.training.state import TrainState, make_optimizer, net_of
 
 AXIS = "data"
 PyTree = Any

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from facedeblur_jax import cli
+from facedeblur_jax.core.digest import sha256_file
 from facedeblur_jax.degrade import kernel_bank
 from facedeblur_jax.evaluators import psnr_ssim
 from facedeblur_jax.evaluators.faceset import load_faces
@@ -40,7 +41,7 @@ def test_eval_writes_tables_plot_and_grid(evaluated, bank_path):
     assert set(results["checkpoint"]["trained_priors"].values()) == {"predicted"}
     assert table["methods"] == methods and table["sizes"] == [3, 5, 7]
     assert results["data"]["num_faces"] == 3 and results["bank"]["num_kernels"] == 6
-    assert results["bank"]["sha256"] == kernel_bank.file_sha256(bank_path)
+    assert results["bank"]["sha256"] == sha256_file(bank_path)
     assert results["checkpoint"]["image_size"] == 32 and results["checkpoint"]["step"] == 2
     for m in methods:
         o = table["overall"][m]

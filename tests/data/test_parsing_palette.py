@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from facedeblur_jax.core.imageio import grid
 from facedeblur_jax.data.labels import NUM_CLASSES
-from facedeblur_jax.data.parsing_palette import colorize, grid, overlay, palette
+from facedeblur_jax.data.parsing_palette import colorize, overlay, palette
 
 
 def test_palette_has_a_distinct_colour_per_class():

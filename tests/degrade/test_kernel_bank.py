@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facedeblur_jax.config import load_config
+from facedeblur_jax.core.digest import sha256_file
 from facedeblur_jax.degrade import kernel_bank as B
 from facedeblur_jax.degrade import kernels as K
 
@@ -70,7 +71,7 @@ def _training_kernels(config, steps: int) -> np.ndarray:
     ``fold_in(fold_in(state.rng, step), sample)``, state.rng from ``create_train_state``)."""
     from facedeblur_jax.degrade.synthesize import synthesize
     from facedeblur_jax.models.factory import build_discriminator, build_model
-    from facedeblur_jax.training.state import create_train_state
+    from facedeblur_jax.state.train_state import create_train_state
 
     model, disc = build_model(config.model), build_discriminator(config.model)
     # Only the state's rng is needed; under jit XLA drops the parameter initialisation.
@@ -200,7 +201,7 @@ def test_extra_kernels_are_centred_renormalised_and_recorded(tmp_path, small_ban
     assert info["boxy"]["sum"] == pytest.approx(3.0) and info["boxy"]["renormalised"]
     assert info["boxy"]["shape"] == [4, 3] and info["boxy"]["file"] == "box.npy"
     assert not info["line"]["renormalised"]
-    assert info["line"]["sha256"] == B.file_sha256(tmp_path / "l.npy")
+    assert info["line"]["sha256"] == sha256_file(tmp_path / "l.npy")
     # Round trip, byte-identical on a rewrite; no folder of the machine in the file.
     a = B.save_bank(tmp_path / "a.npz", bank)
     b = B.save_bank(tmp_path / "b.npz", B.with_extras(small_bank, extras))

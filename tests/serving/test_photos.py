@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from facedeblur_jax import cli
+from facedeblur_jax.commands import deblur as deblur_command
 from facedeblur_jax.core import imageio
 from facedeblur_jax.faces import align as face_align
 from facedeblur_jax.serving import photos as deblur_photos
@@ -36,8 +37,8 @@ def identity_checkpoint(tmp_path_factory):
 
     from facedeblur_jax.config import load_config
     from facedeblur_jax.models.factory import build_discriminator, build_model
-    from facedeblur_jax.training import checkpoint as ckpt_lib
-    from facedeblur_jax.training.state import create_train_state
+    from facedeblur_jax.state import checkpoint as ckpt_lib
+    from facedeblur_jax.state.train_state import create_train_state
 
     config = load_config("tiny", {"image_size": 128})
     model, disc = build_model(config.model), build_discriminator(config.model)
@@ -257,12 +258,12 @@ def test_a_run_that_writes_nothing_removes_only_the_folder_it_made(checkpoint, t
 
 
 def test_cli_defaults_are_the_modules():
-    parser = cli.build_parser()
-    args = parser.parse_args(["deblur", "--checkpoint", "c", "x", "--out", "o"])
+    parser = deblur_command.build_parser()
+    args = parser.parse_args(["--checkpoint", "c", "x", "--out", "o"])
     assert args.max_downscale == deblur_photos.MAX_DOWNSCALE
     assert args.large_faces == deblur_photos.LARGE_FACES
     for policy in deblur_photos.LARGE_FACE_POLICIES:
-        argv = ["deblur", "--checkpoint", "c", "x", "--out", "o", "--large-faces", policy]
+        argv = ["--checkpoint", "c", "x", "--out", "o", "--large-faces", policy]
         assert parser.parse_args(argv).large_faces == policy
 
 

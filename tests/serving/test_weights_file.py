@@ -17,10 +17,10 @@ from facedeblur_jax.core.imageio import load_image, resize_hw
 from facedeblur_jax.core.sample_data import sample_faces
 from facedeblur_jax.degrade import kernel_bank
 from facedeblur_jax.models.npz_weights import read_tagged_npz, write_tagged_npz
+from facedeblur_jax.serving import loading, weights_file
 from facedeblur_jax.serving import stablehlo as export
-from facedeblur_jax.serving import weights_file
 from facedeblur_jax.serving.loading import deblur_array, load_model
-from facedeblur_jax.training import checkpoint as ckpt_lib
+from facedeblur_jax.state import checkpoint as ckpt_lib
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_round_trip_gives_the_checkpoints_variables_config_and_outputs(orbax, fr
     assert from_file.step == orbax.step == 2
     assert from_file.meta["name"] == "tiny" and from_file.meta["phase"] == "done"
     assert from_file.meta["card"] == {"data": "the bundled sample faces"}
-    assert weights_file.describe(from_file) == "'tiny' (the bundled sample faces; 32 px; step 2)"
+    assert loading.describe(from_file) == "'tiny' (the bundled sample faces; 32 px; step 2)"
     faces = _faces(5, 32)
     # G_c was trained two steps: the output is not the input, and the same from both.
     out = deblur_array(from_file, faces, batch_size=4)

@@ -10,10 +10,10 @@ import pytest
 
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models import mobilefacenet as mfn
+from facedeblur_jax.state.train_state import net_of
 from facedeblur_jax.training import loop as train_lib
 from facedeblur_jax.training import losses
 from facedeblur_jax.training.schedule import phases_from_config
-from facedeblur_jax.training.state import net_of
 from facedeblur_jax.training.step import build_train_step
 from tests.models.random_mobilefacenet import write_random_mobilefacenet
 from tests.test_train_step import _batch, _copy, _mesh, _state

@@ -14,7 +14,7 @@ import pytest
 from facedeblur_jax.config import load_config
 from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.serving.loading import load_model
-from facedeblur_jax.training.checkpoint import Checkpointer, CheckpointError
+from facedeblur_jax.state.checkpoint import Checkpointer, CheckpointError
 from facedeblur_jax.training.loop import make_mesh, train
 from tests import processes
 
@@ -34,7 +34,7 @@ PHASES = ("coarse", "parsing_clear", "parsing", "fine", "joint")
 DIE_DURING_SAVE = """
 import os, signal, sys
 from facedeblur_jax import cli
-from facedeblur_jax.training import checkpoint
+from facedeblur_jax.state import checkpoint
 step = int(sys.argv.pop(1))
 save = checkpoint.Checkpointer.save
 def save_then_die(self, s, state, meta):

@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from facedeblur_jax.config import load_config
 from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.serving.loading import load_model
-from facedeblur_jax.training.checkpoint import Checkpointer
+from facedeblur_jax.state.checkpoint import Checkpointer
 from facedeblur_jax.training.loop import make_mesh, train
 from tests import processes
 

@@ -25,8 +25,8 @@ from jax.sharding import PartitionSpec as P
 from facedeblur_jax.bench import hlo_collectives
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models.factory import build_discriminator, build_model
+from facedeblur_jax.state.train_state import create_train_state, net_of
 from facedeblur_jax.training.schedule import phases_from_config
-from facedeblur_jax.training.state import create_train_state, net_of
 from facedeblur_jax.training.step import build_train_step
 from tests.test_train_step import _batch, _mesh, _state
 

@@ -2,7 +2,7 @@
 
 Each checkpoint ``WORKDIR/checkpoints/<step>/`` holds two items:
 
-* ``state`` — the :class:`~facedeblur_jax.training.state.TrainState` pytree (params of every
+* ``state`` — the :class:`~facedeblur_jax.state.train_state.TrainState` pytree (params of every
   net, optimiser states, BatchNorm statistics, step, raw PRNG key, NaN-skip count), saved
   with ``StandardSave`` from the replicated device arrays;
 * ``meta`` — JSON: the phase name / index / step within the phase, the global step, the
@@ -32,12 +32,13 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from facedeblur_jax.config import reference_config
+from facedeblur_jax.core import compat
+from facedeblur_jax.core.compat import CheckpointError  # re-exported: raised here
+from facedeblur_jax.models.factory import LAYOUT_VERSION, build_discriminator, build_model
+from facedeblur_jax.state.train_state import create_train_state
+
 PyTree = Any
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used with this config (named in the message; a
-    ``ValueError``, so the command line reports it in one line)."""
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
@@ -171,21 +172,6 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(sort_keys=True)
 
 
-# Keys whose default changed after they were added: a checkpoint written before the key
-# existed ran with the value here, not with today's default (resuming it must not switch
-# implementation). degrade.trajectory_impl: added as "scan", default "auto" since the H100
-# measurement of the Triton walk. model.layout_version / model.resblock_post_relu: added
-# with the official layout (models/factory.py); older checkpoints hold layout 1, whose
-# ResBlocks had no ReLU after the add. degrade.center: kernels were centroid-centred before
-# the placement became a choice (default "bbox"). loss.structural_min_area: L_s had no floor.
-LEGACY_DEFAULTS = {
-    "degrade.trajectory_impl": "scan",
-    "model.layout_version": 1,
-    "model.resblock_post_relu": False,
-    "degrade.center": "centroid",
-    "loss.structural_min_area": 0.0,
-}
-
 # Model keys that say how the networks run, not what they compute: a resumed run may
 # change them.
 RUNTIME_MODEL_KEYS = ("remat", "compute_dtype")
@@ -193,17 +179,9 @@ RUNTIME_MODEL_KEYS = ("remat", "compute_dtype")
 
 def check_layout(config: ml_collections.ConfigDict, where: str) -> None:
     """Raises :class:`CheckpointError` naming ``where`` and ``model.layout_version`` when a
-    checkpoint's stored config is of a network layout this code does not build."""
-    from facedeblur_jax.models.factory import LAYOUT_VERSION
-
-    version = config.model.layout_version
-    if version != LAYOUT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {where!r} holds networks of model.layout_version = {version!r}; this "
-            f"version builds only layout {LAYOUT_VERSION} (18-conv scales, the official "
-            "parsing net): load it with the version that wrote it, or train anew in another "
-            "workdir"
-        )
+    checkpoint's stored config is of a network layout this code does not build
+    (:func:`facedeblur_jax.core.compat.check_layout`)."""
+    compat.check_layout(config.model.layout_version, LAYOUT_VERSION, where)
 
 
 def model_differences(
@@ -225,50 +203,12 @@ def model_differences(
     return out
 
 
-# Keys an older schema had and this one dropped; a stored config loses them on loading.
-# train.fault_kill_*: crash-test hooks, never part of what a run computes.
-DROPPED_KEYS = ("train.fault_kill_step", "train.fault_kill_when")
-
-
 def config_from_meta(meta: dict) -> ml_collections.ConfigDict:
-    """The config a checkpoint was trained with (tuples come back as tuples).
-
-    Keys added to the schema (``configs/paper.py``) after the checkpoint was written take
-    their default values, so older checkpoints keep loading, except keys in
-    :data:`LEGACY_DEFAULTS`, which take the value such a checkpoint was trained with; every
-    key the checkpoint stored keeps its stored value, except the :data:`DROPPED_KEYS`. The
-    phases are the checkpoint's own (``phase_order`` included); a key a phase record lacks
-    takes the reference phase record's default (``parsing_input = "coarse"``: what every
-    phase did before the key).
-    """
+    """The config a checkpoint was trained with, in today's schema (tuples come back as
+    tuples): the stored JSON migrated by :func:`facedeblur_jax.core.compat.migrate_config`
+    (older checkpoints keep loading)."""
     raw = json.loads(meta["config"])
-    for key in DROPPED_KEYS:
-        *parents, leaf = key.split(".")
-        node = raw
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-
-    def fix(node, ref):
-        if isinstance(node, dict):
-            ref = ref if isinstance(ref, dict) else {}
-            merged = {k: v for k, v in ref.items() if k not in node}  # newer keys: defaults
-            merged.update({k: fix(v, ref.get(k)) for k, v in node.items()})
-            return merged
-        if isinstance(node, list) and (ref is None or isinstance(ref, tuple)):
-            return tuple(node)
-        return node
-
-    from facedeblur_jax.config import apply_overrides, reference_config
-
-    ref = apply_overrides(reference_config(), LEGACY_DEFAULTS).to_dict()
-    # Each stored phase takes missing keys from the reference's first phase record, whatever
-    # its name (a phase added to the reference later, e.g. parsing_clear with
-    # parsing_input = "clear", must not lend its values to an older same-named phase).
-    template = ref["phases"]["coarse"]
-    ref["phases"] = {name: template for name in raw.get("phases", {})}
-    return ml_collections.ConfigDict(fix(raw, ref))
+    return ml_collections.ConfigDict(compat.migrate_config(raw, reference_config().to_dict()))
 
 
 def config_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> dict[str, tuple]:
@@ -295,8 +235,6 @@ def config_diff(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> d
 
 def _state_layout(config: ml_collections.ConfigDict):
     """The train state's tree structure with every leaf's shape and dtype (no arrays)."""
-    from facedeblur_jax.models.factory import build_discriminator, build_model
-    from facedeblur_jax.training.state import create_train_state
 
     model, disc = build_model(config.model), build_discriminator(config.model)
     abstract = jax.eval_shape(

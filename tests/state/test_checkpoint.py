@@ -13,7 +13,7 @@ import pytest
 from facedeblur_jax.config import load_config
 from facedeblur_jax.models.factory import build_discriminator
 from facedeblur_jax.serving.loading import load_model
-from facedeblur_jax.training.checkpoint import (
+from facedeblur_jax.state.checkpoint import (
     Checkpointer,
     CheckpointError,
     check_resumable,
@@ -21,7 +21,7 @@ from facedeblur_jax.training.checkpoint import (
     config_to_json,
     model_differences,
 )
-from facedeblur_jax.training.state import TrainState, make_optimizer
+from facedeblur_jax.state.train_state import TrainState, make_optimizer
 
 
 def test_stored_config_round_trips():

@@ -89,3 +89,13 @@ def create_train_state(
         rng=jax.random.key_data(k_rng),
         nonfinite=jnp.zeros((), jnp.int32),
     )
+
+
+def generator_variables(state) -> PyTree:
+    """``{"params": ..., ["batch_stats": ...]}`` of G_c, P and G_f from a train state (its
+    params without the discriminator's ``disc``; batch statistics when P has BatchNorm)."""
+    params = {k: v for k, v in state.params.items() if k != "disc"}
+    variables = {"params": params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
