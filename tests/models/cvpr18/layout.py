@@ -5,9 +5,9 @@ Line numbers below are of ``DL_deblur_net18.m`` unless another file is named.
 
 Files and variables. ``main_deblur18.m`` l.1-2 ``load('net_G_P_S_F.mat')`` and
 ``load('net_P_P_S_F.mat')`` and then uses the variables ``net_G`` and ``net_P`` (l.10), so the
-files hold one variable each, named ``net_G`` / ``net_P`` (``savemodel.m`` l.11 and l.40
-``save(..., 'net_G')`` / ``save(..., 'net_P')``). Each is a 1×N MATLAB struct array indexed
-``net_X(1,k)``:
+files hold one variable each, named ``net_G`` / ``net_P`` (``savemodel.m`` l.40
+``save('P-P-S-F-GAN.mat','net_P')`` and, commented out, l.11
+``save('G-P-S-F-GAN.mat','net_G')``). Each is a 1×N MATLAB struct array indexed ``net_X(1,k)``:
 
 * ``net_G``: 1×33, fields ``w``, ``b`` (``savemodel.m`` l.5-9, commented out there; l.129
   reads the transposed-convolution filter of entry 17 from ``.w``/``.b`` as well).

@@ -8,8 +8,10 @@ compressed like MATLAB's default ``save``), one variable ``net_G`` (1×33 struct
 float32 filters H×W×Cin×Cout (transposed convs H×W×Cout×Cin), C×1 biases and BN vectors, C×2
 moments. Filters are random (so not symmetric under any flip or transpose), and the first conv
 of each scale gets a different scale per input-channel group, so a swapped concat order
-changes the output. The _GAN pair has the same layout (the same ``DL_deblur_net18.m`` reads
-both): ``write_pair(..., gan=True)`` only changes the file names.
+changes the output. The _GAN pair is taken to have the same layout: the repository has one
+forward function for both (``DL_deblur_net18.m``), the readme (l.48-55) offers the two pairs
+as alternatives for it, and ``savemodel.m`` writes its "-GAN" P file with the same fields;
+``write_pair(..., gan=True)`` only changes the file names (variables stay net_G / net_P).
 """
 
 from __future__ import annotations
