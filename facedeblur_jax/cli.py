@@ -33,6 +33,10 @@ COMMANDS = {
     "export": ("export", "serialise the inference function as StableHLO"),
     "make-kernels": ("make_kernels", "write the fixed test-kernel bank that eval reads (.npz)"),
     "convert-vgg": ("convert_vgg", "convert a VGG-Face release to the perceptual loss's .npz"),
+    "convert-official": (
+        "convert_official",
+        "convert the authors' released CVPR'18 weights (MatConvNet) to a weights file",
+    ),
     "convert-mobilefacenet": (
         "convert_mobilefacenet",
         "convert a PyTorch MobileFaceNet checkpoint to the identity network's .npz",

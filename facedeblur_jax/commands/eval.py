@@ -40,7 +40,8 @@ from facedeblur_jax.training.schedule import phases_from_config
 def parse_extra(items: Sequence[str]) -> dict[str, str]:
     """``["NAME=DIR", ...]`` → ``{NAME: DIR}`` (unique names, not a built-in row name)."""
     out: dict[str, str] = {}
-    reserved = (*psnr_ssim.BUILTIN_METHODS, "parsing", "ground truth", "clear")
+    reserved = (psnr_ssim.BLURRED, psnr_ssim.COARSE, psnr_ssim.FULL, "parsing")
+    reserved += ("ground truth", "clear")
     for item in items:
         name, sep, path = item.partition("=")
         name = name.strip()
@@ -117,8 +118,8 @@ def run(
         progress=progress,
     )
     table = psnr_ssim.aggregate(ev["per_image"], bank.sizes, bank.group_labels)
-    # The methods after the built-in three: the fed priors, then the extra checkpoints.
-    more_methods = [*scorer.methods[len(psnr_ssim.BUILTIN_METHODS) :], *extra]
+    # The methods after the built-in ones: the fed priors, then the extra checkpoints.
+    more_methods = [*scorer.methods[len(scorer.builtin) :], *extra]
     results = report.run_record(
         checkpoint=checkpoint,
         loaded=loaded,
@@ -144,6 +145,7 @@ def run(
                 ev,
                 probes,
                 faces,
+                builtin=scorer.builtin,
                 extra_names=more_methods,
                 config=config,
                 overrides=overrides,
@@ -154,8 +156,8 @@ def run(
         )
     if identity_net is not None:
         results["identity"] = _identity(
-            identity_net, identity_weights, ev, probes, faces, more_methods, config, overrides,
-            gallery_split, face_analysis_per_face, batch_size,
+            identity_net, identity_weights, ev, probes, faces, scorer.builtin, more_methods,
+            config, overrides, gallery_split, face_analysis_per_face, batch_size,
         )  # fmt: skip
     timing = dict(ev["timing"])
     timing["total_s"] = time.perf_counter() - t0
@@ -180,12 +182,12 @@ def _parsing(loaded, faces, bank, batch_size: int, noise_sigma: float) -> dict:
 
 
 def _identity(
-    variables, weights_path, ev, probes, faces, extra_names, config, overrides, train_split,
-    per_face, batch_size,
+    variables, weights_path, ev, probes, faces, builtin, extra_names, config, overrides,
+    train_split, per_face, batch_size,
 ) -> dict:  # fmt: skip
     """MobileFaceNet identity numbers of the probe images (``identity.analyze``)."""
     face_idx = np.asarray([i for i, _ in probes])
-    methods = (*psnr_ssim.BUILTIN_METHODS, *extra_names)
+    methods = (*builtin, *extra_names)
     variants = {m: np.stack([ev["kept"][p][m] for p in probes]) for m in methods}
     identities = faces.identities[face_idx]
     if np.any(identities < 0):

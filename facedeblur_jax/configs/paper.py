@@ -15,6 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- networks (§3.2, §3.5; docs/design.md §2) -----------------------------------------
     config.model = ml_collections.ConfigDict()
+    # Which model: "ijcv" (the paper's G_c → P → G_f cascade, trained here) or "cvpr18" (the
+    # authors' released CVPR'18 graph, P → G, models/cvpr18.py: for their released weights,
+    # facedeblur convert-official; not trained here).
+    config.model.kind = "ijcv"
     # The network layout this code builds (models/factory.py LAYOUT_VERSION); checkpoints
     # of another layout are refused by name. Not a knob.
     config.model.layout_version = 2
@@ -31,12 +35,25 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.resblock_post_relu = True
     config.model.upsample = "transposed"  # 4×4 transposed conv, §3.5
     config.model.residual = True
+    # How x (and y_c) reach the coarser scales: "box" (2×2 average) or "matlab_bicubic"
+    # (MATLAB's imresize, as the released code; models/layers.py).
+    config.model.downsample = "box"
+    # Factor on the input before the nets (the released weights: 255/256, models/cvpr18.py).
+    config.model.input_scale = 1.0
     # Rematerialise the deblurring nets' ResBlocks in the backward pass (same model and
     # checkpoints; less activation memory for ~1/3 more conv work). A speed/memory knob.
     config.model.remat = False
     # P's 6 encoder widths (unpublished; models/parsing_net.py says why these).
     config.model.parsing_features = (64, 128, 256, 256, 256, 256)
     config.model.parsing_use_bn = True
+    # P's normalisation: "batch" (BatchNorm) or "per_image" (each image's own statistics,
+    # the released code's vl_nnbnorm; models/parsing_net.py).
+    config.model.parsing_norm = "batch"
+    # P's decoder widths where they do not mirror the encoder (the released weights):
+    # the transposed convs' (one per decoder stage, () = the encoder's) and the last stage's
+    # (0 = parsing_features[0]).
+    config.model.parsing_up_features = ()
+    config.model.parsing_last_features = 0
     config.model.disc_features = (64, 128, 256, 512, 512, 512)  # 6 strided convs
     config.model.disc_negative_slope = 0.2
     config.model.compute_dtype = "float32"  # or "bfloat16"; params stay float32
@@ -262,7 +279,7 @@ def phase(
             "lr": dict(LEARNING_RATES),
             "parsing_input": parsing_input,
             # What G_f is fed: "predicted" (the model), "zeros" or "ground_truth" (the
-            # Table 2 ablations; facedeblur_jax/training/schedule.py PRIORS).
+            # Table 2 ablations; facedeblur_jax/models/priors.py TRAINING).
             "prior": "predicted",
         }
     )

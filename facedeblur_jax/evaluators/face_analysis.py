@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 
 from facedeblur_jax.evaluators.faceset import FaceSet, NoFacesError, load_faces
-from facedeblur_jax.evaluators.psnr_ssim import BUILTIN_METHODS
 
 FACE_ANALYSIS_MODULE = "facedeblur_jax.faces.recognition"
 FACE_ANALYSIS_PACKAGES = ("dlib", "face_recognition_models")
@@ -59,6 +58,7 @@ def run_face_analysis(
     probes: Sequence[tuple[int, int]],
     faces: FaceSet,
     *,
+    builtin: Sequence[str],
     extra_names: Sequence[str],
     config: ml_collections.ConfigDict,
     overrides: Mapping[str, str],
@@ -73,7 +73,8 @@ def run_face_analysis(
       ev: ``psnr_ssim.Evaluator.evaluate``'s output, which kept the probes' images.
       probes: ``(face, kernel)`` pairs (``psnr_ssim.pairs_per_face``).
       faces: the evaluated faces.
-      extra_names: the method names after the built-in three (the full model fed other
+      builtin: the evaluator's built-in methods (``psnr_ssim.builtin_methods``).
+      extra_names: the method names after the built-in ones (the full model fed other
         priors, the extra checkpoints).
       config, overrides: the model's config and the ``data`` overrides of the faces.
       gallery_split: the split the gallery comes from (``None``: no gallery).
@@ -86,9 +87,7 @@ def run_face_analysis(
     """
     face_idx = np.asarray([i for i, _ in probes])
     clear = faces.images[face_idx]
-    variants = {
-        m: np.stack([ev["kept"][p][m] for p in probes]) for m in (*BUILTIN_METHODS, *extra_names)
-    }
+    variants = {m: np.stack([ev["kept"][p][m] for p in probes]) for m in (*builtin, *extra_names)}
     identities = faces.identities[face_idx]
     gallery, gallery_text = None, "none (the source has no train split or no identities)"
     known = [i for i in faces.split_identities if i >= 0]

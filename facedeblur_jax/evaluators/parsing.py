@@ -51,9 +51,7 @@ from facedeblur_jax.evaluators.psnr_ssim import (
     bank_pairs,
     pairs_per_face,
 )
-from facedeblur_jax.models.face_deblur import FaceDeblurModel
 from facedeblur_jax.models.factory import build_model
-from facedeblur_jax.models.parsing_net import ParsingNet
 
 PyTree = Any
 INPUTS = ("clear", "blurred", "deblurred")
@@ -109,26 +107,7 @@ def average(f: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 
 
-def parsing_net(model: FaceDeblurModel) -> ParsingNet:
-    """The model's P as a standalone network (eval mode), to parse any images."""
-    return ParsingNet(
-        num_classes=model.num_classes,
-        features=tuple(model.parsing_features),
-        use_bn=model.parsing_use_bn,
-        dtype=model.dtype,
-    )
-
-
-def parsing_variables(variables: PyTree) -> PyTree:
-    """P's own ``{"params", ["batch_stats"]}`` out of the generator's variables."""
-    out = {"params": variables["params"]["parsing"]}
-    if "parsing" in variables.get("batch_stats", {}):
-        out["batch_stats"] = variables["batch_stats"]["parsing"]
-    return out
-
-
-def _step(model: FaceDeblurModel, noise_sigma: float, seed: int):
-    net = parsing_net(model)
+def _step(model, noise_sigma: float, seed: int):
     k = model.num_classes
 
     @jax.jit
@@ -136,10 +115,9 @@ def _step(model: FaceDeblurModel, noise_sigma: float, seed: int):
         sharp, blurred = bank_pairs(
             faces, face_ids, kernels, face_idx, kernel_idx, noise_sigma=noise_sigma, seed=seed
         )
-        p_vars = parsing_variables(variables)
         logits = {
-            "clear": net.apply(p_vars, sharp),
-            "blurred": net.apply(p_vars, blurred),
+            "clear": model.apply(variables, sharp, method="parse"),
+            "blurred": model.apply(variables, blurred, method="parse"),
             "deblurred": model.apply(variables, blurred, upto="parsing").parsing_logits,
         }
         gt = labels[face_idx]
@@ -170,7 +148,7 @@ class Evaluator:
 
     def __init__(
         self,
-        model: FaceDeblurModel,
+        model,
         faces: FaceSet,
         bank: bank_lib.KernelBank,
         *,

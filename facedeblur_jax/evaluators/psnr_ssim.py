@@ -27,8 +27,11 @@ Protocol (choices the paper leaves open, written down here and in ``results.md``
   over a set containing ∞ is ∞, its std undefined (NaN), the worst value is the minimum as
   usual; ``psnr_inf`` counts such images.
 * Priors (``priors=``, ``facedeblur eval --priors``): the full model run again on the same
-  blurred input with G_f fed :data:`PRIORS` instead of ``softmax(P(y_c))``; G_c and P are
-  unchanged, so only G_f's use of the prior differs between these rows.
+  blurred input with G_f fed one of ``models/priors.py`` ``TEST`` instead of
+  ``softmax(P(y_c))`` (``deblur_given_prior``: G_c unchanged, P not run), so only G_f's use
+  of the prior differs between these rows.
+* Models without G_c (``model.has_coarse`` False: the released CVPR'18 model) have no
+  ``G_c`` row (:func:`builtin_methods`).
 * Batching: the (face, kernel) pairs are enumerated kernel-major and deblurred in jitted
   batches of one fixed shape (``core.batching.padded_batches``); the padding is dropped.
 
@@ -57,22 +60,22 @@ from facedeblur_jax.core.batching import padded_batches
 from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_bank as bank_lib
 from facedeblur_jax.evaluators.faceset import FaceSet
-from facedeblur_jax.models.face_deblur import FaceDeblurModel
+from facedeblur_jax.models import priors as priors_lib
 from facedeblur_jax.serving.loading import LoadedModel
 
 PyTree = Any
 BLURRED, COARSE, FULL = "blurred input", "G_c", "full model"
-BUILTIN_METHODS = (BLURRED, COARSE, FULL)
 SHORT_NAMES = {BLURRED: "blurred", COARSE: "coarse", FULL: "full"}  # logged scalar names
-# Priors the full model can be fed instead of P's prediction (the Table 2 question: does
-# G_f use the prior?): no prior, the face's ground-truth parsing (one-hot), and the
-# ground-truth parsing of another test face (face (i + N // 2) mod N): the right kind of
-# map, the wrong face.
-PRIORS = ("zeros", "ground_truth", "shuffled")
+
+
+def builtin_methods(model) -> tuple[str, ...]:
+    """The rows every evaluation of ``model`` has: the blurred input, G_c (when the model
+    has one) and the full model."""
+    return (BLURRED, COARSE, FULL) if model.has_coarse else (BLURRED, FULL)
 
 
 def prior_method(name: str) -> str:
-    """The method name of the full model fed prior ``name`` (:data:`PRIORS`)."""
+    """The method name of the full model fed prior ``name`` (``models/priors.py`` ``TEST``)."""
     return f"{FULL}, prior: {name}"
 
 
@@ -264,40 +267,29 @@ def pairs_per_face(num_faces: int, num_kernels: int, per_face: int) -> list[tupl
 # ---------------------------------------------------------------------------------------------
 
 
-def _fed_priors(
-    priors: Sequence[str], labels: jax.Array, face_idx: jax.Array, shape, num_classes: int
-) -> dict[str, jax.Array]:
-    """``{name: f32[B, S, S, K]}``: the priors of :data:`PRIORS` for faces ``face_idx``."""
-    n = labels.shape[0]
-    out = {}
-    for name in priors:
-        if name == "zeros":
-            out[name] = jnp.zeros((*shape[:3], num_classes), jnp.float32)
-        else:
-            rows = face_idx if name == "ground_truth" else (face_idx + n // 2) % n
-            out[name] = jax.nn.one_hot(labels[rows], num_classes, dtype=jnp.float32)
-    return out
-
-
-def _main_step(
-    model: FaceDeblurModel, noise_sigma: float, seed: int, priors: Sequence[str] = ()
-) -> Callable:
+def _main_step(model, noise_sigma: float, seed: int, fed: Sequence[str] = ()) -> Callable:
     @jax.jit
     def step(variables, faces, face_ids, labels, kernels, face_idx, kernel_idx):
         sharp, blurred = bank_pairs(
             faces, face_ids, kernels, face_idx, kernel_idx, noise_sigma=noise_sigma, seed=seed
         )
         out = model.apply(variables, blurred, upto="fine")
-        y_c, y = jnp.clip(out.y_coarse, 0.0, 1.0), jnp.clip(out.y, 0.0, 1.0)
-        scores = {
-            BLURRED: per_image_metrics(blurred, sharp),
-            COARSE: per_image_metrics(y_c, sharp),
-            FULL: per_image_metrics(y, sharp),
-        }
-        images = {BLURRED: blurred, COARSE: y_c, FULL: y}
-        fed = _fed_priors(priors, labels, face_idx, blurred.shape, model.num_classes)
-        for name, prior in fed.items():
-            y_p = jnp.clip(model.apply(variables, blurred, upto="fine", prior=prior).y, 0, 1)
+        y = jnp.clip(out.y, 0.0, 1.0)
+        scores = {BLURRED: per_image_metrics(blurred, sharp), FULL: per_image_metrics(y, sharp)}
+        images = {BLURRED: blurred, FULL: y}
+        if model.has_coarse:
+            y_c = jnp.clip(out.y_coarse, 0.0, 1.0)
+            scores[COARSE], images[COARSE] = per_image_metrics(y_c, sharp), y_c
+        for name in fed:
+            prior = priors_lib.fed(
+                name,
+                num_classes=model.num_classes,
+                batch_hw=blurred.shape[:3],
+                all_labels=labels,
+                index=face_idx,
+            )
+            y_p = model.apply(variables, blurred, prior, method="deblur_given_prior").y
+            y_p = jnp.clip(y_p, 0.0, 1.0)
             scores[prior_method(name)] = per_image_metrics(y_p, sharp)
             images[prior_method(name)] = y_p
         images["parsing"] = jnp.argmax(out.prior, axis=-1).astype(jnp.uint8)
@@ -306,7 +298,7 @@ def _main_step(
     return step
 
 
-def _extra_step(model: FaceDeblurModel) -> Callable:
+def _extra_step(model) -> Callable:
     @jax.jit
     def step(variables, faces, face_idx, blurred):
         sharp = faces[face_idx].astype(jnp.float32) / 255.0
@@ -323,12 +315,13 @@ class Evaluator:
     any variables of ``model``.
 
     Args:
-      model: the generator (G_c, P, G_f).
+      model: the generator (G_c, P, G_f; or any model kind, ``models/factory.py``).
       faces: ``N`` test faces at the model's image size.
       bank: ``K`` kernels (``bank.canvas // 2`` smaller than the image size).
       batch_size: pairs per jitted call (one fixed shape; the last call is padded).
       noise_sigma, seed: the noise of :func:`blur_with_bank`.
-      priors: names from :data:`PRIORS`: the full model is also scored fed each of them
+      priors: names from ``models/priors.py`` ``TEST``: the full model is also scored fed
+        each of them
         (methods :func:`prior_method`); ``ground_truth`` and ``shuffled`` need every face's
         parsing label.
       device: where the faces, the kernels and the computation live (default: the first
@@ -337,7 +330,7 @@ class Evaluator:
 
     def __init__(
         self,
-        model: FaceDeblurModel,
+        model,
         faces: FaceSet,
         bank: bank_lib.KernelBank,
         *,
@@ -348,16 +341,17 @@ class Evaluator:
         device: jax.Device | None = None,
     ):
         priors = tuple(dict.fromkeys(priors))
-        unknown = [p for p in priors if p not in PRIORS]
+        unknown = [p for p in priors if p not in priors_lib.TEST]
         if unknown:
-            raise ValueError(f"unknown prior(s) {unknown}; known: {list(PRIORS)}")
-        if set(priors) - {"zeros"}:
+            raise ValueError(f"unknown prior(s) {unknown}; known: {list(priors_lib.TEST)}")
+        if set(priors) - {priors_lib.ZEROS}:
             has = faces.has_labels if faces.has_labels is not None else np.zeros(len(faces))
             missing = [faces.names[i] for i in range(len(faces)) if not has[i]]
             if missing:
+                labelled = [p for p in priors if p != priors_lib.ZEROS]
                 raise ValueError(
-                    f"priors {[p for p in priors if p != 'zeros']} need the parsing label of "
-                    f"every test face; {len(missing)} have none (first: {missing[0]})"
+                    f"priors {labelled} need the parsing label of every test face; "
+                    f"{len(missing)} have none (first: {missing[0]})"
                 )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -372,7 +366,8 @@ class Evaluator:
         self.batch_size, self.noise_sigma, self.seed = batch_size, float(noise_sigma), int(seed)
         self.image_size = size
         self.priors = priors
-        self.methods = [*BUILTIN_METHODS, *(prior_method(p) for p in priors)]
+        self.builtin = builtin_methods(model)
+        self.methods = [*self.builtin, *(prior_method(p) for p in priors)]
         self.device = device or jax.local_devices()[0]
         put = lambda x: jax.device_put(x, self.device)
         self._faces = put(faces.images)
@@ -490,6 +485,8 @@ class Evaluator:
         table = aggregate(per_image, self.bank.sizes, self.bank.group_labels)
         out = {}
         for method, short in SHORT_NAMES.items():
+            if method not in self.builtin:
+                continue
             o = table["overall"][method]
             out[f"psnr_{short}"], out[f"ssim_{short}"] = o["psnr_mean"], o["ssim_mean"]
         full = table["overall"][FULL]

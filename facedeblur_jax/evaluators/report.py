@@ -430,11 +430,13 @@ def make_grid(
 ) -> tuple[np.ndarray, list[str]]:
     """``uint8`` image grid, one row per pair: blurred, y_c, parsing, y, extras…, GT."""
 
-    columns = [BLURRED, COARSE, "parsing (P)", FULL, *extra_names, "ground truth"]
+    first = kept[pairs[0]] if pairs else {}
+    stages = [BLURRED, COARSE] if COARSE in first else [BLURRED]  # no G_c: no y_c column
+    columns = [*stages, "parsing (P)", FULL, *extra_names, "ground truth"]
     tiles = []
     for pair in pairs:
         got = kept[pair]
-        tiles += [got[BLURRED], got[COARSE], _colorize(got["parsing"]), got[FULL]]
+        tiles += [*(got[m] for m in stages), _colorize(got["parsing"]), got[FULL]]
         tiles += [got[name] for name in extra_names]
         tiles.append(faces.images[pair[0]])
     return imageio.grid(tiles, columns=len(columns)), columns

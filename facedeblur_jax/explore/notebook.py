@@ -4,10 +4,9 @@
   labels, blurred with a fixed key (no augmentation), so every notebook sees the same data.
 * :func:`parse` — P applied directly to any images (clear, blurred or deblurred: Fig. 5).
 * :func:`f_scores` — per-class F-scores (Table 3 layout; ``evaluators/parsing.py``).
-* priors for G_f (Table 2 analogue): :func:`one_hot_prior` (ground truth),
-  :func:`zero_prior`, :func:`channel_shuffled_prior` (classes permuted: a map with the
-  right shapes and the wrong meaning) and :func:`other_face_prior` (the map of the next
-  face in the batch), fed with :func:`deblur_with_prior`.
+* :func:`deblur_with_prior` — G_f fed another prior (Table 2 analogue); the priors are
+  ``facedeblur_jax.models.priors`` (ground truth, zeros, another face's labels, classes
+  permuted).
 * :func:`part_error_maps` — |y − y_GT| restricted to each key part (where L_s acts).
 * :func:`fine_input_weights` — how strongly G_f's first convolutions weigh each input
   (blurred image, y_c, upsampled estimate, each prior class): does G_f use the prior?
@@ -32,7 +31,6 @@ from facedeblur_jax.data.labels import CLASS_NAMES
 from facedeblur_jax.data.pipeline import make_eval_batches
 from facedeblur_jax.degrade.synthesize import Degraded, synthesize
 from facedeblur_jax.evaluators.parsing import f_scores  # noqa: F401 (the notebooks use it)
-from facedeblur_jax.models.parsing_net import ParsingNet
 from facedeblur_jax.serving.loading import LoadedModel
 from facedeblur_jax.training.loop import train
 from facedeblur_jax.training.losses import KEY_PARTS
@@ -139,44 +137,18 @@ def held_back(
 
 
 def parse(loaded: LoadedModel, images: jax.Array) -> jax.Array:
-    """P's logits ``f32[B, S, S, K]`` for any images ``f32[B, S, S, 3]`` (P in eval mode)."""
-    cfg = loaded.config.model
-    net = ParsingNet(
-        num_classes=cfg.num_classes,
-        features=tuple(cfg.parsing_features),
-        use_bn=cfg.parsing_use_bn,
-    )
-    variables = {"params": loaded.variables["params"]["parsing"]}
-    if "batch_stats" in loaded.variables:
-        variables["batch_stats"] = loaded.variables["batch_stats"]["parsing"]
-    return jax.jit(lambda v, x: net.apply(v, x))(variables, jnp.asarray(images))
-
-
-def one_hot_prior(labels: jax.Array, num_classes: int = 11) -> jax.Array:
-    """Ground-truth prior: ``int[B,S,S] -> f32[B,S,S,K]`` one-hot."""
-    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-
-
-def zero_prior(prior: jax.Array) -> jax.Array:
-    return jnp.zeros_like(prior)
-
-
-def channel_shuffled_prior(prior: jax.Array, key: jax.Array) -> jax.Array:
-    """The same map with its K class channels randomly permuted (fixed permutation)."""
-    perm = jax.random.permutation(key, prior.shape[-1])
-    return prior[..., perm]
-
-
-def other_face_prior(prior: jax.Array) -> jax.Array:
-    """Each face gets the prior of the next face in the batch (a plausible, wrong map)."""
-    return jnp.roll(prior, 1, axis=0)
+    """P's logits ``f32[B, S, S, K]`` for any images ``f32[B, S, S, 3]`` (P in eval mode;
+    the model's ``parse`` method)."""
+    fn = jax.jit(lambda v, x: loaded.model.apply(v, x, method="parse"))
+    return fn(loaded.variables, jnp.asarray(images))
 
 
 def deblur_with_prior(loaded: LoadedModel, x: jax.Array, prior: jax.Array | None = None):
-    """Full model on ``x`` with G_f fed ``prior`` (``None``: P's own softmax)."""
-    fn = jax.jit(lambda v, x, p: loaded.model.apply(v, x, prior=p))
+    """The full model on ``x``; with ``prior`` (``models/priors.py``) G_f is fed it instead
+    of P's prediction (the model's ``deblur_given_prior`` method)."""
     if prior is None:
         return jax.jit(lambda v, x: loaded.model.apply(v, x))(loaded.variables, x)
+    fn = jax.jit(lambda v, x, p: loaded.model.apply(v, x, p, method="deblur_given_prior"))
     return fn(loaded.variables, x, prior)
 
 

@@ -31,8 +31,10 @@ Points the paper's text leaves open, and who decided them:
 * The prior ``p`` as the official code feeds it: the 2×2 **max-pooled** softmax at 0.5×
   and the full-resolution softmax at 1× (§3.2's text says ``p^(0.5×)`` for both scales; the
   code decides). With more scales, each scale max-pools ``p`` by its own factor.
-* Downsampling of ``x`` and ``y_c``: 2×2 average pooling (:func:`layers.downsample2x`);
-  the official code resizes the blurred image with MATLAB's ``imresize`` (bicubic).
+* Downsampling of ``x`` and ``y_c`` (``downsample_method``): 2×2 average pooling
+  (:func:`layers.downsample2x`, ``"box"``, the IJCV model here); the official code resizes
+  the blurred image with MATLAB's ``imresize`` (``"matlab_bicubic"``,
+  :func:`layers.matlab_resize`; the released CVPR'18 model, ``models/cvpr18.py``).
 * Upsampling between scales: :class:`layers.Upsample2x` (``upsample``); ``"transposed"``
   is the official 4×4 stride-2 transposed conv (3 → 3 channels).
 * Residual output (``residual=True``, this project's choice; the official code has none:
@@ -113,6 +115,8 @@ class MultiScaleDeblurNet(nn.Module):
       upsample: ``"transposed"`` | ``"subpixel"`` | ``"bicubic"``, see ``Upsample2x``.
       residual: add each scale's base image (``x^(s)``, or the guide) to its prediction;
         False is the official code's output.
+      downsample_method: how ``x`` and ``guide`` reach the coarser scales: ``"box"`` or
+        ``"matlab_bicubic"`` (:func:`layers.downsample`).
       remat: rematerialise each ResBlock in the backward pass (``nn.remat``; same function).
       dtype: compute dtype (params stay float32).
     """
@@ -125,6 +129,7 @@ class MultiScaleDeblurNet(nn.Module):
     resblock_post_relu: bool = True
     upsample: str = "transposed"
     residual: bool = True
+    downsample_method: str = "box"
     remat: bool = False
     dtype: Dtype = jnp.float32
 
@@ -173,11 +178,11 @@ class MultiScaleDeblurNet(nn.Module):
         prev = None
         for s in range(self.num_scales):
             factor = 2 ** (self.num_scales - 1 - s)
-            xs = downsample(x, factor)
+            xs = downsample(x, factor, self.downsample_method)
             parts = [xs]
             base = xs
             if guide is not None:
-                base = downsample(guide, factor)
+                base = downsample(guide, factor, self.downsample_method)
                 parts.append(base)
             if prev is not None:
                 parts.append(

@@ -23,12 +23,24 @@ count: G_c + P + G_f (N = 1) then has 15.37 M parameters against Table 8's 14.80
 (``facedeblur params --config paper``; Table 8, Table 12 and the text do not agree on the
 count, see docs/design.md §2).
 
-In the official test code P sees the blurred image (CVPR'18: P → G); in the IJCV model it
-sees G_c's output (``FaceDeblurModel``). BatchNorm statistics live in the ``batch_stats``
-collection; during training they are averaged over the device axis ``bn_axis_name`` (the
-mesh axis ``"data"``) so all replicas keep identical statistics. (The released test code
-calls ``vl_nnbnorm`` without its stored moments, i.e. normalises with the test batch's
-statistics; we use the running averages in eval mode.)
+In the official test code P sees the blurred image (CVPR'18: P → G, ``models/cvpr18.py``);
+in the IJCV model it sees G_c's output (``FaceDeblurModel``).
+
+Normalisation (``norm``):
+
+* ``"batch"`` (the IJCV model as trained here): BatchNorm; statistics live in the
+  ``batch_stats`` collection; during training they are averaged over the device axis
+  ``bn_axis_name`` (the mesh axis ``"data"``) so all replicas keep identical statistics;
+  in eval mode the running averages are used.
+* ``"per_image"`` (the released CVPR'18 model): the released test code calls
+  ``vl_nnbnorm`` without stored moments on one image at a time, i.e. each image is
+  normalised with its own mean and (biased) variance per channel over H×W, then scaled and
+  shifted by BatchNorm's learned ``scale`` and ``bias`` (:class:`PerImageNorm`). A batch of N
+  images gives the outputs of N single images; there are no running averages.
+
+Decoder widths: the released weights fix each decoder stage's transposed-conv width and
+the last stage's width independently (``up_features``, ``last_features``; the converter
+reads them from the weights); by default they mirror the encoder as above.
 """
 
 from __future__ import annotations
@@ -47,6 +59,29 @@ Dtype = Any
 WIDE_STAGE = 2  # the official encoder's third conv is 5×5 (pad 2); all others are 3×3
 
 
+NORMS = ("batch", "per_image")
+
+
+class PerImageNorm(nn.Module):
+    """``vl_nnbnorm`` applied to one image at a time: ``[B, H, W, C] -> [B, H, W, C]``,
+    ``scale · (x - μ) / sqrt(σ² + ε) + bias`` with μ, σ² each image's own per-channel mean
+    and biased variance over H×W. The parameters are named as ``nn.BatchNorm``'s."""
+
+    epsilon: float = 1e-4
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        h = x.astype(jnp.float32)
+        mean = h.mean(axis=(1, 2), keepdims=True)
+        var = jnp.square(h - mean).mean(axis=(1, 2), keepdims=True)
+        y = (h - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+        return y.astype(self.dtype)
+
+
 class ParsingNet(nn.Module):
     """Face parsing network: ``f32[B, H, W, 3] -> logits f32[B, H, W, num_classes]``.
 
@@ -54,7 +89,12 @@ class ParsingNet(nn.Module):
       num_classes: K (Helen's 11 classes by default, docs/design.md §2).
       features: encoder widths, one per conv stage (official: 6 stages); ``H`` and ``W``
         must divide by ``2^(len(features) - 1)``.
-      use_bn: BatchNorm after every conv but the logits (the official code uses it).
+      use_bn: normalisation after every conv but the logits (the official code uses it).
+      norm: ``"batch"`` or ``"per_image"`` (module docstring).
+      up_features: width of each decoder stage's transposed conv, indexed like
+        ``features`` (entry ``j`` upsamples into stage ``j``; ``len(features) - 1``
+        entries); empty = ``features[j]``.
+      last_features: width of the last decoder stage (it adds no skip); 0 = ``features[0]``.
       bn_axis_name: named axis to average batch statistics over in training (``"data"``
         inside the sharded train step), or ``None``.
       bn_momentum: running-average momentum.
@@ -65,13 +105,18 @@ class ParsingNet(nn.Module):
     num_classes: int = 11
     features: Sequence[int] = (64, 128, 256, 256, 256, 256)
     use_bn: bool = True
+    norm: str = "batch"
+    up_features: Sequence[int] = ()
+    last_features: int = 0
     bn_axis_name: str | None = None
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-4
     dtype: Dtype = jnp.float32
 
     def _norm_act(self, h: jax.Array, train: bool, name: str) -> jax.Array:
-        if self.use_bn:
+        if self.use_bn and self.norm == "per_image":
+            h = PerImageNorm(self.bn_epsilon, self.dtype, name=name)(h)
+        elif self.use_bn:
             h = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=self.bn_momentum,
@@ -100,6 +145,13 @@ class ParsingNet(nn.Module):
         depth = len(self.features)
         if depth < 1:
             raise ValueError("ParsingNet needs at least one encoder width in features")
+        if self.norm not in NORMS:
+            raise ValueError(f"ParsingNet norm must be one of {NORMS}; got {self.norm!r}")
+        ups = tuple(self.up_features) or tuple(self.features[: depth - 1])
+        if len(ups) != depth - 1:
+            raise ValueError(
+                f"up_features needs {depth - 1} widths (one per decoder stage); got {ups}"
+            )
         pools = 2 ** (depth - 1)
         if x.shape[1] % pools or x.shape[2] % pools:
             raise ValueError(
@@ -115,9 +167,9 @@ class ParsingNet(nn.Module):
             if i < depth - 1:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
         for j in reversed(range(depth - 1)):
-            f = self.features[j]
+            f = self.features[j] if j > 0 or not self.last_features else self.last_features
             h = nn.ConvTranspose(
-                f, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"up{j}"
+                ups[j], (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"up{j}"
             )(h)
             h = self._norm_act(self._conv(f, 3, f"dec{j}")(h), train, f"dec{j}_bn")
             if j > 0:

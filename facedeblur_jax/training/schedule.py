@@ -24,16 +24,12 @@ import dataclasses
 
 import ml_collections
 
+from facedeblur_jax.models import priors
+
 NETS = ("coarse", "parsing", "fine", "disc")
 # What P sees in a phase (``config.phases.<name>.parsing_input``): "coarse" = P(G_c(x)) as in
 # the model; "clear" = P on the sharp (augmented, un-blurred) face, without G_c.
 PARSING_INPUTS = ("coarse", "clear")
-# What G_f is fed as its prior during a phase (``config.phases.<name>.prior``): "predicted" =
-# softmax(P(y_c)) as in the model; "zeros" = no prior (the paper's Table 2 baseline G);
-# "ground_truth" = the one-hot parsing label of the sharp face (Table 2's p_GT + G). The
-# last two are ablations: a checkpoint trained so is evaluated with the same prior
-# (``facedeblur eval --priors``).
-PRIORS = ("predicted", "zeros", "ground_truth")
 LOSSES = ("content_coarse", "content_fine", "structural", "parsing", "vgg", "adv", "identity")
 # The λ (config.loss.<key>) that multiplies each phase's loss multiplier.
 LAMBDA_KEYS = {
@@ -53,7 +49,9 @@ OPTIONAL_LOSSES = ("identity",)
 class Phase:
     """One phase. ``loss`` maps every loss name to its effective weight (phase multiplier ×
     λ from ``config.loss``), ``lr`` every net name to its learning rate, ``parsing_input``
-    what P parses (:data:`PARSING_INPUTS`), ``prior`` what G_f is fed (:data:`PRIORS`)."""
+    what P parses (:data:`PARSING_INPUTS`), ``prior`` what G_f is fed (``models/priors.py``
+    ``TRAINING``: the model's own prediction, or a Table 2 ablation evaluated later with the
+    same prior)."""
 
     name: str
     steps: int
@@ -61,7 +59,7 @@ class Phase:
     loss: dict[str, float]
     lr: dict[str, float]
     parsing_input: str = "coarse"
-    prior: str = "predicted"
+    prior: str = priors.PREDICTED
 
     @property
     def parsing_clear(self) -> bool:
@@ -134,9 +132,11 @@ def phases_from_config(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
                 f"needs train = ('parsing',) and the parsing loss alone; got train {train}, "
                 f"losses {[k for k, v in loss.items() if v]}"
             )
-        prior = str(rec.get("prior", "predicted"))
-        if prior not in PRIORS:
-            raise ValueError(f"config.phases.{name}.prior must be one of {PRIORS}; got {prior!r}")
+        prior = str(rec.get("prior", priors.PREDICTED))
+        if prior not in priors.TRAINING:
+            raise ValueError(
+                f"config.phases.{name}.prior must be one of {priors.TRAINING}; got {prior!r}"
+            )
         out.append(Phase(name, steps, train, loss, lr, parsing_input, prior))
     return tuple(out)
 

@@ -44,9 +44,9 @@ from jax.sharding import PartitionSpec as P
 
 from facedeblur_jax.core import metrics
 from facedeblur_jax.degrade.synthesize import Degraded, augment_only, synthesize
+from facedeblur_jax.models import priors
 from facedeblur_jax.models.face_deblur import DeblurOutputs
 from facedeblur_jax.models.factory import build_discriminator, build_model
-from facedeblur_jax.models.parsing_net import ParsingNet
 from facedeblur_jax.state.train_state import TrainState, make_optimizer, net_of
 from facedeblur_jax.training import losses
 from facedeblur_jax.training.schedule import Phase
@@ -112,13 +112,6 @@ def phase_losses(
     not part of the program and nothing is blurred.
     """
     model = build_model(config.model, bn_axis_name=axis_name)
-    parser = ParsingNet(
-        num_classes=model.num_classes,
-        features=tuple(model.parsing_features),
-        use_bn=model.parsing_use_bn,
-        bn_axis_name=axis_name,
-        dtype=model.dtype,
-    )
     disc = build_discriminator(config.model)
     w = phase.loss
     train_parsing = phase.trains("parsing") and config.model.parsing_use_bn
@@ -142,19 +135,17 @@ def phase_losses(
     def forward(params, batch_stats, x, prior=None):
         """``(DeblurOutputs, new batch_stats)`` of the nets this phase runs on input ``x``
         (G_f fed ``prior`` instead of P's prediction when given)."""
-        if phase.parsing_clear:
-            variables = {"params": params["parsing"]}
-            if "parsing" in batch_stats:
-                variables["batch_stats"] = batch_stats["parsing"]
-            if not train_parsing:
-                logits, new_stats = parser.apply(variables, x), batch_stats
-            else:
-                logits, updates = parser.apply(variables, x, train=True, mutable=["batch_stats"])
-                new_stats = {**batch_stats, "parsing": updates["batch_stats"]}
-            return DeblurOutputs(coarse=(), parsing_logits=logits), new_stats
         variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
         if batch_stats:
             variables["batch_stats"] = batch_stats
+        if phase.parsing_clear:
+            if not train_parsing:
+                logits = model.apply(variables, x, method="parse")
+                return DeblurOutputs(coarse=(), parsing_logits=logits), batch_stats
+            logits, updates = model.apply(
+                variables, x, method="parse", train=True, mutable=["batch_stats"]
+            )
+            return DeblurOutputs(coarse=(), parsing_logits=logits), updates["batch_stats"]
         if train_parsing:
             out, updates = model.apply(
                 variables,
@@ -169,12 +160,14 @@ def phase_losses(
 
     def fed_prior(deg: Degraded):
         """G_f's prior override of ``phase.prior`` (``None``: P's prediction)."""
-        if phase.prior == "predicted" or phase.upto != "fine":
+        if phase.upto != "fine":
             return None
-        shape = (*deg.blurred.shape[:3], model.num_classes)
-        if phase.prior == "zeros":
-            return jnp.zeros(shape, jnp.float32)
-        return jax.nn.one_hot(deg.labels, model.num_classes, dtype=jnp.float32)
+        return priors.fed(
+            phase.prior,
+            num_classes=model.num_classes,
+            batch_hw=deg.blurred.shape[:3],
+            labels=deg.labels,
+        )
 
     def terms_of(trained, frozen, batch_stats, deg, has_labels, vgg_params, id_params=None):
         params = {**jax.tree.map(jax.lax.stop_gradient, frozen), **trained}

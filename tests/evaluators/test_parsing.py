@@ -57,11 +57,9 @@ def test_evaluator_matches_a_direct_computation(setup):
     blurred = psnr_ssim.blur_with_bank(
         sharp, jnp.asarray(bank.kernels[j]), jnp.asarray(faces.index[i]), jnp.asarray(j)
     )
-    net = parsing.parsing_net(loaded.model)
-    p_vars = parsing.parsing_variables(loaded.variables)
     maps = {
-        "clear": net.apply(p_vars, sharp),
-        "blurred": net.apply(p_vars, blurred),
+        "clear": loaded.model.apply(loaded.variables, sharp, method="parse"),
+        "blurred": loaded.model.apply(loaded.variables, blurred, method="parse"),
         "deblurred": loaded.model.apply(loaded.variables, blurred, upto="parsing").parsing_logits,
     }
     gt = faces.labels[i]

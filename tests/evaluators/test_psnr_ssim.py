@@ -14,6 +14,7 @@ from facedeblur_jax.degrade import blur as blur_lib
 from facedeblur_jax.degrade import kernel_bank
 from facedeblur_jax.evaluators import psnr_ssim
 from facedeblur_jax.evaluators.faceset import load_faces
+from facedeblur_jax.models import priors
 from facedeblur_jax.serving.loading import load_model
 
 SIZES = np.asarray([3, 3, 5, 5])
@@ -146,10 +147,11 @@ def test_fed_priors_are_the_model_run_with_that_prior(tiny_checkpoint, bank_path
     faces = load_faces(loaded.config, {}, "test", max_faces=4)
     assert faces.has_labels.all()
     bank = kernel_bank.load_bank(bank_path)
-    ev = psnr_ssim.Evaluator(loaded.model, faces, bank, batch_size=5, priors=psnr_ssim.PRIORS)
+    ev = psnr_ssim.Evaluator(loaded.model, faces, bank, batch_size=5, priors=priors.TEST)
     per_image = ev.evaluate(variables)["per_image"]
-    names = [psnr_ssim.prior_method(p) for p in psnr_ssim.PRIORS]
-    assert list(per_image) == [*psnr_ssim.BUILTIN_METHODS, *names]
+    names = [psnr_ssim.prior_method(p) for p in priors.TEST]
+    builtin = (psnr_ssim.BLURRED, psnr_ssim.COARSE, psnr_ssim.FULL)
+    assert ev.builtin == builtin and list(per_image) == [*builtin, *names]
     k = loaded.model.num_classes
     n = len(faces)
     for i, j in [(0, 0), (3, 5)]:

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from facedeblur_jax.explore.notebook import notebook as explore
+from facedeblur_jax.explore import notebook as explore
+from facedeblur_jax.models import priors
 
 
 def test_f_scores_hand_computed():
@@ -16,14 +17,25 @@ def test_f_scores_hand_computed():
 
 
 def test_priors():
-    labels = jnp.array([[[0, 4], [6, 10]], [[1, 1], [1, 1]]])
-    p = explore.one_hot_prior(labels)
-    assert p.shape == (2, 2, 2, 11) and float(p[0, 0, 1, 4]) == 1.0
-    assert float(explore.zero_prior(p).sum()) == 0.0
-    np.testing.assert_array_equal(explore.other_face_prior(p)[0], p[1])
-    shuffled = explore.channel_shuffled_prior(p, jax.random.key(0))
-    np.testing.assert_allclose(shuffled.sum(-1), 1.0)
-    assert not np.array_equal(shuffled, p)
+    labels = jnp.array([[[0, 4], [6, 10]], [[1, 1], [1, 1]], [[2, 3], [5, 7]]])
+    p = priors.ground_truth(labels, 11)
+    assert p.shape == (3, 2, 2, 11) and float(p[0, 0, 1, 4]) == 1.0
+    assert float(priors.zeros(labels.shape, 11).sum()) == 0.0
+    # Face i gets face (i + 3 // 2) mod 3's labels: 0 <- 1, 1 <- 2, 2 <- 0.
+    other = priors.shuffled(labels, jnp.arange(3), 11)
+    for i, j in [(0, 1), (1, 2), (2, 0)]:
+        np.testing.assert_array_equal(other[i], p[j])
+    permuted = priors.permute_classes(p, jax.random.key(0))
+    np.testing.assert_allclose(permuted.sum(-1), 1.0)
+    assert not np.array_equal(permuted, p)
+    assert priors.fed("predicted", num_classes=11, batch_hw=(3, 2, 2)) is None
+    np.testing.assert_array_equal(
+        priors.fed("ground_truth", num_classes=11, batch_hw=(3, 2, 2), labels=labels), p
+    )
+    with pytest.raises(ValueError, match="unknown prior 'maybe'"):
+        priors.fed("maybe", num_classes=11, batch_hw=(3, 2, 2))
+    with pytest.raises(ValueError, match="needs the labels of the whole face set"):
+        priors.fed("shuffled", num_classes=11, batch_hw=(3, 2, 2), labels=labels)
 
 
 def test_part_error_maps_mask_only_key_parts():

@@ -235,7 +235,6 @@ def test_parsing_clear_step_trains_p_on_the_augmented_sharp_face(cfg):
     """The step's L_p is P (BatchNorm in training mode) on ``augment_only`` of the batch with
     the step's sample keys — the sharp face, warped, not blurred."""
     from facedeblur_jax.degrade.synthesize import augment_only
-    from facedeblur_jax.models.parsing_net import ParsingNet
     from facedeblur_jax.training import losses
     from facedeblur_jax.training.step import sample_keys
 
@@ -246,11 +245,11 @@ def test_parsing_clear_step_trains_p_on_the_augmented_sharp_face(cfg):
     assert deg.blurred is deg.sharp and deg.kernels is None
     sharp = np.asarray(batch["image"], np.float32) / 255
     assert not np.allclose(np.asarray(deg.sharp), sharp, atol=0.05)  # augmented
-    m = cfg.model
-    net = ParsingNet(num_classes=m.num_classes, features=tuple(m.parsing_features))
-    logits, _ = net.apply(
-        {"params": state.params["parsing"], "batch_stats": state.batch_stats["parsing"]},
+    model = build_model(cfg.model)
+    logits, _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
         deg.sharp,
+        method="parse",
         train=True,
         mutable=["batch_stats"],
     )
