@@ -417,6 +417,8 @@ def run(
     if bundled:
         card = inference.PRETRAINED_DIR / "README.md"
         print(f"using the bundled model {describe(loaded)}; see {card}")
+    elif "card" in loaded.meta:  # a weights file: say which model it holds
+        print(f"using the model {describe(loaded)}")
     out_root = pathlib.Path(out_dir)
     created = _folders_to_create(out_root)
     out_root.mkdir(parents=True, exist_ok=True)

@@ -323,6 +323,12 @@ def train(
     """
     # 1. Devices and mesh. ------------------------------------------------------------
     _check_cluster_keys(config.train)
+    if config.model.kind != "ijcv":
+        raise ValueError(
+            f"model.kind = {config.model.kind!r} is the authors' released model, not trained "
+            "here (its weights come from facedeblur convert-official); training builds the "
+            "IJCV cascade, model.kind = 'ijcv'"
+        )
     multi = bool(config.train.distributed)
     if multi:
         distributed.initialize(config.train)
