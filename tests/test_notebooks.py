@@ -7,6 +7,9 @@ import nbclient
 import nbformat
 import pytest
 
+from facedeblur_jax import cli
+from tests.models.cvpr18 import synthetic_mat
+
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
@@ -33,11 +36,23 @@ def runs_dir(tiny_demo_run):
     return tiny_demo_run[0]
 
 
+@pytest.fixture(scope="module")
+def official_weights(tmp_path_factory):
+    """A converted synthetic release (the real weights are the user's to fetch): the
+    parsing-prior notebook shows the released P's maps from it."""
+    folder = tmp_path_factory.mktemp("official")
+    src = synthetic_mat.write_pair(folder / "release")[0].parent
+    out = folder / "official.npz"
+    assert cli.main(["convert-official", "--src", str(src), "--out", str(out)]) == 0
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path, runs_dir, monkeypatch):
+def test_notebook_executes(path, runs_dir, official_weights, monkeypatch):
     monkeypatch.setenv("FACEDEBLUR_NOTEBOOK_TINY", "1")
     monkeypatch.setenv("FACEDEBLUR_RUNS_DIR", str(runs_dir))
+    monkeypatch.setenv("FACEDEBLUR_OFFICIAL_MODEL", str(official_weights))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -10,6 +10,8 @@
 * :func:`part_error_maps` — |y − y_GT| restricted to each key part (where L_s acts).
 * :func:`fine_input_weights` — how strongly G_f's first convolutions weigh each input
   (blurred image, y_c, upsampled estimate, each prior class): does G_f use the prior?
+* :func:`official_model` — the authors' released CVPR'18 model, when the user has converted
+  it (``$FACEDEBLUR_OFFICIAL_MODEL``).
 * :func:`demo_workdir` — a trained checkpoint: ``runs/demo`` from the README's main command
   if it exists, else one trained here (tiny config when ``FACEDEBLUR_NOTEBOOK_TINY=1``).
 """
@@ -31,7 +33,7 @@ from facedeblur_jax.data.labels import CLASS_NAMES
 from facedeblur_jax.data.pipeline import make_eval_batches
 from facedeblur_jax.degrade.synthesize import Degraded, synthesize
 from facedeblur_jax.evaluators.parsing import f_scores  # noqa: F401 (the notebooks use it)
-from facedeblur_jax.serving.loading import LoadedModel
+from facedeblur_jax.serving.loading import LoadedModel, load_model
 from facedeblur_jax.training.loop import train
 from facedeblur_jax.training.losses import KEY_PARTS
 
@@ -54,6 +56,33 @@ def official_test_kernel() -> np.ndarray | None:
     if path.suffix.lower() == ".mat":
         return np.asarray(scipy.io.loadmat(path)["kernel"], np.float32)
     return np.load(path, allow_pickle=False)
+
+
+OFFICIAL_MODEL_ENV = "FACEDEBLUR_OFFICIAL_MODEL"
+
+
+def official_model() -> LoadedModel | None:
+    """The authors' released CVPR'18 model from the weights file that
+    ``$FACEDEBLUR_OFFICIAL_MODEL`` names (``facedeblur convert-official`` writes it), or
+    ``None`` when that is unset.
+
+    Raises:
+      FileNotFoundError: the variable names no file.
+      ValueError: the file holds another kind of model.
+    """
+    name = os.environ.get(OFFICIAL_MODEL_ENV, "")
+    if not name:
+        return None
+    path = pathlib.Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{OFFICIAL_MODEL_ENV}={name!r}: no such file")
+    loaded = load_model(path)
+    if loaded.model.kind != "cvpr18":
+        raise ValueError(
+            f"{OFFICIAL_MODEL_ENV}={name!r} holds a model of kind {loaded.model.kind!r}, not "
+            "the released CVPR'18 model (facedeblur convert-official)"
+        )
+    return loaded
 
 
 def tiny_mode() -> bool:
