@@ -2,23 +2,23 @@
 
     facedeblur data prepare celeba --src DIR --out OUT [...]
 
-``prepare DATASET`` runs ``main(ARGS)`` of the module :data:`PREPARERS` names for the data
-set (``facedeblur data prepare DATASET --help`` lists its options).
+``prepare DATASET`` runs ``main(ARGS)`` of the data set's preparation module
+(``facedeblur data prepare DATASET --help`` lists its options).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from facedeblur_jax import commands
+from facedeblur_jax.commands import prepare_celeba
 
-# Data set -> (module under facedeblur_jax.commands whose main(argv) prepares it, summary).
+# Data set -> (its preparation module, with main(argv), and a summary).
 PREPARERS = {
     "celeba": (
-        "prepare_celeba",
+        prepare_celeba,
         "CelebA (img_celeba or img_align_celeba) -> aligned faces, pseudo parsing labels, "
         "labels.csv and manifest.json in identity-disjoint train/val/test splits",
     ),
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = argparse.Namespace(action="prepare", dataset=argv[1], args=argv[2:])
     else:
         args = build_parser().parse_args(argv)
-    module = importlib.import_module(f"facedeblur_jax.commands.{PREPARERS[args.dataset][0]}")
-    return int(module.main(args.args) or 0)
+    return int(PREPARERS[args.dataset][0].main(args.args) or 0)
 
 
 if __name__ == "__main__":
