@@ -91,11 +91,20 @@ def create_train_state(
     )
 
 
+# The discriminator's top-level param key; every other key is the generator's.
+DISCRIMINATOR = "disc"
+
+
+def generator_params(params: PyTree) -> PyTree:
+    """The generator's params (G_c, P, G_f, or the released model's) out of a train state's
+    ``params`` dict: every net but the discriminator."""
+    return {k: v for k, v in params.items() if k != DISCRIMINATOR}
+
+
 def generator_variables(state) -> PyTree:
     """``{"params": ..., ["batch_stats": ...]}`` of G_c, P and G_f from a train state (its
     params without the discriminator's ``disc``; batch statistics when P has BatchNorm)."""
-    params = {k: v for k, v in state.params.items() if k != "disc"}
-    variables = {"params": params}
+    variables = {"params": generator_params(state.params)}
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
     return variables

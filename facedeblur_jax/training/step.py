@@ -47,7 +47,12 @@ from facedeblur_jax.degrade.synthesize import Degraded, augment_only, synthesize
 from facedeblur_jax.models import priors
 from facedeblur_jax.models.face_deblur import DeblurOutputs
 from facedeblur_jax.models.factory import build_discriminator, build_model
-from facedeblur_jax.state.train_state import TrainState, make_optimizer, net_of
+from facedeblur_jax.state.train_state import (
+    TrainState,
+    generator_params,
+    make_optimizer,
+    net_of,
+)
 from facedeblur_jax.training import losses
 from facedeblur_jax.training.schedule import Phase
 
@@ -135,7 +140,7 @@ def phase_losses(
     def forward(params, batch_stats, x, prior=None):
         """``(DeblurOutputs, new batch_stats)`` of the nets this phase runs on input ``x``
         (G_f fed ``prior`` instead of P's prediction when given)."""
-        variables = {"params": {k: v for k, v in params.items() if k != "disc"}}
+        variables = {"params": generator_params(params)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         if phase.parsing_clear:
