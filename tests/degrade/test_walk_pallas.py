@@ -156,7 +156,7 @@ def _sharded_step(impl: str, phase_name: str = "coarse"):
 
 def test_sharded_train_step_lowers_the_kernel_for_cuda():
     """Inside shard_map (check_vma) the kernel's output type must vary like its inputs."""
-    from tests.test_train_step_hlo import _abstract_inputs
+    from tests.training.test_step_hlo import _abstract_inputs
 
     cfg, mesh, step = _sharded_step("auto", "joint")
     state, batch = _abstract_inputs(cfg, mesh)

@@ -16,7 +16,7 @@ from facedeblur_jax.training import losses
 from facedeblur_jax.training.schedule import phases_from_config
 from facedeblur_jax.training.step import build_train_step
 from tests.models.random_mobilefacenet import write_random_mobilefacenet
-from tests.test_train_step import _batch, _copy, _mesh, _state
+from tests.training.test_step import _batch, _copy, _mesh, _state
 
 
 def _mean_colour(images):

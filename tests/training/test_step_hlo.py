@@ -28,7 +28,7 @@ from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.state.train_state import create_train_state, net_of
 from facedeblur_jax.training.schedule import phases_from_config
 from facedeblur_jax.training.step import build_train_step
-from tests.test_train_step import _batch, _mesh, _state
+from tests.training.test_step import _batch, _mesh, _state
 
 N_DEVICES = 8
 
