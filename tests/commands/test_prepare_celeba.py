@@ -17,6 +17,7 @@ from facedeblur_jax.commands import prepare_celeba
 from facedeblur_jax.config import load_config
 from facedeblur_jax.data import celeba, label_io
 from facedeblur_jax.data.sources import make_source
+from facedeblur_jax.faces import celeba as faces_celeba
 from tests.conftest import REPO_ROOT
 from tests.data import celeba_tree
 
@@ -59,7 +60,7 @@ def test_prepare_writes_faces_labels_csv_and_manifest(wild, prepared, capsys):
     assert manifest["counts"]["aligned"] == len(good)
     assert {n: d.split(":")[0] for n, d in manifest["failures"].items()} == failing
     assert manifest["counts"]["failed_by_reason"] == {
-        r: 1 for r in celeba.REASONS if r in failing.values()
+        r: 1 for r in faces_celeba.REASONS if r in failing.values()
     }
     assert manifest["settings"]["layout"] == "img_celeba"
     assert manifest["settings"]["size"] == SIZE and manifest["split_rule"].startswith("seeded")
