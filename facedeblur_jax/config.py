@@ -32,6 +32,7 @@ BUILTIN = (
     "tiny",
     "gpu_short",
     "cpu_study",
+    "cvpr18",
 )  # the files of facedeblur_jax/configs/
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 

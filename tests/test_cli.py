@@ -107,6 +107,24 @@ def test_tool_subcommands_run_their_module(tmp_path, capsys, monkeypatch):
     assert counts["generator_total"] > 0
 
 
+def test_params_of_the_cvpr18_kind(capsys):
+    """``facedeblur params --config cvpr18``: P and the one G (5 ResBlocks, no guide; 14
+    input channels at 0.5×, 17 at 1×), no G_c / G_f rows and no paper total."""
+    assert cli.main(["params", "--config", "cvpr18", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    counts = report["counts"]
+    assert report["kind"] == "cvpr18" and report["paper_total"] is None
+    assert set(counts) == {"parsing", "generator", "generator_total", "disc"}
+    conv11 = lambda cin: 11 * 11 * cin * 64 + 64
+    body = 14 * (5 * 5 * 64 * 64 + 64) + 5 * 5 * 64 * 3 + 3  # 2 + 2·5 + 2 convs, conv_out
+    assert counts["generator"] == conv11(14) + body + 4 * 4 * 3 * 3 + 3 + conv11(17) + body
+    assert counts["generator_total"] == counts["parsing"] + counts["generator"]
+    assert cli.main(["params", "--config", "cvpr18"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"^G +3,118,937 ", table, re.M) and "total P+G" in table
+    assert not re.search(r"^(G_c|G_f|D) ", table, re.M) and "do not apply" in table
+
+
 def test_build_tfds_subcommand(tmp_path, capsys):
     root, labels = tmp_path / "faces", tmp_path / "labels"
     write_face_tree(root, labels, splits=(("train", 3), ("test", 2)))

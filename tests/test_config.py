@@ -8,7 +8,7 @@ from facedeblur_jax.config import BUILTIN, load_config, reference_config, split_
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "facedeblur_jax" / "configs"
 
 
-@pytest.mark.parametrize("name", ["paper", "demo", "tiny"])
+@pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_configs_load_by_name_and_path(name):
     by_name = load_config(name)
     by_path = load_config(str(CONFIGS / f"{name}.py"))
@@ -62,6 +62,40 @@ def test_paper_recipe_values():
     assert cfg.degrade.kernel_sizes == (13, 15, 17, 19, 21, 23, 25, 27)
     assert cfg.degrade.noise_sigma == 0.01
     assert cfg.degrade.max_shift * 128 == pytest.approx(12)
+
+
+# The converter reads these from the released MAT-files; configs/cvpr18.py has stand-ins.
+CVPR18_WIDTH_KEYS = (
+    "model.num_classes",
+    "model.features",
+    "model.parsing_features",
+    "model.parsing_up_features",
+    "model.parsing_last_features",
+)
+
+
+def test_cvpr18_config_is_what_the_converter_writes():
+    """configs/cvpr18.py sets every key ``facedeblur convert-official`` writes, to the value it
+    writes (on a synthetic release), except the widths, which are the paper config's."""
+    from facedeblur_jax.models import cvpr18_convert
+    from tests.models.cvpr18 import layout, synthetic_mat
+
+    g, p = synthetic_mat.make_values()
+    net_g = synthetic_mat.struct_array(g, layout.N_G, layout.G_FIELDS)
+    net_p = synthetic_mat.struct_array(p, layout.N_P, layout.P_FIELDS)
+    overrides, _ = cvpr18_convert.convert(net_g, net_p)
+    cfg, paper = load_config("cvpr18"), load_config("paper")
+
+    def get(c, key):
+        for part in key.split("."):
+            c = c[part]
+        return c
+
+    assert set(CVPR18_WIDTH_KEYS) <= set(overrides)
+    for key, value in overrides.items():
+        want = get(paper, key) if key in CVPR18_WIDTH_KEYS else value
+        assert get(cfg, key) == want, key
+    assert cfg.model.kind == "cvpr18" and cfg.model.input_scale == 255 / 256
 
 
 def test_overrides_are_typed_and_unknown_keys_rejected():

@@ -3,14 +3,18 @@
     python -m facedeblur_jax.bench.throughput --config configs/paper.py --framework both \\
         --batch-sizes 1,16,64,256 --dtypes fp32,bf16 [--torch-compile] \\
         --out bench.json --markdown bench.md [--repeats 5] [--config.model.upsample=subpixel]
+    python -m facedeblur_jax.bench.throughput --config cvpr18 --framework both [...]
     python -m facedeblur_jax.bench.throughput --config paper --mode train --framework both \
         [--batch-sizes 16,64,256] [--phases coarse,joint] [--devices N] [--torch-compile] \
         [--config.loss.vgg_weights_path=vgg_face.npz | --config.loss.vgg_weight=0]
 
 Modes (``--mode``) are entries of :data:`BENCHMARKS`, each a function ``ctx -> rows``:
-``inference`` (the full model G_c → P → G_f, eval mode, on random inputs of the config's
-``image_size``) and ``train`` (one training step of each phase of the schedule, on-device
-degradation included; see "How it measures (``train``)" below).
+``inference`` (the config's whole model, eval mode, on random inputs of the config's
+``image_size``: G_c → P → G_f for ``model.kind = "ijcv"``; P → G for ``"cvpr18"``, the
+released CVPR'18 graph, e.g. ``--config cvpr18``, timed the same way in both frameworks)
+and ``train`` (one training step of each phase of the schedule, on-device degradation
+included; see "How it measures (``train``)" below; the ``ijcv`` kind only: training builds
+the IJCV cascade, and any other kind is refused in one line).
 
 How it measures (``inference``):
 
@@ -448,6 +452,16 @@ TRAIN_NOTES = (
     "loss ran on random weights; the numbers measure speed, not quality.",
     "PyTorch: one device; JAX: a mesh of `devices` devices (data parallel).",
 )
+
+
+def check_trainable(config) -> None:
+    """``--mode train`` times the IJCV cascade's training step only: one line otherwise."""
+    kind = config.model.kind
+    if kind != "ijcv":
+        raise SystemExit(
+            f"--mode train: model.kind = {kind!r} is not trained here (training builds the "
+            f"IJCV cascade, model.kind = 'ijcv'); benchmark it with --mode inference"
+        )
 
 
 def inference_batch_sizes(ctx: BenchContext) -> tuple[int, ...]:
@@ -943,14 +957,20 @@ def fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+# What ``model.kind`` times (models/factory.py).
+GRAPHS = {"ijcv": "G_c → P → G_f", "cvpr18": "P → G, the released CVPR'18 graph"}
+
+
 def markdown(report: dict) -> str:
     env = report["env"]
+    kind = report["model"].get("kind", "ijcv")
     lines = [
         f"# Throughput: {report['config']} ({report['image_size']}×{report['image_size']})",
         "",
         f"- device: {env['device']} (jax {env['jax_version']} on {env['jax_platform']}, "
         f"torch {env.get('torch_version')} on {env.get('torch_device')})",
-        f"- generator parameters: {report['generator_params']:,}; inference FLOPs/image (XLA): "
+        f"- model: {kind} ({GRAPHS.get(kind, kind)}); generator parameters: "
+        f"{report['generator_params']:,}; inference FLOPs/image (XLA): "
         f"{fmt(report['flops_per_image'] and report['flops_per_image'] / 1e9, '.2f')} G",
         f"- median of {report['settings']['repeats']} runs; {report['timestamp']}",
         "",
@@ -1084,6 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     modes = list(BENCHMARKS) if args.mode == "all" else [args.mode]
     if "train" in modes:
+        check_trainable(config)
         train_phases(ctx)  # fail on a bad --phases before anything runs
     results: dict[str, Any] = {mode: BENCHMARKS[mode](ctx) for mode in modes}
     env = device_info()

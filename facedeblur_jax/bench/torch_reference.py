@@ -1,5 +1,10 @@
 """The Flax networks of ``facedeblur_jax.models`` rebuilt in PyTorch, with weight converters.
 
+Both model kinds (``model.kind``, :func:`build_model`): ``"ijcv"``, :class:`FaceDeblurModel`
+(G_c → P → G_f), and ``"cvpr18"``, :class:`Cvpr18Model` (the released graph: P on the
+blurred input → one G; ``models/cvpr18.py``). The twin mirrors the Flax model, not the
+released MATLAB code (e.g. G's scale-1 inputs in our order [x, upsampled, prior]).
+
 Used by ``python -m facedeblur_jax.bench.throughput`` to compare against a PyTorch baseline
 and by ``tests/bench/test_torch_reference.py`` to check that both implementations compute
 the same function. Modules take and return NCHW tensors and run in ``channels_last`` memory
@@ -24,6 +29,15 @@ How the Flax semantics map onto torch (each checked numerically by the test):
   ``pad_a = pad_b = 2``, i.e. torch ``padding=1`` and no cropping; other kernel/stride
   pairs can be asymmetric, handled by cropping (:func:`conv_transpose_same_torch_args`).
 * ``downsample2x``: 2×2 average pooling, ``F.avg_pool2d(2)``.
+* ``layers.matlab_resize`` (``downsample_method = "matlab_bicubic"``, MATLAB's bicubic
+  ``imresize``): the same ``layers.matlab_resize_matrix`` weights applied with two
+  ``einsum`` (rows, then columns), in float32 outside autocast like the Flax resize; the
+  weights for the config's image size are buffers of G, so ``torch.compile`` traces no
+  NumPy.
+* ``parsing_net.PerImageNorm`` (``parsing_norm = "per_image"``): instance statistics
+  (each image's per-channel mean and biased variance over H×W) with the BatchNorm-named
+  affine params, :class:`PerImageNorm2d`; no running statistics.
+* ``Cvpr18Model.input_scale``: the input multiplied before P and G, as in Flax.
 * ``jax.image.resize(method="linear", antialias=False)``: half-pixel-centred bilinear,
   which is ``F.interpolate(mode="bilinear", align_corners=False)``; out-of-range taps are
   dropped and renormalised in JAX and clamped in torch, identical for integer upsampling.
@@ -56,6 +70,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facedeblur_jax.models.layers import DOWNSAMPLE_METHODS, matlab_resize_matrix
 
 STAGES = ("coarse", "parsing", "fine")
 CHANNELS_LAST = torch.channels_last
@@ -173,6 +189,27 @@ class FlaxBatchNorm2d(nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
+class PerImageNorm2d(nn.Module):
+    """``parsing_net.PerImageNorm``: each image normalised with its own per-channel mean and
+    biased variance over H×W (instance statistics), then BatchNorm's affine ``weight`` /
+    ``bias`` (the Flax ``scale`` / ``bias``); no running statistics. Computed in float32
+    and returned in the input's dtype, as the Flax module returns its compute dtype."""
+
+    def __init__(self, channels: int, eps: float = 1e-4):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, train: bool | None = None) -> torch.Tensor:
+        """``train`` is accepted for :class:`FlaxBatchNorm2d`'s signature; it changes nothing."""
+        del train
+        xf = _f32(x)
+        var, mean = torch.var_mean(xf, dim=(2, 3), unbiased=False, keepdim=True)
+        scale = self.weight[None, :, None, None] * torch.rsqrt(var + self.eps)
+        return ((xf - mean) * scale + self.bias[None, :, None, None]).to(x.dtype)
+
+
 def downsample2x(x: torch.Tensor) -> torch.Tensor:
     """2×2 average pooling, ``[B, C, H, W] -> [B, C, H/2, W/2]`` (``layers.downsample2x``)."""
     if x.shape[2] % 2 or x.shape[3] % 2:
@@ -180,12 +217,64 @@ def downsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
-def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Repeated :func:`downsample2x`; ``factor`` is a power of two."""
+def downsample(
+    x: torch.Tensor,
+    factor: int,
+    method: str = "box",
+    matrices: Mapping[tuple[int, int], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``layers.downsample``: ``"box"`` repeats :func:`downsample2x` (``factor`` a power of
+    two); ``"matlab_bicubic"`` is :func:`matlab_resize` by ``1 / factor`` (``matrices``: its
+    weights already made, see :func:`matlab_resize`)."""
+    if method not in DOWNSAMPLE_METHODS:
+        raise ValueError(f"downsample method must be one of {DOWNSAMPLE_METHODS}; got {method!r}")
+    if factor == 1:
+        return x
+    if method == "matlab_bicubic":
+        h, w = x.shape[2], x.shape[3]
+        if h % factor or w % factor:
+            raise ValueError(
+                f"downsample by {factor} needs sizes divisible by it; got {tuple(x.shape)}"
+            )
+        return matlab_resize(x, h // factor, w // factor, matrices)
     while factor > 1:
         x = downsample2x(x)
         factor //= 2
     return x
+
+
+def matlab_resize_weights(in_len: int, out_len: int) -> torch.Tensor:
+    """``f64[out_len, in_len]``: ``layers.matlab_resize_matrix`` as a tensor."""
+    return torch.from_numpy(matlab_resize_matrix(in_len, out_len))
+
+
+def matlab_resize(
+    x: torch.Tensor,
+    height: int,
+    width: int,
+    matrices: Mapping[tuple[int, int], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``layers.matlab_resize`` (MATLAB ``imresize``, bicubic with antialiasing) on
+    ``[B, C, h, w]``: the same ``matlab_resize_matrix`` weights, rows then columns, in
+    ``x``'s dtype and outside autocast (Flax resizes the float32 input in float32 at
+    ``Precision.HIGHEST`` whatever the compute dtype).
+
+    ``matrices[(in_len, out_len)]``: weights made beforehand (a module's buffers); the others
+    are made here with NumPy, which ``torch.compile`` cannot trace (a graph break), so a
+    compiled model passes its sizes' weights in (:class:`MultiScaleDeblurNet`).
+    """
+    h, w = x.shape[2], x.shape[3]
+    matrices = matrices or {}
+
+    def weights(n: int, m: int) -> torch.Tensor:
+        t = matrices.get((n, m))
+        return (matlab_resize_weights(n, m) if t is None else t).to(x.device, x.dtype)
+
+    rows, cols = weights(h, height), weights(w, width)
+    with torch.autocast(x.device.type, enabled=False):
+        y = torch.einsum("oh,bchw->bcow", rows, x)
+        y = torch.einsum("pw,bcow->bcop", cols, y)
+    return y.contiguous(memory_format=CHANNELS_LAST)
 
 
 def _keys_cubic(x: np.ndarray) -> np.ndarray:
@@ -300,7 +389,9 @@ class ScaleNet(nn.Module):
 
 
 class MultiScaleDeblurNet(nn.Module):
-    """``deblur_net.MultiScaleDeblurNet`` (G_c: no guide/prior; G_f: both)."""
+    """``deblur_net.MultiScaleDeblurNet`` (G_c: no guide/prior; G_f: both; the CVPR'18 G:
+    the prior only). Inputs of scale ``s`` concatenated in the Flax order [x, guide,
+    upsampled, prior]."""
 
     def __init__(
         self,
@@ -314,10 +405,27 @@ class MultiScaleDeblurNet(nn.Module):
         resblock_post_relu: bool = True,
         upsample: str = "transposed",
         residual: bool = True,
+        downsample_method: str = "box",
+        image_size: int | None = None,
     ):
         super().__init__()
+        if downsample_method not in DOWNSAMPLE_METHODS:
+            raise ValueError(
+                f"downsample method must be one of {DOWNSAMPLE_METHODS}; got {downsample_method!r}"
+            )
         self.num_scales = num_scales
         self.residual = residual
+        self.downsample_method = downsample_method
+        # MATLAB-bicubic weights for an image_size input, as non-persistent buffers (not in
+        # the state_dict; they follow .to(device)), so that torch.compile traces no NumPy.
+        self._resize_buffers: dict[tuple[int, int], str] = {}
+        if downsample_method == "matlab_bicubic" and image_size:
+            for s in range(num_scales - 1):
+                out = image_size // 2 ** (num_scales - 1 - s)
+                name = f"matlab_resize_{image_size}_to_{out}"
+                weights = matlab_resize_weights(image_size, out)
+                self.register_buffer(name, weights, persistent=False)
+                self._resize_buffers[(image_size, out)] = name
         for s in range(num_scales):
             if s > 0:
                 self.add_module(f"up{s}", Upsample2x(3, upsample))
@@ -341,13 +449,14 @@ class MultiScaleDeblurNet(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
         outputs, prev = [], None
+        matrices = {k: getattr(self, name) for k, name in self._resize_buffers.items()}
         for s in range(self.num_scales):
             factor = 2 ** (self.num_scales - 1 - s)
-            xs = downsample(x, factor)
+            xs = downsample(x, factor, self.downsample_method, matrices)
             parts = [xs]
             base = xs  # residual base: the blurred input, or the guide (G_f) when given
             if guide is not None:
-                base = downsample(guide, factor)
+                base = downsample(guide, factor, self.downsample_method, matrices)
                 parts.append(base)
             if prev is not None:
                 parts.append(getattr(self, f"up{s}")(prev).to(xs.dtype))
@@ -367,7 +476,9 @@ class MultiScaleDeblurNet(nn.Module):
 class ParsingNet(nn.Module):
     """``parsing_net.ParsingNet``: ``[B, 3, H, W] -> logits f32[B, K, H, W]`` (the official
     layout: encoder convs enc0… with a 5×5 third conv, decoder stages up{j} → dec{j} with
-    additive skips for j ≥ 1, 3×3 logits)."""
+    additive skips for j ≥ 1, 3×3 logits). ``norm``: ``"batch"`` (:class:`FlaxBatchNorm2d`)
+    or ``"per_image"`` (:class:`PerImageNorm2d`); ``up_features`` / ``last_features``: the
+    decoder widths where they do not mirror the encoder (``()`` / 0: they do)."""
 
     def __init__(
         self,
@@ -376,23 +487,40 @@ class ParsingNet(nn.Module):
         use_bn: bool = True,
         bn_momentum: float = 0.99,
         bn_epsilon: float = 1e-4,
+        norm: str = "batch",
+        up_features: Sequence[int] = (),
+        last_features: int = 0,
     ):
         super().__init__()
+        if norm not in ("batch", "per_image"):
+            raise ValueError(f"ParsingNet norm must be 'batch' or 'per_image'; got {norm!r}")
         self.features = tuple(features)
         self.use_bn = use_bn
+        depth = len(self.features)
+        ups = tuple(up_features) or self.features[: depth - 1]
+        if len(ups) != depth - 1:
+            raise ValueError(
+                f"up_features needs {depth - 1} widths (one per decoder stage); got {ups}"
+            )
+
+        def norm_layer(width: int) -> nn.Module:
+            if norm == "per_image":
+                return PerImageNorm2d(width, bn_epsilon)
+            return FlaxBatchNorm2d(width, bn_momentum, bn_epsilon)
+
         in_ch = 3
         for i, f in enumerate(self.features):
             kernel = 5 if i == WIDE_STAGE else 3
             self.add_module(f"enc{i}", Conv2dSame(in_ch, f, kernel))
             if use_bn:
-                self.add_module(f"enc{i}_bn", FlaxBatchNorm2d(f, bn_momentum, bn_epsilon))
+                self.add_module(f"enc{i}_bn", norm_layer(f))
             in_ch = f
-        for j in reversed(range(len(self.features) - 1)):
-            f = self.features[j]
-            self.add_module(f"up{j}", ConvTranspose2dSame(in_ch, f, 4, 2))
-            self.add_module(f"dec{j}", Conv2dSame(f, f, 3))
+        for j in reversed(range(depth - 1)):
+            f = self.features[j] if j > 0 or not last_features else last_features
+            self.add_module(f"up{j}", ConvTranspose2dSame(in_ch, ups[j], 4, 2))
+            self.add_module(f"dec{j}", Conv2dSame(ups[j], f, 3))
             if use_bn:
-                self.add_module(f"dec{j}_bn", FlaxBatchNorm2d(f, bn_momentum, bn_epsilon))
+                self.add_module(f"dec{j}_bn", norm_layer(f))
             in_ch = f
         self.logits = Conv2dSame(in_ch, num_classes, 3)
 
@@ -462,6 +590,8 @@ class DeblurOutputs:
 
     @property
     def y_coarse(self) -> torch.Tensor:
+        if not self.coarse:
+            raise ValueError("this model has no coarse net G_c, so no y_c")
         return self.coarse[-1]
 
     @property
@@ -487,6 +617,11 @@ class FaceDeblurModel(nn.Module):
         residual: bool = True,
         parsing_features: Sequence[int] = (64, 128, 256, 256, 256, 256),
         parsing_use_bn: bool = True,
+        parsing_norm: str = "batch",
+        parsing_up_features: Sequence[int] = (),
+        parsing_last_features: int = 0,
+        downsample_method: str = "box",
+        image_size: int | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -501,9 +636,18 @@ class FaceDeblurModel(nn.Module):
             resblock_post_relu=resblock_post_relu,
             upsample=upsample,
             residual=residual,
+            downsample_method=downsample_method,
+            image_size=image_size,
         )
         self.coarse = MultiScaleDeblurNet(**deblur)
-        self.parsing = ParsingNet(num_classes, parsing_features, parsing_use_bn)
+        self.parsing = ParsingNet(
+            num_classes,
+            parsing_features,
+            parsing_use_bn,
+            norm=parsing_norm,
+            up_features=parsing_up_features,
+            last_features=parsing_last_features,
+        )
         for name in self.fine_names():
             self.add_module(name, MultiScaleDeblurNet(3, num_classes, **deblur))
 
@@ -545,18 +689,65 @@ class FaceDeblurModel(nn.Module):
         return DeblurOutputs(coarse=coarse, parsing_logits=logits, prior=p, fine=tuple(fine))
 
 
+class Cvpr18Model(nn.Module):
+    """``cvpr18.Cvpr18Model``: P on the (scaled) blurred input → one two-scale G fed
+    ``softmax(P)``; submodules ``parsing`` and ``generator`` as in Flax."""
+
+    kind = "cvpr18"
+    has_coarse = False
+
+    def __init__(self, parsing: ParsingNet, generator: MultiScaleDeblurNet, input_scale: float):
+        super().__init__()
+        self.parsing = parsing
+        self.generator = generator
+        self.input_scale = float(input_scale)
+
+    def fine_names(self) -> tuple[str, ...]:
+        return ("generator",)
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.input_scale if self.input_scale != 1.0 else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        upto: str = "fine",
+        train_parsing: bool | None = None,
+        prior: torch.Tensor | None = None,
+    ) -> DeblurOutputs:
+        """P then G on ``x: f32[B, 3, H, W]`` (``upto = "parsing"``: P alone); ``coarse``
+        is empty. ``prior`` replaces ``softmax(P(x))`` as G's input."""
+        if upto not in STAGES:
+            raise ValueError(f"upto must be one of {STAGES}; got {upto!r}")
+        if upto == "coarse":
+            raise ValueError("the CVPR'18 model has no coarse net G_c: use upto='fine'")
+        xs = self._scaled(x.contiguous(memory_format=CHANNELS_LAST))
+        logits = self.parsing(xs, train=train_parsing)
+        if upto == "parsing":
+            return DeblurOutputs(coarse=(), parsing_logits=logits)
+        p = torch.softmax(logits, dim=1) if prior is None else _f32(prior)
+        fine = (self.generator(xs, prior=p),)
+        return DeblurOutputs(coarse=(), parsing_logits=logits, prior=p, fine=fine)
+
+
 def _model_cfg(config) -> Any:
     """``config.model`` of a full config, or the model section itself."""
     return config.model if "model" in config else config
 
 
-def build_model(config) -> FaceDeblurModel:
-    """Torch ``FaceDeblurModel`` (channels_last) from a config or its ``model`` section."""
+KINDS = ("ijcv", "cvpr18")
+
+
+def build_model(config) -> FaceDeblurModel | Cvpr18Model:
+    """The torch twin of ``models.factory.build_model`` (channels_last) from a config or its
+    ``model`` section: ``model.kind`` ``"ijcv"`` → :class:`FaceDeblurModel`, ``"cvpr18"``
+    → :class:`Cvpr18Model`."""
     m = _model_cfg(config)
-    model = FaceDeblurModel(
-        num_classes=m.num_classes,
-        num_fine_stages=m.num_fine_stages,
-        share_fine_weights=m.share_fine_weights,
+    kind = m.get("kind", "ijcv")
+    if kind not in KINDS:
+        raise ValueError(f"model.kind must be one of {KINDS}; got {kind!r}")
+    deblur = dict(
         first_kernel=m.first_kernel,
         features=m.features,
         num_resblocks=m.num_resblocks,
@@ -565,9 +756,30 @@ def build_model(config) -> FaceDeblurModel:
         resblock_post_relu=bool(m.resblock_post_relu),
         upsample=m.upsample,
         residual=m.residual,
-        parsing_features=tuple(m.parsing_features),
-        parsing_use_bn=m.parsing_use_bn,
+        downsample_method=m.downsample,
+        image_size=config.image_size if "model" in config else None,  # MATLAB resize weights
     )
+    parsing = dict(
+        features=tuple(m.parsing_features),
+        use_bn=m.parsing_use_bn,
+        norm=m.parsing_norm,
+        up_features=tuple(m.parsing_up_features),
+        last_features=int(m.parsing_last_features),
+    )
+    if kind == "cvpr18":
+        model = Cvpr18Model(
+            ParsingNet(m.num_classes, **parsing),
+            MultiScaleDeblurNet(0, m.num_classes, **deblur),
+            input_scale=float(m.input_scale),
+        )
+    else:
+        model = FaceDeblurModel(
+            num_classes=m.num_classes,
+            num_fine_stages=m.num_fine_stages,
+            share_fine_weights=m.share_fine_weights,
+            **deblur,
+            **{f"parsing_{k}": v for k, v in parsing.items()},
+        )
     return model.to(memory_format=CHANNELS_LAST)
 
 
@@ -583,7 +795,7 @@ def build_discriminator(config, image_size: int | None = None) -> Discriminator:
 # Weight conversion
 # --------------------------------------------------------------------------------------
 
-_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d)
+_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, PerImageNorm2d)
 
 
 def _subtree(tree: Mapping, path: Sequence[str], what: str) -> Mapping:
@@ -628,6 +840,9 @@ def _to_state_dict(module: nn.Module, variables: Mapping) -> dict[str, torch.Ten
             sd[f"{name}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
             used |= {("batch_stats", *path, "mean"), ("batch_stats", *path, "var")}
             used.add(("params", *path, "scale"))
+        elif isinstance(layer, PerImageNorm2d):  # BatchNorm's names, no statistics
+            sd[f"{name}.weight"] = t(_np(p["scale"]))
+            used.add(("params", *path, "scale"))
         else:
             k = _np(p["kernel"])
             if isinstance(layer, nn.ConvTranspose2d):  # HWIO, unflipped -> IOHW, flipped
@@ -661,7 +876,8 @@ def flax_to_torch(variables: Mapping, config, *, discriminator: bool = False) ->
         arrays; ``batch_stats`` only where the net has BatchNorm).
       config: a full config (``image_size`` + ``model``) or, for the generator, its
         ``model`` section.
-      discriminator: convert ``Discriminator`` variables instead of ``FaceDeblurModel``'s.
+      discriminator: convert ``Discriminator`` variables instead of the generator's
+        (``FaceDeblurModel`` or ``Cvpr18Model``, by ``model.kind``).
 
     Every Flax leaf must be used, and every torch tensor filled; mismatches raise.
     """
@@ -698,6 +914,8 @@ def torch_to_flax(torch_model: nn.Module) -> dict[str, dict]:
             put(params, path, "scale", w)
             put(stats, path, "mean", layer.running_mean)
             put(stats, path, "var", layer.running_var)
+        elif isinstance(layer, PerImageNorm2d):
+            put(params, path, "scale", w)
         elif isinstance(layer, nn.ConvTranspose2d):
             put(params, path, "kernel", w.transpose(2, 3, 0, 1)[::-1, ::-1])
         elif isinstance(layer, nn.Conv2d):

@@ -3,7 +3,8 @@
 facedeblur params --config configs/paper.py [--config.model.num_fine_stages=2]
 
 The paper publishes totals only (Table 8, Table 12), and they contradict each other and
-the text; see facedeblur_jax/models/param_count.py.
+the text; see facedeblur_jax/models/param_count.py. For the released CVPR'18 model
+(``--config cvpr18``, ``model.kind = "cvpr18"``) it prints P and G, with no paper count.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(
                 {
+                    "kind": config.model.kind,
                     "counts": counts,
                     "paper_total": paper,
                     "paper_table8": {str(k): v for k, v in PAPER_TOTAL.items()},
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
+        return 0
+    if config.model.kind == "cvpr18":
+        _print_cvpr18(counts)
         return 0
     step = PAPER_TOTAL[2] - PAPER_TOTAL[1]
     fine = [k for k in counts if k.startswith("fine")]
@@ -78,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         "(facedeblur_jax/models/parsing_net.py)."
     )
     return 0
+
+
+def _print_cvpr18(counts: dict[str, int]) -> None:
+    """The released CVPR'18 model: P and one G (the release has no G_c, G_f or D)."""
+    note = "widths of the config (configs/cvpr18.py: stand-ins for the released ones)"
+    print(f"{'network':<16}{'parameters':>14}  note")
+    for name in ("parsing", "generator"):
+        print(f"{net_label(name):<16}{counts[name]:>14,}  {note}")
+    print(f"{'total P+G':<16}{counts['generator_total']:>14,}")
+    print(
+        "The authors' released CVPR'18 graph (P -> G, model.kind = 'cvpr18'); the IJCV "
+        "paper's Table 8 and Table 12 count its cascade G_c + P + G_f and do not apply."
+    )
 
 
 if __name__ == "__main__":

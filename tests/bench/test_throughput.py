@@ -15,9 +15,9 @@ def _positive(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path, *args, config="tiny"):
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
-    argv = ["--config", "tiny", "--repeats", "1", "--min-time", "0", "--out", str(out)]
+    argv = ["--config", config, "--repeats", "1", "--min-time", "0", "--out", str(out)]
     rc = bench.main([*argv, "--markdown", str(md), *args])
     assert rc == 0
     return json.loads(out.read_text()), md.read_text()
@@ -68,6 +68,56 @@ def test_inference_both_frameworks_report(tmp_path):
     ]
     assert len(table) == len(rows)
     assert "images/s" in md and env["device"] in md
+
+
+# configs/cvpr18.py shrunk as the tiny config shrinks the paper's (32 px, few channels,
+# short kernels), decoder widths of its own as in a release.
+CVPR18_TINY = (
+    "--config.image_size=32",
+    "--config.model.features=4",
+    "--config.model.num_resblocks=1",
+    "--config.model.first_kernel=5",
+    "--config.model.kernel_size=3",
+    "--config.model.parsing_features=(8, 16, 16, 16, 16, 16)",
+    "--config.model.parsing_up_features=(4, 8, 8, 8, 8)",
+)
+
+
+def test_inference_of_the_cvpr18_kind_both_frameworks(tmp_path):
+    """The released CVPR'18 graph (P → G) through the same inference benchmark: a JAX and a
+    torch row per dtype, FLOPs counted, the JSON and the Markdown written."""
+    report, md = _run(
+        tmp_path,
+        *("--framework", "both", "--batch-sizes", "2", "--dtypes", "fp32,bf16", *CVPR18_TINY),
+        config="cvpr18",
+    )
+    assert (tmp_path / "bench.json").is_file()
+    assert report["config"] == "cvpr18" and report["image_size"] == 32
+    assert report["model"]["kind"] == "cvpr18" and report["model"]["downsample"] == "matlab_bicubic"
+    assert _positive(report["flops_per_image"]) and _positive(report["generator_params"])
+    rows = report["results"]["inference"]
+    keys = {(r["framework"], r["variant"], r["dtype"], r["batch_size"]) for r in rows}
+    assert keys == {
+        (f, v, d, 2) for f, v in (("jax", "jit"), ("torch", "eager")) for d in ("fp32", "bf16")
+    }
+    for r in rows:
+        assert r["error"] is None, r
+        for key in ROW_NUMBERS:
+            assert _positive(r[key]) or (key == "warmup_s" and r[key] >= 0), (key, r)
+        assert r["flops_per_image"] == report["flops_per_image"]
+    assert "- model: cvpr18 (P → G" in md
+    table = [line for line in md.splitlines() if line.startswith(("| jax", "| torch"))]
+    assert len(table) == len(rows)
+
+
+def test_train_mode_refuses_the_cvpr18_kind_in_one_line(tmp_path):
+    for mode in ("train", "all"):
+        with pytest.raises(SystemExit) as info:
+            bench.main(["--config", "cvpr18", "--mode", mode, "--out", str(tmp_path / "b.json")])
+        message = str(info.value.code)
+        assert "\n" not in message and message.startswith("--mode train: model.kind = 'cvpr18'")
+        assert "--mode inference" in message
+    assert not (tmp_path / "b.json").exists()  # refused before anything ran
 
 
 def test_failed_torch_compile_is_recorded(tmp_path, monkeypatch):

@@ -8,8 +8,10 @@ Measured with the random weights below (activations O(0.1–1) everywhere, outpu
 ``python -m pytest tests/bench/test_torch_reference.py -s``): <= 4.2e-7 on the tiny model,
 <= 2.8e-6 on the paper model at 128 px (18-conv scales, official P), where JAX's float32
 result is itself <= 1.5e-6 from a float64 torch run, i.e. the gap is rounding on both
-sides. A wrong padding, kernel flip, flatten order or resize is off by 1e-2 or more (see
-the negative controls below).
+sides. The cvpr18 kind (the released graph at small widths, 64 px, batch 2): <= 6e-6 on
+P's logits (|logits| up to ~5, per-image statistics of P's 2×2 deepest maps), <= 3.3e-7 on
+G, again as far as JAX's float32 is from a float64 torch run. A wrong padding, kernel
+flip, flatten order or resize is off by 1e-2 or more (see the negative controls below).
 
 The untrained model is an exact identity (its last convs start at zero), so every test
 draws all parameters and batch statistics at random (``tr.random_flax_variables``).
@@ -279,3 +281,174 @@ def test_paper_model_matches_at_128px():
     assert float(jnp.max(jnp.abs(out.y - x))) > 0.1
     print("paper max abs diffs vs torch fp32:", diffs)
     print("paper max abs diffs vs torch fp64:", diffs64)
+
+
+# --- the released CVPR'18 graph (model.kind = "cvpr18") -------------------------------
+
+# Small widths in the released layout: decoder widths that do not mirror the encoder, a
+# class count other than 11; 64 px so that P's deepest stage still has 2×2 pixels for its
+# per-image statistics.
+CVPR18_SMALL = {
+    "image_size": 64,
+    "model.features": 8,
+    "model.num_resblocks": 2,
+    "model.first_kernel": 5,
+    "model.kernel_size": 3,
+    "model.num_classes": 5,
+    "model.parsing_features": (8, 16, 16, 16, 16, 16),
+    "model.parsing_up_features": (6, 12, 10, 8, 14),
+    "model.parsing_last_features": 5,
+}
+
+
+def _cvpr18_cfg(**overrides):
+    return load_config("cvpr18", {**CVPR18_SMALL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def cvpr18():
+    """The small cvpr18 config, its random Flax model on a batch of 2 and its outputs."""
+    cfg = _cvpr18_cfg()
+    model, variables, x = _setup(cfg, batch=2)
+    out = jax.jit(model.apply)(variables, x)
+    return cfg, model, variables, x, out
+
+
+def _compare_cvpr18(out, tout):
+    assert out.coarse == () and tout.coarse == ()
+    diffs = {
+        "parsing_logits": _close("parsing_logits", out.parsing_logits, tout.parsing_logits),
+        "prior": _close("prior", out.prior, tout.prior),
+    }
+    ((half, full),) = out.fine
+    ((thalf, tfull),) = tout.fine
+    diffs["G half"] = _close("G half", half, thalf)
+    diffs["G full"] = _close("G full", full, tfull)
+    return diffs
+
+
+def test_cvpr18_twin_matches_every_output(cvpr18):
+    """P (per-image normalisation, decoder widths of their own), the prior, both scales of
+    G (MATLAB-bicubic half scale, max-pooled prior, no residual), input scale 255/256."""
+    cfg, _, variables, x, out = cvpr18
+    tmodel = _torch_model(cfg, variables)
+    assert isinstance(tmodel, tr.Cvpr18Model) and not tmodel.has_coarse
+    assert isinstance(tmodel.parsing.enc0_bn, tr.PerImageNorm2d)
+    assert "batch_stats" not in variables  # per-image norm keeps no statistics
+    with torch.no_grad():
+        tout = tmodel(tr.from_nhwc(x))
+    print("cvpr18 max abs diffs:", _compare_cvpr18(out, tout))
+    assert float(jnp.max(jnp.abs(out.y - x))) > 0.1
+    assert float(jnp.max(jnp.abs(out.prior - 1.0 / cfg.model.num_classes))) > 200 * TOL
+    with pytest.raises(ValueError, match="no coarse net G_c"):
+        _ = tout.y_coarse
+
+
+def test_cvpr18_twin_prior_override_upto_and_batch_independence(cvpr18):
+    cfg, model, variables, x, ref = cvpr18
+    tmodel = _torch_model(cfg, variables)
+    k = cfg.model.num_classes
+    prior = jax.nn.one_hot(jax.random.randint(jax.random.key(3), (2, 64, 64), 0, k), k)
+    out = jax.jit(lambda v, x, p: model.apply(v, x, prior=p))(variables, x, prior)
+    with torch.no_grad():
+        tout = tmodel(tr.from_nhwc(x), prior=tr.from_nhwc(prior))
+        tparse = tmodel(tr.from_nhwc(x), upto="parsing")
+        tfirst = tmodel(tr.from_nhwc(x[:1]), train_parsing=True)  # per-image: no train mode
+    _close("y with prior override", out.y, tout.y)
+    assert np.max(np.abs(np.asarray(out.y - ref.y))) > 0.01  # the override mattered
+    assert tparse.fine == () and tparse.prior is None
+    _close("parsing logits (upto=parsing)", ref.parsing_logits, tparse.parsing_logits)
+    # Per-image statistics: the first image alone gives its row of the batch's outputs.
+    _close("first image alone", ref.y[:1], tfirst.y)
+    with pytest.raises(ValueError, match="no coarse net"):
+        tmodel(tr.from_nhwc(x), upto="coarse")
+
+
+def test_cvpr18_twin_with_stored_moments_matches():
+    """``parsing_norm = "batch"`` (what convert-official --bn moments writes): P's BatchNorm
+    on running statistics (eval mode), batch_stats converted too."""
+    cfg = _cvpr18_cfg(**{"model.parsing_norm": "batch"})
+    model, variables, x = _setup(cfg, batch=2)
+    out = jax.jit(model.apply)(variables, x)
+    assert "parsing" in variables["batch_stats"]
+    with torch.no_grad():
+        tout = _torch_model(cfg, variables)(tr.from_nhwc(x))
+    _compare_cvpr18(out, tout)
+
+
+def test_cvpr18_matlab_resize_matches_flax():
+    """The torch MATLAB-bicubic resize equals ``layers.matlab_resize`` (and is not a box)."""
+    x = jax.random.normal(jax.random.key(0), (2, 16, 12, 3))
+    ref = layers.downsample(x, 2, "matlab_bicubic")
+    with torch.no_grad():
+        out = tr.downsample(tr.from_nhwc(x), 2, "matlab_bicubic")
+        box = tr.downsample(tr.from_nhwc(x), 2, "box")
+    _close("matlab_bicubic 2x", ref, out)
+    _close("matlab_resize 16x12 -> 5x7", layers.matlab_resize(x, 5, 7),
+           tr.matlab_resize(tr.from_nhwc(x), 5, 7))  # fmt: skip
+    assert np.max(np.abs(np.asarray(ref) - tr.to_nhwc(box))) > 10 * TOL
+    with pytest.raises(ValueError, match="downsample method"):
+        tr.downsample(tr.from_nhwc(x), 2, "lanczos")
+
+
+def test_cvpr18_box_downsample_is_caught(cvpr18):
+    """Negative control: the twin's G with box downsampling instead of MATLAB's bicubic
+    moves the outputs far outside the tolerance."""
+    cfg, _, variables, x, out = cvpr18
+    tmodel = _torch_model(cfg, variables)
+    tmodel.generator.downsample_method = "box"
+    with torch.no_grad():
+        tout = tmodel(tr.from_nhwc(x))
+    assert np.max(np.abs(np.asarray(out.y) - tr.to_nhwc(tout.y))) > 10 * TOL
+
+
+def test_cvpr18_conversion_both_directions(cvpr18):
+    """Flax → torch → Flax is exact and names every leaf (``generator/...``, P's PerImageNorm
+    ``scale`` / ``bias``); torch → Flax: a torch model with its own random weights, converted,
+    gives the Flax model the torch outputs."""
+    cfg, model, variables, x, _ = cvpr18
+    tmodel = _torch_model(cfg, variables)
+    back = tr.torch_to_flax(tmodel)
+    assert set(back) == {"params"} and set(back["params"]) == {"parsing", "generator"}
+    assert set(back["params"]["parsing"]["dec0_bn"]) == {"scale", "bias"}
+    ref = jax.tree_util.tree_flatten_with_path(variables)[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(back)[0])
+    assert len(ref) == len(got)
+    for path, leaf in ref:
+        np.testing.assert_array_equal(np.asarray(leaf), got[path], err_msg=str(path))
+    sd = tr.flax_to_torch(variables, cfg)
+    assert set(sd) == set(tmodel.state_dict())
+    assert "parsing.enc0_bn.weight" in sd and "parsing.enc0_bn.running_mean" not in sd
+    with pytest.raises(ValueError, match="torch expects"):
+        tr.flax_to_torch(variables, _cvpr18_cfg(**{"model.parsing_up_features": (6,) * 5}))
+
+    # torch -> Flax: torch's own init, norms and biases perturbed so none is trivial.
+    torch.manual_seed(0)
+    own = tr.build_model(cfg).eval()
+    with torch.no_grad():
+        for name, prm in own.named_parameters():
+            if prm.ndim == 1:
+                prm.copy_(
+                    (1.0 if name.endswith("_bn.weight") else 0.0) + 0.1 * torch.randn_like(prm)
+                )
+            else:
+                prm.mul_(2.0)  # torch's default init is small; keep activations O(1)
+        tout = own(tr.from_nhwc(x))
+    flax_vars = tr.torch_to_flax(own)
+    out = jax.jit(model.apply)(flax_vars, x)
+    _compare_cvpr18(out, tout)
+    assert float(jnp.max(jnp.abs(out.y - x))) > 0.1
+
+
+def test_cvpr18_twin_traces_as_one_graph(cvpr18):
+    """The MATLAB-bicubic weights of the config's image size are the twin's buffers (not in
+    the state_dict), so torch.compile traces the whole model without a break (NumPy
+    cannot be traced); another input size still runs eagerly."""
+    cfg, _, variables, x, _ = cvpr18
+    tmodel = _torch_model(cfg, variables)
+    assert [n for n, _ in tmodel.named_buffers()] == ["generator.matlab_resize_64_to_32"]
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(lambda t: tmodel(t).y)(tr.from_nhwc(x))
+        small = tmodel(tr.from_nhwc(x[:, :32, :32]))  # weights made on the fly
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    assert tuple(small.y.shape) == (2, 3, 32, 32)
