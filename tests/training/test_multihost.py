@@ -112,7 +112,8 @@ def reference_main(workdir: str) -> None:
 
 
 REFERENCE = (
-    "import sys; from tests.training.test_multihost import reference_main; reference_main(sys.argv[1])"
+    "import sys; from tests.training.test_multihost import reference_main; "
+    "reference_main(sys.argv[1])"
 )
 
 
