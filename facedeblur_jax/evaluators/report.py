@@ -43,6 +43,7 @@ from facedeblur_jax.evaluators.psnr_ssim import (
     EVAL_NOISE_TAG,
     FULL,
 )
+from facedeblur_jax.models import priors
 
 RESULTS_FORMAT = 1  # results.json's "format"
 
@@ -92,7 +93,7 @@ def run_record(
         },
         "priors": {
             "fed": list(fed_priors),
-            "shuffled": "the ground-truth parsing of test face (i + N // 2) mod N",
+            "shuffled": priors.DESCRIPTIONS[priors.SHUFFLED],
         },
         "extra_checkpoints": {
             name: {"path": str(pathlib.Path(p).resolve()), "step": extra[name].step}
