@@ -60,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         "and writes its deblurred crop as OUT/<stem>_face<k>.png; 'keep' leaves it and "
         "writes nothing for it; 'paste' pastes it back anyway",
     )
+    p.add_argument(
+        "--resample",
+        choices=photos.RESAMPLE_MODES,
+        default=photos.RESAMPLE,
+        help="how a face larger than the model's input comes back (the model sees it "
+        "shrunk): 'output' enlarges the model's output to the face's size (it has only the "
+        "model's resolution); 'residual' adds the model's correction, its output minus its "
+        "input, enlarged, to the face as it was, keeping the photo's finer detail and its "
+        f"noise (default {photos.RESAMPLE!r}: on blurred, noisy 128-px faces with the bundled "
+        "64-px model 'residual' measured 0.07 dB and 0.023 SSIM worse, "
+        "docs/benchmarks/photo_resolution.md); faces not larger than the input come back "
+        "the same either way",
+    )
     return p
 
 
@@ -79,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upsample=args.upsample,
         max_downscale=args.max_downscale,
         large_faces=args.large_faces,
+        resample=args.resample,
     )
 
 

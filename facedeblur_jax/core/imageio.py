@@ -53,6 +53,23 @@ def resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
+def resize_hw_float(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes ``f32[h, w, C]`` (any values, e.g. signed differences) to ``height × width``
+    with the bicubic filter of :func:`resize_hw`, per channel in float (PIL mode ``"F"``):
+    the same weights, without the 8-bit rounding and clipping :func:`resize_hw` applies
+    after each of its two passes. Returns ``f32[height, width, C]``."""
+    image = np.asarray(image, np.float32)
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c]), mode="F").resize(
+                (width, height), Image.BICUBIC
+            )
+        )
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)
+
+
 def to_uint8(image) -> np.ndarray:
     """``f32[..., 3]`` in [0, 1] -> ``uint8`` (clipped, rounded)."""
     return np.clip(np.round(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)

@@ -4,8 +4,10 @@ A face in a photo of any size is brought to the model's input (``S × S``) the w
 training crops are aligned: a similarity transform (rotation, uniform scale, translation)
 maps five points of dlib's 68 landmarks — the two eye centres, the nose tip and the two
 mouth corners — onto :data:`TEMPLATE_5` by least squares. The restored crop goes back
-through the inverse transform and is blended into the photo with a feathered mask, so
-pixels outside the crop's footprint are left exactly as they were.
+through the inverse transform and is blended into the photo with a feathered mask
+(:func:`paste_back`), or only the model's correction to it is, added to the photo's own
+pixels (:func:`add_correction`); either way pixels outside the crop's footprint are left
+exactly as they were.
 
 Faces at the photo's border. The crop of a face near an edge runs off the photo. That part
 is filled by edge replication (``mode="nearest"``: each missing pixel takes the value of the
@@ -215,6 +217,29 @@ def inside_mask(m: np.ndarray, size: int, photo_hw: tuple[int, int]) -> np.ndarr
     return inside.astype(np.float32)
 
 
+def _pull_back(
+    photo_hw: tuple[int, int], values: np.ndarray, m: np.ndarray, mask: np.ndarray
+) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None:
+    """The photo region a crop's footprint covers, ``(y0, y1, x0, x1)``, and there ``a = w(M p)``
+    and ``(w · values)(M p)`` (bilinear, premultiplied), ``w`` = ``mask`` ×
+    :func:`inside_mask`; ``None`` when the footprint misses the photo."""
+    size = values.shape[0]
+    h, w = photo_hw
+    mask = mask * inside_mask(m, size, (h, w))
+    inv = invert_affine(m)
+    corners = apply_affine(inv, _corners(size))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
+    if x0 >= x1 or y0 >= y1:
+        return None
+    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    cx = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]
+    cy = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
+    alpha = _sample(mask, cx, cy, order=1)[..., None]
+    weighted = _sample(mask[..., None] * values, cx, cy, order=1)
+    return (y0, y1, x0, x1), alpha, weighted
+
+
 def paste_back(
     photo: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -237,23 +262,43 @@ def paste_back(
     size = crop.shape[0]
     crop = crop.astype(np.float32) if crop.dtype == np.uint8 else crop.astype(np.float32) * 255
     mask = feather_mask(size) if mask is None else np.asarray(mask, np.float32)
-    h, w = photo.shape[:2]
-    mask = mask * inside_mask(m, size, (h, w))
-    inv = invert_affine(m)
-    corners = apply_affine(inv, _corners(size))
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
     out = photo.copy()
-    if x0 >= x1 or y0 >= y1:
+    pulled = _pull_back(photo.shape[:2], crop, m, mask)
+    if pulled is None:
         return out
-    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    cx = m[0, 0] * gx + m[0, 1] * gy + m[0, 2]
-    cy = m[1, 0] * gx + m[1, 1] * gy + m[1, 2]
-    alpha = _sample(mask, cx, cy, order=1)[..., None]
-    weighted = _sample(mask[..., None] * crop, cx, cy, order=1)
+    (y0, y1, x0, x1), alpha, weighted = pulled
     region = photo[y0:y1, x0:x1].astype(np.float32)
     blended = region * (1.0 - alpha) + weighted
     out[y0:y1, x0:x1] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def add_correction(
+    photo: np.ndarray, correction: np.ndarray, m: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Adds a correction computed on an aligned crop to the photo at the photo's resolution.
+
+    ``correction`` is what the model changed in the crop, ``y − x`` (its output minus the
+    crop it was given, ``f32[S, S, 3]`` in [0, 1] units); it is carried to the photo by the
+    same inverse warp, bilinear sampling and weights as :func:`paste_back`. Where the mask is
+    1 the result is ``photo + correction(M p)``; over the feathered edge the correction fades
+    out with the weights. The photo itself never passes through the crop's resolution, so
+    detail finer than a shrunk crop can hold stays; a model that changes nothing
+    (``y = x``) gives the photo back bit for bit.
+
+    Returns:
+      ``uint8[H, W, 3]``: ``photo + (w · correction)(M p)``, clipped to [0, 255].
+    """
+    photo = np.asarray(photo)
+    correction = np.asarray(correction, np.float32) * 255
+    mask = feather_mask(correction.shape[0]) if mask is None else np.asarray(mask, np.float32)
+    out = photo.copy()
+    pulled = _pull_back(photo.shape[:2], correction, m, mask)
+    if pulled is None:
+        return out
+    (y0, y1, x0, x1), _, weighted = pulled
+    region = photo[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(np.round(region + weighted), 0, 255).astype(np.uint8)
     return out
 
 

@@ -187,3 +187,33 @@ def test_paste_back_ignores_what_the_model_made_of_the_padding():
             restored[outside] = value
             out = fa.paste_back(photo, restored, m)
             assert np.abs(out.astype(int) - photo).max() <= 2, (border, value)
+
+
+def test_add_correction_adds_the_models_change_at_the_photos_resolution():
+    # A 48-px crop of a face 2.5× larger in the photo (what --resample residual pastes).
+    photo = background(200, 240)
+    m = _crop_at((120.0, 100.0), 2.5, angle_deg=10.0)  # 120 px, inside the photo
+    assert fa.inside_mask(m, 48, photo.shape[:2]).all()
+    crop = fa.align_crop(photo, m, 48)
+    mask = fa.feather_mask(48)
+    weight = fa.warp_affine(mask, fa.invert_affine(m), photo.shape[:2])
+    # A model that changes nothing gives the photo back bit for bit; pasting its output
+    # back does not (the crop holds less detail than the photo had).
+    same = fa.add_correction(photo, np.zeros((48, 48, 3), np.float32), m, mask)
+    np.testing.assert_array_equal(same, photo)
+    assert np.abs(fa.paste_back(photo, crop, m, mask).astype(int) - photo)[weight > 0.99].max() > 0
+    # A uniform change of +0.1: +25.5 levels where the weight is 1, scaled by the weight
+    # over the feathered edge, nothing outside the footprint.
+    out = fa.add_correction(photo, np.full((48, 48, 3), 0.1, np.float32), m, mask)
+    change = out.astype(float) - photo
+    full = weight > 0.999
+    assert full.sum() > 2000
+    assert np.abs(change[full] - 25.5).max() <= 0.5 + 1e-6
+    np.testing.assert_array_equal(change[weight == 0], 0)
+    ramp = (weight > 0.05) & (weight < 0.95)
+    assert np.abs(change[ramp] - 25.5 * weight[ramp][:, None]).max() < 3.0
+    # Clipped to [0, 255]; a footprint off the photo leaves it as it was.
+    big = fa.add_correction(photo, np.ones((48, 48, 3), np.float32), m, mask)
+    assert (big[full] == 255).all()
+    far = fa.invert_affine(_similarity(1.0, 0.0, (500.0, 500.0)))
+    np.testing.assert_array_equal(fa.add_correction(photo, np.ones((48, 48, 3)), far), photo)

@@ -300,3 +300,102 @@ def test_without_checkpoint_the_bundled_model_is_used_and_named(
     assert err.count("\n") == 1 and err.startswith("facedeblur deblur: error: no model is bundled")
     assert f"({absent} is missing): pass --checkpoint" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_resize_hw_float_is_resize_hws_filter_without_rounding():
+    face = imageio.resize(sample_face(0), 32)
+    for hw in ((90, 100), (20, 24)):
+        exact = imageio.resize_hw_float(face.astype(np.float32), *hw)
+        assert exact.dtype == np.float32 and exact.shape == (*hw, 3)
+        # resize_hw rounds and clips to 8 bits after each pass: apart by 0.3 levels on
+        # average, a few at the face's black border where the filter overshoots.
+        diff = np.abs(imageio.resize_hw(face, *hw).astype(float) - np.clip(exact, 0, 255))
+        assert diff.mean() < 0.5 and diff.max() < 10
+    # Linear, signed values kept: what the residual path enlarges is a difference.
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        imageio.resize_hw_float(a - b, 70, 60),
+        imageio.resize_hw_float(a, 70, 60) - imageio.resize_hw_float(b, 70, 60),
+        atol=1e-5,
+    )
+    const = imageio.resize_hw_float(np.full((32, 32, 3), -0.25, np.float32), 50, 50)
+    np.testing.assert_allclose(const, -0.25, atol=1e-6)
+
+
+def test_back_to_size_residual_is_the_original_plus_the_enlarged_correction():
+    image = imageio.resize_hw(sample_face(1), 90, 100)  # larger than a 32-px model
+    x = deblur_photos.model_inputs([image], 32)[0]
+    assert x.shape == (32, 32, 3) and x.dtype == np.uint8
+    rng = np.random.default_rng(0)
+    y = np.clip(x / 255.0 + rng.normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+    correction = y - x.astype(np.float32) / 255.0
+    enlarged = imageio.resize_hw_float(correction, 90, 100)
+    want = np.clip(np.round((image / 255.0 + enlarged) * 255), 0, 255)
+    got = deblur_photos.back_to_size(image, x, y, "residual")
+    assert got.shape == image.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(float) - want).max() <= 1  # float32 vs float64 rounding
+    # "output": the model's output enlarged, the input's own pixels gone.
+    np.testing.assert_array_equal(
+        deblur_photos.back_to_size(image, x, y, "output"),
+        imageio.resize_hw(imageio.to_uint8(y), 90, 100),
+    )
+    # A model that changes nothing: "residual" returns the original exactly, "output" a
+    # copy that went through 32 px and back.
+    unchanged = x.astype(np.float32) / 255.0
+    np.testing.assert_array_equal(
+        deblur_photos.back_to_size(image, x, unchanged, "residual"), image
+    )
+    soft = deblur_photos.back_to_size(image, x, unchanged, "output")
+    assert np.abs(soft.astype(int) - image).mean() > 3
+    # Not larger than the model's input: both the same.
+    small = imageio.resize_hw(sample_face(1), 30, 24)
+    xs = deblur_photos.model_inputs([small], 32)[0]
+    ys = np.clip(xs / 255.0 + 0.1, 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(
+        deblur_photos.back_to_size(small, xs, ys, "residual"),
+        deblur_photos.back_to_size(small, xs, ys, "output"),
+    )
+
+
+def test_resample_option_reaches_run(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(deblur_photos, "run", lambda *a, **kw: seen.update(kw) or 0)
+    argv = ["deblur", "--checkpoint", "c", "x", "--out", "o"]
+    assert cli.main(argv) == 0 and seen["resample"] == deblur_photos.RESAMPLE
+    for mode in deblur_photos.RESAMPLE_MODES:
+        assert cli.main([*argv, "--resample", mode]) == 0 and seen["resample"] == mode
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--resample", "bicubic"])
+    assert "invalid choice: 'bicubic'" in capsys.readouterr().err
+    assert "--resample" in deblur_command.build_parser().format_help()
+
+
+def test_resample_residual_returns_an_unchanged_face_exactly(identity_checkpoint, tmp_path):
+    # The identity model (128 px): a face larger than 128 px comes back bit for bit with
+    # --resample residual, and resampled (softer) with output; --no-align and photos alike.
+    src = tmp_path / "in"
+    src.mkdir()
+    crop = np.repeat(np.repeat(sample_face(2), 2, 0), 2, 1)[:200, :180]  # sharp 2×2 blocks
+    imageio.save_image(src / "crop.png", crop)
+    photo, _ = photo_with_face(300, 400, scale=1.6, angle_deg=5.0, centre=(200.0, 150.0))
+    imageio.save_image(src / "photo.png", photo)
+    every = ("--max-downscale", "inf")
+    results = {}
+    for mode in deblur_photos.RESAMPLE_MODES:
+        out = tmp_path / mode
+        crop_args = [str(src / "crop.png"), "--out", str(out / "a"), "--no-align"]
+        assert _deblur(identity_checkpoint, *crop_args, "--resample", mode) == 0
+        photo_args = [str(src / "photo.png"), "--out", str(out / "p"), *every]
+        assert _deblur(identity_checkpoint, *photo_args, "--resample", mode) == 0
+        results[mode] = (
+            imageio.load_image(out / "a" / "crop.png"),
+            imageio.load_image(out / "p" / "photo.png"),
+        )
+    np.testing.assert_array_equal(results["residual"][0], crop)
+    np.testing.assert_array_equal(results["residual"][1], photo)
+    assert np.abs(results["output"][0].astype(int) - crop).mean() > 2
+    changed = np.any(results["output"][1] != photo, axis=-1)
+    assert changed.sum() > 2000  # the face went through the model's 128 px and back
+    found = deblur_photos.find_faces(photo)[0]
+    assert deblur_photos.downscale_factor(deblur_photos.alignment(found, 128)) > 1.2
