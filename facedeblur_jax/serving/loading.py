@@ -85,7 +85,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     """Restores the generator (G_c, P, G_f) of the latest (or the named) checkpoint, or
     reads it from a weights file (a file ending in ``.npz``)."""
     if pathlib.Path(path).suffix == ".npz" and not pathlib.Path(path).is_dir():
-        return weights_file.load_weights(path)
+        config, variables, step, info = weights_file.read_weights(path)
+        return LoadedModel(config, build_model(config.model), variables, step, info)
     workdir, step = _resolve(path)
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
