@@ -212,7 +212,7 @@ def test_bad_weights_files_get_one_line_naming_the_file(tmp_path):
     cases["v0.npz"] = (ValueError, "expected 'facedeblur_jax.mobilefacenet.v1'")
     np.savez(tmp_path / "pickled.npz", __format__=np.asarray(mfn.CHECKPOINT_FORMAT),
              x=np.array([{}]))  # fmt: skip
-    cases["pickled.npz"] = (ValueError, "allow_pickle")
+    cases["pickled.npz"] = (ValueError, "pickled Python objects, which are never loaded")
     with open(tmp_path / "array.npz", "wb") as f:
         np.save(f, np.zeros(3))
     cases["array.npz"] = (ValueError, "not an .npz archive")
