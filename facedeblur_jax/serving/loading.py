@@ -33,6 +33,7 @@ import numpy as np
 
 from facedeblur_jax.core import sample_data
 from facedeblur_jax.core.batching import map_batched
+from facedeblur_jax.core.outputs import check_output_file
 from facedeblur_jax.models.face_deblur import DeblurOutputs, FaceDeblurModel
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.serving import weights_file
@@ -187,6 +188,7 @@ def export_weights(
         raise ValueError(f"--out {out} is a folder; name the .npz file to write")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output_file(out, overwrite=overwrite)
     name = weights_file.check_name(out.stem if name is None else name)
     card = weights_file.read_card(card_json) if card_json is not None else {}
     loaded = load_model(checkpoint)

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from facedeblur_jax import evaluators
 from facedeblur_jax.core.compile_cache import enable_compilation_cache
+from facedeblur_jax.core.outputs import check_output_folder
 from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.degrade.synthesize import check_degrade_config
@@ -360,6 +361,7 @@ def train(
     workdir = pathlib.Path(workdir).resolve()
 
     # 2. Checks and data, before anything is written. ----------------------------------
+    check_output_folder(workdir, flag="--workdir")
     if multi:
         distributed.check_same_run(config, str(workdir), config.train.distributed_timeout_s)
     own_data = data is None
