@@ -144,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     for path, flag in ((out, "--out"), (preview, "--preview")):
         if path is not None:
             check_output_file(path, overwrite=args.overwrite, flag=flag)
-    bank = kernel_bank.make_bank(**bank_kwargs(args))
-    if args.extra:
-        extras = [(n, pathlib.Path(f).expanduser()) for n, f in args.extra]
+    kwargs = bank_kwargs(args)
+    extras = [(n, pathlib.Path(f).expanduser()) for n, f in args.extra]
+    for _, path in extras:  # a bad extra file fails before the bank is drawn
+        kernel_bank.load_extra_kernel(path, kwargs.get("canvas", kernels.DEFAULT_CANVAS))
+    bank = kernel_bank.make_bank(**kwargs)
+    if extras:
         bank = kernel_bank.with_extras(bank, extras)
     kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
     if preview is not None:

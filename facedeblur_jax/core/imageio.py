@@ -57,13 +57,28 @@ def _to_8bit(im: Image.Image, path: pathlib.Path) -> Image.Image:
     return im
 
 
-def _decode(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def check_image_file(path: str | os.PathLike) -> None:
+    """What can be known of ``path`` without decoding its pixels (the header: ~20 µs): an
+    :class:`ImageError` for an empty file, a file of no known image format, or float
+    pixels, as :func:`load_image` would raise it. A file that passes may still be truncated."""
+    path = pathlib.Path(path)
+    _decode(path, header_only=True)
+
+
+def _decode(
+    path: pathlib.Path, header_only: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
     """``(uint8[H, W, 3] colour as stored, uint8[H, W] alpha or None, uint8[H, W, 3] colour
-    composited onto black)``; :class:`ImageError` names the file and the reason."""
+    composited onto black)``; :class:`ImageError` names the file and the reason.
+    ``header_only``: only the checks that need no pixels (returns ``None``)."""
     try:
         if path.is_file() and path.stat().st_size == 0:
             raise ImageError(f"cannot read image {str(path)!r}: the file is empty (0 bytes)")
         with Image.open(path) as im:
+            if header_only:
+                if im.mode == "F":
+                    _to_8bit(im, path)
+                return None
             im.load()
             im = _to_8bit(im, path)
             if _has_alpha(im):
