@@ -85,3 +85,14 @@ def zero_weights(path: pathlib.Path, config=None) -> pathlib.Path:
     return weights_file.save_weights(
         config, variables, path, step=2, meta=meta(config, 2), name="zero"
     )
+
+
+def zero_array_data(step_dir: pathlib.Path) -> None:
+    """Damages the arrays of the checkpoint ``step_dir`` (``WORKDIR/checkpoints/<step>``) as
+    a disk error would: the middle half of each data file Orbax's process wrote is zeroed.
+    The state's metadata (a file apart) still reads; its arrays do not."""
+    for data in sorted((step_dir / "state").glob("ocdbt.process_*/d/*")):
+        raw = bytearray(data.read_bytes())
+        n = len(raw)
+        raw[n // 4 : n // 4 + n // 2] = bytes(n // 2)
+        data.write_bytes(bytes(raw))

@@ -82,11 +82,10 @@ def _reason(e: BaseException) -> str:
     text = next(iter(str(e).strip().splitlines()), "")
     text = text.split(" [tensorstore_spec", 1)[0].strip()
     parts = text.split(": ")
-    if len(parts) > 2 and parts[0].isupper():  # "OUT_OF_RANGE: Error opening ...: cause"
-        rest = parts[1:]
-        while len(rest) > 1 and rest[0].startswith(_WRAPPERS):
-            rest.pop(0)
-        text = ": ".join([parts[0], *rest])
+    status = [parts.pop(0)] if len(parts) > 1 and parts[0].isupper() else []  # OUT_OF_RANGE
+    while len(parts) > 1 and parts[0].startswith(_WRAPPERS):
+        parts.pop(0)
+    text = ": ".join(status + parts)
     if len(text) > 240:
         text = text[:237] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__

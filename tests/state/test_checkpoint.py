@@ -28,6 +28,7 @@ from facedeblur_jax.state.checkpoint import (
     newest_readable,
 )
 from facedeblur_jax.state.train_state import TrainState, make_optimizer
+from tests.zero_model import zero_array_data
 
 
 def test_stored_config_round_trips():
@@ -275,13 +276,6 @@ def _garble(folder):
             p.write_bytes(bytes(range(100)))
 
 
-def _zero_middle_of_largest_data_file(step_dir):
-    data = max((step_dir / "state").rglob("d/*"), key=lambda p: p.stat().st_size)
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 4 : 3 * len(raw) // 4] = bytes(len(raw) // 2)
-    data.write_bytes(bytes(raw))
-
-
 @pytest.mark.parametrize(
     "damage, item",
     [
@@ -292,7 +286,7 @@ def _zero_middle_of_largest_data_file(step_dir):
             r"its 'state' item is missing or corrupt \(JSONDecodeError",
         ),
         (lambda d: _garble(d / "state"), "its 'state' item is missing or corrupt"),
-        (_zero_middle_of_largest_data_file, "its arrays are corrupt or truncated"),
+        (zero_array_data, "its arrays are corrupt or truncated"),
     ],
     ids=["meta_deleted", "state_deleted", "metadata_truncated", "garbage", "arrays_zeroed"],
 )
@@ -324,7 +318,7 @@ def test_a_state_of_another_shape_is_named_by_its_key(tmp_path):
 
 def test_the_newest_readable_checkpoint_is_used_and_the_others_named(tmp_path):
     abstract = _small_checkpoints(tmp_path, steps=(2, 4, 6))
-    _zero_middle_of_largest_data_file(tmp_path / "checkpoints" / "6")
+    zero_array_data(tmp_path / "checkpoints" / "6")
     shutil.rmtree(tmp_path / "checkpoints" / "4" / "meta")
     with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
         step, (state, _), skipped = newest_readable(ckpt, lambda s: ckpt.restore(abstract, s))
@@ -364,7 +358,7 @@ def test_a_failed_read_leaves_no_echo_on_stderr(tmp_path):
     """Orbax's other reads, still in flight when one fails, end on a closed event loop:
     each would print a traceback (and asyncio log its task). Only the error remains."""
     _small_checkpoints(tmp_path)
-    _zero_middle_of_largest_data_file(tmp_path / "checkpoints" / "2")
+    zero_array_data(tmp_path / "checkpoints" / "2")
     script = (
         "import sys, gc, time, jax\n"
         "from facedeblur_jax.state.checkpoint import Checkpointer, UnreadableCheckpoint\n"
