@@ -796,6 +796,12 @@ CASES = [
         r"bad\.npz is not a generator weights file .*: it holds pickled Python objects",
     ),
     Case(
+        "build_tfds_root_missing",
+        lambda d, fx: ["build-tfds", "--root", "my_faces", "--data-dir", "tfds"],
+        2,
+        r"--root 'my_faces' is not a folder",
+    ),
+    Case(
         "compare_spec_missing",
         lambda d, fx: ["compare", "--spec", "nope.json", "--out", "out"],
         2,
