@@ -2,9 +2,11 @@
 runs ``main(ARGS)`` of the module :data:`COMMANDS` names for ``NAME``
 (``facedeblur_jax/commands/``, one module per subcommand), importing it only then.
 
-A failure the user can act on — a bad argument, a missing or unreadable file, a checkpoint
-of another model, a cluster that does not form — is one line on stderr, ``facedeblur NAME:
-error: ...``, and exit status 2.
+Every failure is one line on stderr, ``facedeblur NAME: error: ...``: exit status 2 for
+input the user can fix — a bad argument, a missing or unreadable file, a checkpoint of
+another model, a cluster that does not form — and 1 for a failure during the work (a
+command that ran but could not finish, a write that failed); ``core/errors.py`` says which
+exceptions are which.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from facedeblur_jax.commands import HelpFormatter
+from facedeblur_jax.commands import HelpFormatter, OneLineErrors
+from facedeblur_jax.core.errors import WorkFailed, one_line
 from facedeblur_jax.training.distributed import ClusterError
 
 # Subcommand -> (module under facedeblur_jax.commands whose main(argv) runs it, summary).
@@ -51,13 +54,24 @@ COMMANDS = {
     ),
 }
 
-# What a command raises for input the user can fix (ValueError covers CheckpointError).
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, ClusterError)
+# What a command raises for input the user can fix (ValueError covers CheckpointError):
+# exit status 2.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    ImportError,
+    ClusterError,
+)
+# A failure during the work (any other OSError: a write that fails half-way): exit status 1.
+WORK_ERRORS = (WorkFailed, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: lists the subcommands (each parses its own arguments)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="facedeblur",
         description="Semantic face deblurring (Shen et al., IJCV 2020) in JAX.",
         epilog="'facedeblur COMMAND --help' shows a command's options and their defaults.",
@@ -79,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.main(rest) or 0)
     except USER_ERRORS as e:
-        print(f"facedeblur {name}: error: {e}", file=sys.stderr)
+        print(f"facedeblur {name}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except WORK_ERRORS as e:
+        print(f"facedeblur {name}: error: {one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -55,12 +55,68 @@ def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _unknown(keys: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raises ``ValueError`` for the first of ``keys`` not in ``known`` (schema keys), with
+    a suggestion (:func:`suggest`)."""
     known = list(known)
     for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown {what} key {key!r}{hint}")
+        if _schema_key(key) not in known:
+            raise ValueError(f"unknown {what} key {key!r}{suggest(key, known)}")
+
+
+# Suggestions list at most this many keys of a section.
+_MAX_LISTED = 20
+
+
+def suggest(key: str, known: Sequence[str]) -> str:
+    """A hint for an unknown ``key`` (`` (did you mean ...?)`` or the keys there are),
+    given the schema's keys ``known`` (phases as ``phases.coarse.*``):
+
+    1. a key of the same section whose last part is close to ``key``'s (a typo:
+       ``model.featurs``) or that contains it (``degrade.noise`` -> ``degrade.noise_sigma``);
+    2. keys of other sections with the same last part (``train.steps`` ->
+       ``phases.<name>.steps``, one per phase);
+    3. else every key of that section (at most 20), or the sections when there is none.
+    """
+    phase = None
+    if key.startswith(_PHASE_PREFIX) and key.count(".") >= 2:
+        phase = key.split(".")[1]
+
+    def shown(schema_key: str) -> str:
+        if schema_key.startswith(_PHASE_TEMPLATE):
+            rest = schema_key[len(_PHASE_TEMPLATE) :]
+            return f"phases.{phase}.{rest}" if phase else f"phases.<name>.{rest}"
+        return schema_key
+
+    known = sorted({_schema_key(k) for k in known})
+    parent, _, leaf = _schema_key(key).rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.75)
+    if not close and len(leaf) >= 4:
+        close = [s for s in sorted(siblings) if leaf in s or (len(s) >= 4 and s in leaf)][:1]
+    if close:
+        return f" (did you mean {shown(siblings[close[0]])!r}?)"
+    elsewhere = sorted({shown(k) for k in known if k.rpartition(".")[2] == leaf})
+    if elsewhere:
+        names = " or ".join(repr(k) for k in elsewhere[:3])
+        per_phase = any("<name>" in k for k in elsewhere)
+        example = (
+            f", one per phase, e.g. {shown(_PHASE_TEMPLATE + leaf).replace('<name>', 'coarse')!r}"
+        )
+        return f" (did you mean {names}{example if per_phase else ''}?)"
+    if parent in known:
+        return f"; {shown(parent)!r} is a value, not a section (--config.{shown(parent)}=VALUE)"
+    sections = sorted({k.split(".")[0] for k in known if "." in k})
+    if not parent:
+        return f"; the top-level keys are {', '.join(sorted(siblings))} and the sections " + (
+            ", ".join(sections)
+        )
+    if siblings:
+        listed = sorted(shown(k) for k in siblings.values())
+        more = f", ... ({len(listed)} keys)" if len(listed) > _MAX_LISTED else ""
+        return (
+            f"; the keys under '{shown(parent + '.')}' are {', '.join(listed[:_MAX_LISTED])}{more}"
+        )
+    return f"; the config's sections are {', '.join(sections)}"
 
 
 # Phases may have any name (``phases.scratch`` for an ablation); each has the keys of the

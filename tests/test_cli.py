@@ -145,8 +145,16 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["build-tfds", "--root", str(missing), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "build-tfds: error" in err
-    assert cli.main(["make-kernels", "--out", str(tmp_path / "k.npz"), "--config", "x.py"]) == 1
-    assert "config file 'x.py' not found" in capsys.readouterr().err
+    assert cli.main(["make-kernels", "--out", str(tmp_path / "k.npz"), "--config", "x.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config file 'x.py' not found" in err
+    # A usage error is one line too (no usage block), naming the help to read.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["make-kernels", "--per-size", "x"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("facedeblur make-kernels: error: argument --per-size: invalid int")
+    assert line.endswith("(see 'facedeblur make-kernels --help')")
 
 
 def test_train_without_a_data_root_names_the_key(tmp_path, capsys):

@@ -112,6 +112,38 @@ def test_overrides_are_typed_and_unknown_keys_rejected():
         load_config("tiny", {"model.featurs": 4})
 
 
+@pytest.mark.parametrize(
+    "key, hint",
+    [
+        # A key of another section with the same name: one per phase.
+        (
+            "train.steps",
+            "(did you mean 'phases.<name>.steps', one per phase, e.g. 'phases.coarse.steps'?)",
+        ),
+        ("model.featurs", "(did you mean 'model.features'?)"),  # a typo
+        ("train.batch_size", "(did you mean 'train.global_batch_size'?)"),  # a part of it
+        ("phases.fine.los.adv", "(did you mean 'phases.fine.loss.adv'?)"),  # in that phase
+        ("imagesize", "(did you mean 'image_size'?)"),
+        ("model.features.x", "; 'model.features' is a value, not a section"),
+        ("foo.bar", "; the config's sections are data, degrade, evals, loss, model, optim"),
+    ],
+)
+def test_an_unknown_key_gets_a_close_suggestion_or_the_keys_there_are(key, hint):
+    with pytest.raises(ValueError) as info:
+        load_config("tiny", {key: 1})
+    sep = "" if hint.startswith(";") else " "
+    assert str(info.value).startswith(f"unknown config override key {key!r}{sep}{hint}")
+
+
+def test_without_a_close_key_the_section_is_listed():
+    with pytest.raises(ValueError) as info:
+        load_config("tiny", {"train.xyz": 1})
+    message = str(info.value)
+    assert message.startswith("unknown config override key 'train.xyz'; the keys under 'train.' ")
+    assert "train.global_batch_size" in message and "train.log_every" in message
+    assert "init_nets" in message  # listed, not suggested: nothing there is close
+
+
 def test_unknown_key_in_config_file(tmp_path):
     path = tmp_path / "mine.py"
     path.write_text(

@@ -83,9 +83,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, like every other failure of
+    the command line: ``PROG: error: MESSAGE (see 'PROG --help')``, exit status 2 (no usage
+    block; ``--help`` shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def parser(name: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``facedeblur NAME``."""
-    return argparse.ArgumentParser(
+    return OneLineErrors(
         prog=f"facedeblur {name}",
         description=description,
         epilog=epilog,

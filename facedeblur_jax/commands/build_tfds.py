@@ -9,6 +9,7 @@ the reader are ``facedeblur_jax/data/tfds_builder.py``.
 from __future__ import annotations
 
 import logging
+import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,12 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, folder in (("--root", args.root), ("--label-root", args.label_root)):
+        if folder is not None and not pathlib.Path(folder).is_dir():  # before TFDS' import
+            print(
+                f"facedeblur build-tfds: error: {flag} {folder!r} is not a folder", file=sys.stderr
+            )
+            return 2
     import tensorflow_datasets as tfds  # deferred: slow to import (one command needs it)
 
     from facedeblur_jax.data import tfds_builder  # deferred: imports tensorflow_datasets

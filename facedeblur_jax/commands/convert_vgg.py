@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         written = save_vgg_face(converted.params, out, source=source, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
         print(f"facedeblur convert-vgg: error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
     print(f"input   {src}")
     print(f"layout  {converted.layout}; conv1_1 of the source expects {converted.source_channels}")

@@ -20,6 +20,7 @@ import numpy as np
 from facedeblur_jax import commands
 from facedeblur_jax.config import load_config
 from facedeblur_jax.core import imageio, metrics, sample_data
+from facedeblur_jax.core.outputs import check_output_folder
 from facedeblur_jax.degrade.synthesize import synthesize
 from facedeblur_jax.serving.loading import load_model, make_deblur_fn
 from facedeblur_jax.training.loop import train
@@ -73,6 +74,8 @@ def run(
     config_name: str, overrides=None, workdir: str = "runs/demo", out_dir: str | None = None
 ) -> int:
     config = load_config(config_name, overrides)
+    if out_dir:  # checked before minutes of training; nothing created yet
+        check_output_folder(out_dir)
     t0 = time.time()
     print(
         f"training {config_name} on the bundled sample faces ({config.image_size}px, "

@@ -75,6 +75,8 @@ def run(
     t0 = time.perf_counter()
     if max_faces is not None and max_faces < 1:
         raise ValueError(f"--max-faces must be >= 1; got {max_faces}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 (images per call), got {batch_size}")
     if not 0 <= noise_sigma < 1:
         raise ValueError(f"noise sigma must be in [0, 1); got {noise_sigma}")
     paths = report.output_paths(out_dir, overwrite=overwrite)  # refuse before any work

@@ -61,17 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     name = pathlib.Path(args.out).stem if args.name is None else args.name.strip()
-    try:
-        path, loaded = export_weights(
-            args.checkpoint,
-            args.out,
-            name=name,
-            card_json=args.card_json,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, OSError) as e:  # FileNotFoundError / FileExistsError included
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+    path, loaded = export_weights(
+        args.checkpoint,
+        args.out,
+        name=name,
+        card_json=args.card_json,
+        overwrite=args.overwrite,
+    )
     counts = {
         group: sum(int(x.size) for x in _leaves(loaded.variables.get(group, {})))
         for group in ("params", "batch_stats")

@@ -27,6 +27,7 @@ from facedeblur_jax import commands
 from facedeblur_jax.config import load_config
 from facedeblur_jax.core import imageio
 from facedeblur_jax.core.digest import sha256_file
+from facedeblur_jax.core.outputs import check_output_file
 from facedeblur_jax.degrade import kernel_bank, kernels
 
 
@@ -140,20 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = pathlib.Path(args.out).expanduser().resolve()
     preview = pathlib.Path(args.preview).expanduser().resolve() if args.preview else None
-    try:
-        for path in (out, preview):
-            if path is not None and path.exists() and not args.overwrite:
-                raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-        bank = kernel_bank.make_bank(**bank_kwargs(args))
-        if args.extra:
-            extras = [(n, pathlib.Path(f).expanduser()) for n, f in args.extra]
-            bank = kernel_bank.with_extras(bank, extras)
-        kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
-        if preview is not None:
-            imageio.save_image(preview, kernel_bank.preview(bank), overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"facedeblur make-kernels: error: {e}", file=sys.stderr)
-        return 1
+    for path, flag in ((out, "--out"), (preview, "--preview")):
+        if path is not None:
+            check_output_file(path, overwrite=args.overwrite, flag=flag)
+    kwargs = bank_kwargs(args)
+    extras = [(n, pathlib.Path(f).expanduser()) for n, f in args.extra]
+    for _, path in extras:  # a bad extra file fails before the bank is drawn
+        kernel_bank.load_extra_kernel(path, kwargs.get("canvas", kernels.DEFAULT_CANVAS))
+    bank = kernel_bank.make_bank(**kwargs)
+    if extras:
+        bank = kernel_bank.with_extras(bank, extras)
+    kernel_bank.save_bank(out, bank, overwrite=args.overwrite)
+    if preview is not None:
+        imageio.save_image(preview, kernel_bank.preview(bank), overwrite=args.overwrite)
     prov = bank.provenance()
     print(
         f"wrote {out}: {len(bank)} kernels, sizes {prov['sizes']} × {prov['per_size']} on a "

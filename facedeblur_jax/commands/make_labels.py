@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(existing)} output file(s) already exist in {str(out)!r} "
             f"(e.g. {str(existing[0])!r}); refusing to overwrite without --overwrite"
         )
-        return 1
+        return 2
     if args.overlay is not None and args.overlay.exists() and not args.overwrite:
         print(
             f"facedeblur make-labels: error: overlay {str(args.overlay)!r} exists; use --overwrite",
             file=sys.stderr,
         )
-        return 1
+        return 2
 
     show = set(np.linspace(0, len(files) - 1, min(GRID_TILES, len(files))).round().astype(int))
     show = show if args.overlay is not None else set()

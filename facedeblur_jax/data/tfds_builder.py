@@ -35,6 +35,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from facedeblur_jax.core.imageio import ImageError
+from facedeblur_jax.core.outputs import check_output_folder
 from facedeblur_jax.data import folders, validate
 from facedeblur_jax.data.labels import NUM_CLASSES
 
@@ -151,8 +152,14 @@ def build(
 ) -> pathlib.Path:
     """Writes ``root`` as the ``face_folder`` data set under ``data_dir``; returns its folder.
 
-    An already prepared data set in ``data_dir`` is reused, not overwritten.
+    An already prepared data set in ``data_dir`` is reused, not overwritten. A missing
+    ``root`` or ``label_root``, or a ``data_dir`` that cannot be written, is an error before
+    TFDS starts (which would leave an empty data set folder behind).
     """
+    for what, folder in (("image folder", root), ("label folder", label_root)):
+        if folder is not None and not pathlib.Path(folder).is_dir():
+            raise FileNotFoundError(f"{what} {str(folder)!r} not found")
+    check_output_folder(data_dir, flag="--data-dir")
     builder = FaceFolder(
         root=root,
         label_root=label_root,

@@ -67,7 +67,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from facedeblur_jax.core import compat, imageio
+from facedeblur_jax.core import compat, imageio, npzfile
 from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.core.digest import sha256_file
 from facedeblur_jax.degrade import kernels as kernels_lib
@@ -302,8 +302,10 @@ def load_bank(path: str | os.PathLike) -> KernelBank:
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{str(path)!r} is not a kernel bank .npz: {e}") from e
+    except npzfile.READ_ERRORS as e:
+        raise ValueError(
+            f"{str(path)!r} is not a kernel bank .npz: {npzfile.why_unreadable(path, e)}"
+        ) from e
     required = {"kernels", "sizes", "index", "seed", "tag", "anxiety", "steps"}
     missing = required - set(data)
     if missing:
@@ -401,8 +403,10 @@ def load_extra_kernel(path: str | os.PathLike, canvas: int) -> tuple[np.ndarray,
         raise FileNotFoundError(f"extra kernel {name} not found")
     try:
         kernel = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"extra kernel {name} is not a .npy array: {e}") from e
+    except npzfile.READ_ERRORS as e:
+        raise ValueError(
+            f"extra kernel {name} is not a .npy array: {npzfile.why_unreadable(path, e)}"
+        ) from e
     if not isinstance(kernel, np.ndarray) or kernel.ndim != 2 or 0 in kernel.shape:
         shape = getattr(kernel, "shape", None)
         raise ValueError(f"extra kernel {name} must be a non-empty 2-D array; got shape {shape}")

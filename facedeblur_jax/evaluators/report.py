@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from facedeblur_jax.core import imageio
 from facedeblur_jax.core.atomic import atomic_write
 from facedeblur_jax.core.digest import sha256_file
+from facedeblur_jax.core.outputs import check_output_file
 from facedeblur_jax.data import parsing_palette
 from facedeblur_jax.evaluators.faceset import FaceSet
 from facedeblur_jax.evaluators.identity import markdown_lines
@@ -476,14 +477,20 @@ def output_paths(
 
     Raises:
       FileExistsError: an output exists and ``overwrite`` is false (the file is named).
+      ValueError / NotADirectoryError: ``out_dir`` is a file, an output a folder, or the
+        place cannot be written (:func:`facedeblur_jax.core.outputs.check_output_file`;
+        nothing is created).
     """
+    folder = pathlib.Path(out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} is a file, not a folder: name a folder")
     paths = {name: imageio.safe_output_path(out_dir, name) for name in names}
-    if not overwrite:
-        for path in paths.values():
-            if path.exists():
-                raise FileExistsError(
-                    f"refusing to overwrite existing file {str(path)!r} (pass --overwrite)"
-                )
+    for path in paths.values():
+        if path.exists() and not overwrite:
+            raise FileExistsError(
+                f"refusing to overwrite existing file {str(path)!r} (pass --overwrite)"
+            )
+        check_output_file(path, overwrite=overwrite)
     return paths
 
 

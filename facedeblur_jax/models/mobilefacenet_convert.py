@@ -162,8 +162,9 @@ def convert_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """``--input 068.ckpt --out mobilefacenet.npz [--overwrite]``; 0 on success, 1 with one
-    error line on stderr otherwise (nothing written)."""
+    """``--input 068.ckpt --out mobilefacenet.npz [--overwrite]``; 0 on success, else one
+    error line on stderr (nothing written) and 2 for bad input (a missing, unreadable or
+    foreign checkpoint, a bad or existing --out), 1 for a failure while writing."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Converts a PyTorch MobileFaceNet checkpoint (e.g. 068.ckpt of "
@@ -187,7 +188,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         written = save_mobilefacenet(
             variables, out, source=f"{src.name} (PyTorch)", overwrite=args.overwrite
         )
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, OSError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a failure while converting or writing
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     count = sum(v.size for v in _leaves(variables["params"]))

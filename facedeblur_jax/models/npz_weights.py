@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.npzfile import READ_ERRORS, why_unreadable
 
 FORMAT_KEY = "__format__"
 
@@ -123,7 +124,8 @@ def read_tagged_npz(
       ``({name: array}, {meta name without underscores: array})``.
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: not an ``.npz``, an ``.npz`` with pickled objects, or another format tag.
+      ValueError: not an ``.npz``, a truncated one, an ``.npz`` with pickled objects (never
+        unpickled), or another format tag.
     """
     path = pathlib.Path(path).expanduser()
     if not path.is_file():
@@ -134,8 +136,10 @@ def read_tagged_npz(
             raise ValueError("a single .npy array, not an .npz archive")
         with data:
             stored = {key: data[key] for key in data.files}
-    except (ValueError, OSError, EOFError) as e:  # not an npz, or one holding pickled objects
-        raise ValueError(f"{path} is not a {what} written by {writer} ({e}){bad_hint}") from e
+    except READ_ERRORS as e:  # not an npz, a truncated one, or one with pickled objects
+        raise ValueError(
+            f"{path} is not a {what} written by {writer}: {why_unreadable(path, e)}{bad_hint}"
+        ) from e
     tag = str(stored.pop(FORMAT_KEY, ""))
     if tag != fmt:
         raise ValueError(

@@ -33,6 +33,7 @@ import numpy as np
 
 from facedeblur_jax.core import sample_data
 from facedeblur_jax.core.batching import map_batched
+from facedeblur_jax.core.outputs import check_output_file
 from facedeblur_jax.models.face_deblur import DeblurOutputs, FaceDeblurModel
 from facedeblur_jax.models.factory import build_discriminator, build_model
 from facedeblur_jax.serving import weights_file
@@ -81,35 +82,57 @@ def _resolve(path: str | os.PathLike) -> tuple[pathlib.Path, int | None]:
     )
 
 
+def _restore(checkpointer: ckpt_lib.Checkpointer, step: int) -> tuple[dict, Any, Any]:
+    """``(meta, config, train state)`` of one checkpoint, on the first device."""
+    meta = checkpointer.restore_meta(step)
+    config = ckpt_lib.config_from_meta(meta)
+    ckpt_lib.check_layout(config, checkpointer.where(step))
+    model = build_model(config.model)
+    device = jax.devices()[0]
+    abstract = jax.eval_shape(
+        lambda k: create_train_state(config, model, build_discriminator(config.model), k),
+        jax.random.key(0),
+    )
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract
+    )
+    state, meta = checkpointer.restore(abstract, step)
+    return meta, config, state
+
+
 def load_model(path: str | os.PathLike) -> LoadedModel:
     """Restores the generator (G_c, P, G_f) of the latest (or the named) checkpoint, or
-    reads it from a weights file (a file ending in ``.npz``)."""
+    reads it from a weights file (a file ending in ``.npz``).
+
+    From a workdir or its ``checkpoints/`` folder, a newest checkpoint that cannot be read
+    (:class:`~facedeblur_jax.state.checkpoint.UnreadableCheckpoint`) is passed over for the
+    newest one that can, with one printed warning line naming the step passed over, why,
+    and the step used (:func:`~facedeblur_jax.state.checkpoint.newest_readable`); a named
+    ``checkpoints/<step>`` folder is that step or an error.
+    """
     if pathlib.Path(path).suffix == ".npz" and not pathlib.Path(path).is_dir():
         config, variables, step, info = weights_file.read_weights(path)
         return LoadedModel(config, build_model(config.model), variables, step, info)
     workdir, step = _resolve(path)
-    checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+    checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False, create=False)
     try:
-        step = checkpointer.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {str(checkpointer.directory)!r}")
-        meta = checkpointer.restore_meta(step)
-        config = ckpt_lib.config_from_meta(meta)
-        ckpt_lib.check_layout(config, str(checkpointer.directory / str(step)))
-        model = build_model(config.model)
-        device = jax.devices()[0]
-        abstract = jax.eval_shape(
-            lambda k: create_train_state(config, model, build_discriminator(config.model), k),
-            jax.random.key(0),
-        )
-        sharding = jax.sharding.SingleDeviceSharding(device)
-        abstract = jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract
-        )
-        state, meta = checkpointer.restore(abstract, step)
+            step, (meta, config, state), skipped = ckpt_lib.newest_readable(
+                checkpointer, lambda s: _restore(checkpointer, s)
+            )
+            for _, why in skipped:
+                print(f"warning: {why}; using step {step}, the newest one that can be read")
+        else:
+            if step not in checkpointer.all_steps():
+                raise ckpt_lib.UnreadableCheckpoint(
+                    f"checkpoint {checkpointer.where(step)!r} cannot be read: it is not a "
+                    "complete checkpoint (Orbax's commit marker is missing)"
+                )
+            meta, config, state = _restore(checkpointer, step)
     finally:
         checkpointer.close()
-    return LoadedModel(config, model, generator_variables(state), int(step), meta)
+    return LoadedModel(config, build_model(config.model), generator_variables(state), step, meta)
 
 
 def make_deblur_fn(loaded: LoadedModel, *, upto: str = "fine"):
@@ -165,6 +188,7 @@ def export_weights(
         raise ValueError(f"--out {out} is a folder; name the .npz file to write")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output_file(out, overwrite=overwrite)
     name = weights_file.check_name(out.stem if name is None else name)
     card = weights_file.read_card(card_json) if card_json is not None else {}
     loaded = load_model(checkpoint)

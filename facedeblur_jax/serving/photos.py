@@ -48,11 +48,24 @@ as with ``output`` either way.
 deblurred and resized back to its own size (with the same warning when it is shrunk more
 than ``--max-downscale`` times; there is nothing to keep apart there).
 
-Outputs are ``OUT/<stem>.png``. Unreadable files are reported and skipped; an existing
-output (or an output that would replace an input) is never overwritten unless
-``--overwrite``; output names are resolved inside ``OUT``. Files are written atomically with
-the permissions of the user's umask. If a run writes nothing, the output folder is removed
-again when the run created it (never a folder that existed before).
+Outputs are ``OUT/<stem>.png``. Inputs are the files named and the images directly inside
+the folders named; images in their subfolders are not read, and one line says how many
+there were. ``OUT`` is created and checked for writing before the model is loaded (a file
+there, or a folder the user cannot write to, is one error line before any work). Unreadable
+files are reported and skipped; an existing output (or an output that would replace an
+input) is never overwritten unless ``--overwrite``; output names are resolved inside
+``OUT``. Files are written atomically with the permissions of the user's umask.
+
+Pixel formats (:mod:`facedeblur_jax.core.imageio`): 16-bit images are scaled to 8 bits;
+an image with an alpha channel (RGBA, gray + alpha, a palette with transparency) is
+deblurred on its colour channels as stored and written as RGBA with its own alpha channel,
+unchanged (nothing is composited onto a background). Outputs are 8-bit PNGs.
+
+A run that writes nothing ends with one error line (``facedeblur deblur: error: nothing
+written: ...``; the reason of the one input, or a count) and exit status 2 when every input
+was skipped for a reason the user can fix (unreadable, its output exists), else 1 (no face
+found, every face left as it was); the output folder is then removed again when the run
+created it (never a folder that existed before).
 """
 
 from __future__ import annotations
@@ -64,6 +77,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from facedeblur_jax.core import imageio
+from facedeblur_jax.core.errors import WorkFailed
+from facedeblur_jax.core.outputs import prepare_output_folder, remove_created
 from facedeblur_jax.faces import align as face_align
 from facedeblur_jax.faces import landmarks as lm
 from facedeblur_jax.serving import loading as inference
@@ -91,23 +106,64 @@ RESAMPLE_MODES = ("output", "residual")
 RESAMPLE = "output"
 
 
-def collect_inputs(inputs: list[str]) -> list[pathlib.Path]:
+def _is_image_name(p: pathlib.Path) -> bool:
+    return p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[pathlib.Path], int]:
     """Image files named directly or found (sorted, non-recursive, hidden names skipped) in
-    named folders."""
-    files = []
+    named folders, and how many images lie in those folders' subfolders (not read).
+
+    Raises:
+      FileNotFoundError: an input does not exist.
+      ValueError: a folder that cannot be listed (permissions).
+    """
+    files, in_subfolders = [], 0
     for item in inputs:
         path = pathlib.Path(item)
         if path.is_dir():
-            files += sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
+            try:
+                entries = sorted(path.iterdir())
+                files += [p for p in entries if p.is_file() and _is_image_name(p)]
+                for sub in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
+                    in_subfolders += sum(1 for q in sub.rglob("*") if _is_image_name(q))
+            except PermissionError as e:
+                raise ValueError(f"cannot list the input folder {item!r}: permission denied") from e
         elif path.is_file():
             files.append(path)
         else:
             raise FileNotFoundError(f"input {item!r} does not exist")
-    return files
+    return files, in_subfolders
+
+
+class _Skips:
+    """The inputs a run passes over: one printed ``skip`` line each, and what the run says
+    when it wrote nothing (:meth:`nothing_written`)."""
+
+    def __init__(self):
+        self.items: list[tuple[str, bool]] = []  # (reason, the user can fix it)
+
+    def add(self, path: pathlib.Path, why: str, *, fixable: bool, named: bool = False) -> None:
+        """``why`` the input ``path`` is passed over (``named``: ``why`` names it already);
+        ``fixable``: by the user (an unreadable file, an output that exists)."""
+        print(f"skip {path}: {why}")
+        self.items.append((why if named else f"{path}: {why}", fixable))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def nothing_written(self) -> Exception:
+        """The error of a run that wrote nothing: a ``ValueError`` (bad input, status 2)
+        when every input was skipped for a reason the user can fix, else
+        :class:`~facedeblur_jax.core.errors.WorkFailed` (status 1)."""
+        if len(self.items) == 1:
+            text = f"nothing written: {self.items[0][0]}"
+        else:
+            text = (
+                f"nothing written: all {len(self.items)} inputs were skipped (the 'skip' lines "
+                "above say why)"
+            )
+        return ValueError(text) if all(f for _, f in self.items) else WorkFailed(text)
 
 
 def find_faces(image: np.ndarray, *, upsample: int | None = None) -> list[np.ndarray]:
@@ -189,27 +245,30 @@ class _Photo:
     path: pathlib.Path
     target: pathlib.Path
     image: np.ndarray  # uint8[H, W, 3]
+    alpha: np.ndarray | None  # uint8[H, W], written back unchanged
     faces: list[_Face]
 
 
-def _plan(files, out_root: pathlib.Path, overwrite: bool):
-    """``(path, target)`` of each input to process, and the number skipped (with messages)."""
+def _with_alpha(image: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    return image if alpha is None else np.dstack([image, alpha])
+
+
+def _plan(files, out_root: pathlib.Path, overwrite: bool, skips: _Skips):
+    """``(path, target)`` of each input to process (the others go to ``skips``)."""
     resolved_inputs = {p.resolve() for p in files}
-    jobs, skipped, seen = [], 0, set()
+    jobs, seen = [], set()
     for path in files:
         target = imageio.safe_output_path(out_root, path.stem + ".png")
         if target in seen:
-            print(f"skip {path}: another input already writes {target.name}")
-            skipped += 1
+            skips.add(path, f"another input already writes {target.name}", fixable=True)
             continue
         if target.exists() and not overwrite:
             why = "it is an input" if target in resolved_inputs else "it exists"
-            print(f"skip {path}: would overwrite {target} ({why}; use --overwrite)")
-            skipped += 1
+            skips.add(path, f"would overwrite {target} ({why}; use --overwrite)", fixable=True)
             continue
         seen.add(target)
         jobs.append((path, target))
-    return jobs, skipped
+    return jobs
 
 
 def model_inputs(images: list[np.ndarray], size: int) -> np.ndarray:
@@ -255,21 +314,21 @@ def _paste(photo: np.ndarray, face: _Face, mask: np.ndarray, resample: str) -> n
 def _run_aligned(
     loaded,
     jobs,
+    skips: _Skips,
     *,
     overwrite: bool,
     batch_size: int,
     max_downscale: float,
     resample: str = RESAMPLE,
-) -> tuple[int, int]:
-    """``--no-align``: resize each crop to the model's size and back. -> (written, skipped)."""
+) -> int:
+    """``--no-align``: resize each crop to the model's size and back. -> images written."""
     size = loaded.image_size
-    loaded_jobs, skipped = [], 0
+    loaded_jobs = []
     for path, target in jobs:
         try:
-            image = imageio.load_image(path)
+            image, alpha = imageio.load_image_and_alpha(path)
         except imageio.ImageError as e:
-            print(f"skip {path}: {e}")
-            skipped += 1
+            skips.add(path, str(e), fixable=True, named=True)
             continue
         factor = max(image.shape[:2]) / size
         if factor > max_downscale:
@@ -277,13 +336,14 @@ def _run_aligned(
                 f"warning: {path}: shrunk {factor:.1f}× to the model's {size} px and resized "
                 "back: the result is softer than the input"
             )
-        loaded_jobs.append((target, image))
+        loaded_jobs.append((target, image, alpha))
     if loaded_jobs:
-        batch = model_inputs([image for _, image in loaded_jobs], size)
+        batch = model_inputs([image for _, image, _ in loaded_jobs], size)
         restored = deblur_array(loaded, batch, batch_size=batch_size)
-        for (target, image), x, y in zip(loaded_jobs, batch, restored, strict=True):
-            imageio.save_image(target, back_to_size(image, x, y, resample), overwrite=overwrite)
-    return len(loaded_jobs), skipped
+        for (target, image, alpha), x, y in zip(loaded_jobs, batch, restored, strict=True):
+            y8 = back_to_size(image, x, y, resample)
+            imageio.save_image(target, _with_alpha(y8, alpha), overwrite=overwrite)
+    return len(loaded_jobs)
 
 
 def downscale_factor(m: np.ndarray) -> float:
@@ -345,6 +405,7 @@ def _run_photos(
     loaded,
     jobs,
     out_root: pathlib.Path,
+    skips: _Skips,
     *,
     overwrite: bool,
     batch_size: int,
@@ -354,12 +415,12 @@ def _run_photos(
     resample: str = RESAMPLE,
 ) -> dict[str, int]:
     """Detect, align, deblur, paste back. -> counts: images, faces (pasted), crops (written
-    instead of pasted), skipped (images)."""
+    instead of pasted), crop_names (their file names)."""
     size = loaded.image_size
     deblur = _Deblurrer(loaded, batch_size)
     mask = face_align.feather_mask(size)
     pending: list[_Photo] = []
-    counts = dict(images=0, faces=0, crops=0, skipped=0)
+    counts = dict(images=0, faces=0, crops=0, crop_names=[])
     claimed = {target for _, target in jobs}
 
     def flush():
@@ -376,27 +437,28 @@ def _run_photos(
                 elif face.crop_target is not None:
                     imageio.save_image(face.crop_target, face.crop, overwrite=overwrite)
                     counts["crops"] += 1
+                    counts["crop_names"].append(face.crop_target.name)
             pasted = sum(face.paste for face in photo.faces)
             if pasted:
-                imageio.save_image(photo.target, out, overwrite=overwrite)
+                imageio.save_image(photo.target, _with_alpha(out, photo.alpha), overwrite=overwrite)
                 counts["images"] += 1
                 counts["faces"] += pasted
         pending.clear()
 
     for path, target in jobs:
         try:
-            image = imageio.load_image(path)
+            image, alpha = imageio.load_image_and_alpha(path)
         except imageio.ImageError as e:
-            print(f"skip {path}: {e}")
-            counts["skipped"] += 1
+            skips.add(path, str(e), fixable=True, named=True)
             continue
         found = find_faces(image, upsample=upsample)
         if not found:
-            print(
-                f"skip {path}: no face found (dlib HOG frontal detector); "
-                "for an already aligned face crop use --no-align"
+            skips.add(
+                path,
+                "no face found (dlib HOG frontal detector); for an already aligned face crop "
+                "use --no-align",
+                fixable=False,
             )
-            counts["skipped"] += 1
             continue
         faces = _plan_faces(
             path,
@@ -410,24 +472,15 @@ def _run_photos(
             overwrite=overwrite,
         )
         if not any(face.paste or face.crop_target is not None for face in faces):
-            print(f"skip {path}: every face in it is left as it was (large faces, see above)")
-            counts["skipped"] += 1
+            skips.add(
+                path, "every face in it is left as it was (large faces, see above)", fixable=False
+            )
             continue
-        pending.append(_Photo(path, target, image, faces))
+        pending.append(_Photo(path, target, image, alpha, faces))
         if sum(face.crop is not None for p in pending for face in p.faces) >= batch_size:
             flush()
     flush()
     return counts
-
-
-def _folders_to_create(folder: pathlib.Path) -> list[pathlib.Path]:
-    """The folders ``folder.mkdir(parents=True)`` would create, outermost first."""
-    missing = []
-    folder = folder.absolute()
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    return missing[::-1]
 
 
 def run(
@@ -443,7 +496,7 @@ def run(
     large_faces: str = LARGE_FACES,
     resample: str = RESAMPLE,
 ) -> int:
-    """Deblurs ``inputs`` into ``out_dir``; 0 if anything was written (or nothing skipped).
+    """Deblurs ``inputs`` into ``out_dir``; returns 0 (something was written).
 
     ``checkpoint``: a workdir, checkpoint folder or weights file (``.npz``); ``None`` is the
     model bundled with the package (:func:`facedeblur_jax.serving.loading.bundled_model_path`),
@@ -452,7 +505,13 @@ def run(
     detector's ``upsample_num_times`` (see :func:`find_faces`); ``max_downscale`` and
     ``large_faces`` say which faces are large and what becomes of them, ``resample`` how a
     face shrunk to the model's input comes back (module docstring).
-    A folder this call creates for the outputs is removed again if nothing was written.
+    ``out_dir`` is created and checked for writing before the model is loaded; a folder
+    this call creates is removed again if nothing was written.
+
+    Raises:
+      ValueError: bad arguments or input, caught before any work (one line naming it); or
+        nothing was written and every input was skipped for a reason the user can fix.
+      WorkFailed: nothing was written, an input skipped for another reason (no face).
     """
     if not max_downscale >= 1.0:  # also refuses NaN
         raise ValueError(
@@ -463,6 +522,10 @@ def run(
         raise ValueError(f"--large-faces must be one of {LARGE_FACE_POLICIES}, got {large_faces!r}")
     if resample not in RESAMPLE_MODES:
         raise ValueError(f"--resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 (faces per call), got {batch_size}")
+    if upsample is not None and upsample < 0:
+        raise ValueError(f"--upsample must be 0 or more, got {upsample}")
     bundled = checkpoint is None
     if bundled:
         checkpoint = inference.bundled_model_path()
@@ -473,9 +536,27 @@ def run(
                 "--checkpoint WORKDIR, a checkpoint folder or a weights file from "
                 "'facedeblur export-weights'"
             )
-    files = collect_inputs(inputs)
+    files, in_subfolders = collect_inputs(inputs)
+    ignored = (
+        f"{in_subfolders} image(s) in subfolders of the input folders are not read (name "
+        "those subfolders to deblur them)"
+        if in_subfolders
+        else ""
+    )
     if not files:
-        raise ValueError(f"no images found in {inputs}")
+        raise ValueError(f"no images found in {inputs}" + (f"; {ignored}" if ignored else ""))
+    if ignored:
+        print(f"note: {ignored}")
+    # Files that are not images at all are known from their headers: before any work.
+    skips, readable = _Skips(), []
+    for path in files:
+        try:
+            imageio.check_image_file(path)
+            readable.append(path)
+        except imageio.ImageError as e:
+            skips.add(path, str(e), fixable=True, named=True)
+    if not readable:
+        raise skips.nothing_written()
     if align:
         try:
             # dlib and its models, before the checkpoint is loaded.
@@ -483,22 +564,25 @@ def run(
             lm.shape_predictor()
         except ModuleNotFoundError as e:
             raise ValueError(f"{e}; aligned face crops need no detector: --no-align") from e
-    loaded = load_model(checkpoint)
-    if bundled:
-        card = inference.PRETRAINED_DIR / "README.md"
-        print(f"using the bundled model {describe(loaded)}; see {card}")
-    elif "card" in loaded.meta:  # a weights file: say which model it holds
-        print(f"using the model {describe(loaded)}")
-    out_root = pathlib.Path(out_dir)
-    created = _folders_to_create(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
+    # The output folder before the model: a place that cannot be written fails at once.
+    out_root, created = prepare_output_folder(out_dir)
+    written = 0
     try:
-        jobs, skipped = _plan(files, out_root, overwrite)
+        jobs = _plan(readable, out_root, overwrite, skips)
+        if not jobs:  # every output exists (or is claimed twice): before the model
+            raise skips.nothing_written()
+        loaded = load_model(checkpoint)
+        if bundled:
+            card = inference.PRETRAINED_DIR / "README.md"
+            print(f"using the bundled model {describe(loaded)}; see {card}")
+        elif "card" in loaded.meta:  # a weights file: say which model it holds
+            print(f"using the model {describe(loaded)}")
         if align:
             counts = _run_photos(
                 loaded,
                 jobs,
                 out_root,
+                skips,
                 overwrite=overwrite,
                 batch_size=batch_size,
                 upsample=upsample,
@@ -507,27 +591,32 @@ def run(
                 resample=resample,
             )
             written = counts["images"] + counts["crops"]
-            skipped += counts["skipped"]
-            crops = f"; {counts['crops']} large face crop(s) written" if counts["crops"] else ""
+            crops = ""
+            if counts["crops"]:
+                names = counts["crop_names"]
+                shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+                crops = (
+                    f"; {counts['crops']} large face(s) left as they were in the photo, only "
+                    f"the deblurred {loaded.image_size}-px crop written for each ({shown})"
+                )
             print(
                 f"deblurred {counts['faces']} face(s) in {counts['images']} image(s) into "
-                f"{out_root}{crops}; skipped {skipped}"
+                f"{out_dir}{crops}; skipped {len(skips)}"
             )
         else:
-            written, more = _run_aligned(
+            written = _run_aligned(
                 loaded,
                 jobs,
+                skips,
                 overwrite=overwrite,
                 batch_size=batch_size,
                 max_downscale=max_downscale,
                 resample=resample,
             )
-            skipped += more
-            print(f"deblurred {written} image(s) into {out_root}; skipped {skipped}")
+            print(f"deblurred {written} image(s) into {out_dir}; skipped {len(skips)}")
+        if not written and len(skips):
+            raise skips.nothing_written()
     finally:
-        for folder in reversed(created):  # only what this call created, and only if empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-    return 0 if written or not skipped else 1
+        if not written:  # only the folders this call created, and only if empty
+            remove_created(created)
+    return 0

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from facedeblur_jax.core.atomic import atomic_write
+from facedeblur_jax.core.outputs import check_output_file
 from facedeblur_jax.serving.loading import LoadedModel, load_model
 
 STAGES = ("fine", "coarse")
@@ -60,15 +62,16 @@ def save_exported(
     metadata: dict | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Writes ``exported.serialize()`` to ``path`` and ``metadata`` to ``path + ".json"``."""
+    """Writes ``exported.serialize()`` to ``path`` and ``metadata`` to ``path + ".json"``,
+    each atomically (a killed process leaves no half-written file under either name)."""
     path = pathlib.Path(path).expanduser().resolve()
     sidecar = path.with_name(path.name + ".json")
     for p in (path, sidecar):
         if p.exists() and not overwrite:
             raise FileExistsError(f"refusing to overwrite existing file {str(p)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(exported.serialize())
-    sidecar.write_text(json.dumps(metadata or {}, indent=2) + "\n")
+    data, text = exported.serialize(), json.dumps(metadata or {}, indent=2) + "\n"
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_bytes(data))
+    atomic_write(sidecar, lambda tmp: pathlib.Path(tmp).write_text(text))
     return path
 
 
@@ -92,6 +95,7 @@ def run(
     for p in (path, sidecar):
         if p.exists() and not overwrite:
             raise FileExistsError(f"refusing to overwrite existing file {str(p)!r}")
+        check_output_file(p, overwrite=overwrite)
     loaded = load_model(checkpoint)
     exported = export_model(loaded, upto=upto, platforms=platforms)
     metadata = {

@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from facedeblur_jax.core import compat
+from facedeblur_jax.core.npzfile import READ_ERRORS
 from facedeblur_jax.models.factory import LAYOUT_VERSION, build_model
 from facedeblur_jax.models.npz_weights import (
     FORMAT_KEY,
@@ -153,7 +154,7 @@ def _stored_tag(path: pathlib.Path) -> str:
     try:
         with np.load(path, allow_pickle=False) as data:
             return str(data[FORMAT_KEY]) if FORMAT_KEY in data.files else ""
-    except (ValueError, OSError, EOFError, AttributeError, TypeError):
+    except (*READ_ERRORS, AttributeError, TypeError):
         return ""
 
 

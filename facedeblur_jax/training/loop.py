@@ -11,9 +11,11 @@ Laid out as big_vision's ``train.py``, in numbered sections:
    records); with several processes, one that failed here stops all (``check_all_ready``);
 3. a checkpoint already in ``WORKDIR`` against the config: its stored config is compared
    before Orbax reads an array, so another model is refused with the keys that differ, and
-   the data position must fit the pipeline. ``WORKDIR`` is created only after these checks;
-4. the train state — restored from the latest checkpoint in ``WORKDIR`` if there is one
-   (params, optimiser states, step, PRNG key, data iterator position), else fresh;
+   the data position must fit the pipeline; the train state is restored from the newest
+   checkpoint that can be read (params, optimiser states, step, PRNG key, data iterator
+   position; a newer unreadable one is passed over with a warning and moved to
+   ``WORKDIR/unreadable_checkpoints/``). ``WORKDIR`` is created only after these checks;
+4. the train state — that restored one, else fresh;
 5. the loop over phases from the restored ``(phase, phase step)``: one jitted step per
    phase built once, metrics to TensorBoard + ``metrics.jsonl`` + a progress bar,
    checkpoints every ``train.checkpoint_every`` steps and at the end. At the first step a
@@ -47,6 +49,7 @@ from tqdm import tqdm
 
 from facedeblur_jax import evaluators
 from facedeblur_jax.core.compile_cache import enable_compilation_cache
+from facedeblur_jax.core.outputs import check_output_folder
 from facedeblur_jax.data.pipeline import make_train_iterator
 from facedeblur_jax.degrade.kernel_pool import pool_from_config
 from facedeblur_jax.degrade.synthesize import check_degrade_config
@@ -222,22 +225,51 @@ def _check_resumed_phase(meta: dict, phases, step: int, where: str) -> None:
         )
 
 
-def _resume_point(checkpointer, config, data) -> tuple[int, dict] | None:
-    """``(step, meta)`` of the latest checkpoint, checked against ``config`` (the state's
-    layout) and ``data`` (positioned after the checkpoint's last batch); ``None`` when there
-    is none. Reads no arrays."""
-    step = checkpointer.latest_step()
-    if step is None:
+def _resume_point(checkpointer, config, data, abstract_state):
+    """``(step, meta, state)`` of the newest checkpoint that can be read, checked against
+    ``config`` (the state's layout; before any of its arrays is read) and ``data``
+    (positioned after the checkpoint's last batch); ``None`` when there is none.
+
+    A newer checkpoint that cannot be read (``UnreadableCheckpoint``: a missing item,
+    corrupt or truncated files) is passed over with one warning line naming it and why,
+    and moved to ``WORKDIR/unreadable_checkpoints/`` (kept, not deleted) so that the run
+    can save that step again. With several processes the run stops instead, with one line
+    saying to move it away (they would have to agree on the move). A checkpoint of another
+    model or schedule stops the run whatever its age. ``abstract_state()`` gives the
+    state's shapes, dtypes and shardings (called only when there is a checkpoint)."""
+    if checkpointer.latest_step() is None:
         return None
-    meta = checkpointer.restore_meta(step)
-    where = str(checkpointer.directory / str(step))
-    ckpt_lib.check_resumable(meta, config, where)
-    _check_resumed_phase(meta, schedule_lib.phases_from_config(config), step, where)
+    phases = schedule_lib.phases_from_config(config)
+
+    def read(step):
+        meta = checkpointer.restore_meta(step)
+        where = checkpointer.where(step)
+        ckpt_lib.check_resumable(meta, config, where)
+        _check_resumed_phase(meta, phases, step, where)
+        state, _ = checkpointer.restore(abstract_state(), step)
+        return meta, state
+
+    step, (meta, state), skipped = ckpt_lib.newest_readable(checkpointer, read)
+    if skipped and jax.process_count() > 1:
+        why = skipped[0][1]
+        raise ckpt_lib.UnreadableCheckpoint(
+            f"{why}; with several processes the run does not go back by itself: move that "
+            f"folder out of {str(checkpointer.directory)!r} and start again (step {step} can "
+            "be read)"
+        )
+    if skipped:
+        aside = checkpointer.set_aside([s for s, _ in skipped])
+        for _, why in skipped:
+            print(
+                f"warning: {why}; resuming from step {step}, the newest one that can be read "
+                f"(moved to {aside})",
+                flush=True,
+            )
     try:
         data.set_state(meta["data_state"])
     except ValueError as e:
-        raise ckpt_lib.CheckpointError(f"checkpoint {where!r}: {e}") from e
-    return step, meta
+        raise ckpt_lib.CheckpointError(f"checkpoint {checkpointer.where(step)!r}: {e}") from e
+    return step, meta, state
 
 
 def _check_cluster_keys(train_config) -> None:
@@ -335,6 +367,7 @@ def train(
     workdir = pathlib.Path(workdir).resolve()
 
     # 2. Checks and data, before anything is written. ----------------------------------
+    check_output_folder(workdir, flag="--workdir")
     if multi:
         distributed.check_same_run(config, str(workdir), config.train.distributed_timeout_s)
     own_data = data is None
@@ -368,8 +401,21 @@ def train(
     try:
         keep = config.train.keep_checkpoints
         checkpointer = ckpt_lib.Checkpointer(workdir, keep=keep, create=False)
-        # 3. The checkpoint to resume from, checked. -------------------------------------
-        resume = _resume_point(checkpointer, config, data)
+        # 3. The checkpoint to resume from, checked, and restored. --------------------
+        model, disc = build_model(config.model), build_discriminator(config.model)
+        replicated = NamedSharding(mesh, P())
+        init = jax.jit(
+            lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
+        )
+
+        def abstract_state():
+            # Restoring needs only shapes, dtypes and shardings: no initialisation compiled.
+            return jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                jax.eval_shape(init, jax.random.key(config.seed)),
+            )
+
+        resume = _resume_point(checkpointer, config, data, abstract_state)
         workdir.mkdir(parents=True, exist_ok=True)  # every check passed
 
         # The kernel pool (degrade.kernel_pool_size > 0): a function of the config alone,
@@ -381,20 +427,9 @@ def train(
             kernel_pool = jax.device_put(pool, NamedSharding(mesh, P()))
             log.info("kernel pool: %d kernels sampled in %.1f s", pool.size, time.time() - t0)
 
-        # 4. State: restore or create. -------------------------------------------------
-        model, disc = build_model(config.model), build_discriminator(config.model)
-        replicated = NamedSharding(mesh, P())
-        init = jax.jit(
-            lambda key: create_train_state(config, model, disc, key), out_shardings=replicated
-        )
+        # 4. State: restored above, or created. -----------------------------------------
         if resume is not None:
-            # Restoring needs only shapes, dtypes and shardings: no initialisation compiled.
-            start, meta = resume
-            abstract = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                jax.eval_shape(init, jax.random.key(config.seed)),
-            )
-            state, _ = checkpointer.restore(abstract, start)
+            start, meta, state = resume
             if is_main:
                 print(
                     f"resumed from {checkpointer.directory / str(start)}: step {start}, "

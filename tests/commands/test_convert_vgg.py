@@ -42,17 +42,17 @@ def test_converts_prints_summary_and_refuses_to_overwrite(tool, release, tmp_pat
     )
     before = out.read_bytes()
 
-    assert tool.main(["--input", str(src), "--out", str(out)]) == 1
+    assert tool.main(["--input", str(src), "--out", str(out)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == before
     assert tool.main(["--input", str(src), "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["vgg_face.npz"]
 
 
-def test_errors_exit_1_with_a_message(tool, release, tmp_path, capsys):
+def test_errors_exit_2_with_a_message(tool, release, tmp_path, capsys):
     src, _ = release
-    assert tool.main(["--input", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "a.npz")]) == 1
+    assert tool.main(["--input", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "a.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert tool.main(["--input", str(src), "--out", str(tmp_path / "a.msgpack")]) == 1
+    assert tool.main(["--input", str(src), "--out", str(tmp_path / "a.msgpack")]) == 2
     assert "must end in .npz" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

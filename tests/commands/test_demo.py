@@ -42,8 +42,11 @@ def test_deblur_cli_writes_outputs_and_never_overwrites(capsys, tiny_checkpoint,
 
     assert Image.open(out / faces[0].path.name).size == (112, 112)  # back to input size
     before = (out / faces[0].path.name).read_bytes()
-    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out), aligned]) == 1
-    assert "would overwrite" in capsys.readouterr().out
+    # Every output exists: nothing written, bad input (exit 2), one error line.
+    assert cli.main(["deblur", "--checkpoint", ckpt, str(src), "--out", str(out), aligned]) == 2
+    captured = capsys.readouterr()
+    assert "would overwrite" in captured.out
+    assert captured.err.startswith("facedeblur deblur: error: nothing written: all ")
     assert (out / faces[0].path.name).read_bytes() == before
     # Writing into the input folder replaces nothing without --overwrite.
     original = (src / faces[0].path.name).read_bytes()

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from facedeblur_jax import cli
 from facedeblur_jax.commands import make_kernels as tool
 from facedeblur_jax.degrade import kernel_bank
 
@@ -45,7 +46,7 @@ def test_config_sets_sizes_canvas_and_steps_flags_override(tmp_path, capsys):
 def test_never_overwrites(tmp_path, capsys):
     out = tmp_path / "bank.npz"
     out.write_bytes(b"keep me")
-    assert tool.main([*ARGS, "--out", str(out)]) == 1
+    assert cli.main(["make-kernels", *ARGS, "--out", str(out)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
     assert tool.main([*ARGS, "--out", str(out), "--overwrite"]) == 0
@@ -69,7 +70,8 @@ def test_center_and_extra_kernel(tmp_path, capsys):
     # A bad extra file: one line naming it, nothing written.
     np.save(tmp_path / "flat.npy", np.ones(4))
     bad = tmp_path / "bad.npz"
-    assert tool.main([*ARGS, "--extra", f"f={tmp_path / 'flat.npy'}", "--out", str(bad)]) == 1
+    argv = ["make-kernels", *ARGS, "--extra", f"f={tmp_path / 'flat.npy'}", "--out", str(bad)]
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "flat.npy" in err and "2-D" in err and len(err.strip().splitlines()) == 1
     assert not bad.exists()

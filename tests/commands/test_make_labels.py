@@ -67,7 +67,7 @@ def test_end_to_end_with_a_corrupt_file(data, tmp_path, capsys):
     # Second run: refuses to overwrite, leaves the files alone.
     tool = load_tool()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    assert tool.main(["--data", str(data), "--out", str(out)]) == 1
+    assert tool.main(["--data", str(data), "--out", str(out)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert tool.main(["--data", str(data), "--out", str(out), "--overwrite", "--limit", "2"]) == 0

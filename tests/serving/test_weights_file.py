@@ -136,7 +136,7 @@ def test_bad_files_are_refused_naming_file_and_key(tiny_weights_file, tmp_path):
 
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, __format__=weights_file.FORMAT, obj=np.array([{"a": 1}], dtype=object))
-    _refused(pickled, "not a generator weights file", "allow_pickle")
+    _refused(pickled, "not a generator weights file", "pickled Python objects, which are never")
 
     text = tmp_path / "text.npz"
     text.write_text("not a zip")

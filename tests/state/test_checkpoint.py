@@ -1,13 +1,17 @@
 """Checkpoint metadata: the stored config comes back whole, also from older checkpoints;
-checkpoints of another model or network layout are refused in one line naming the key."""
+checkpoints of another model or network layout are refused in one line naming the key;
+damaged checkpoints are unreadable (named, one line), and the newest readable one is used."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from facedeblur_jax.config import load_config
@@ -16,12 +20,15 @@ from facedeblur_jax.serving.loading import load_model
 from facedeblur_jax.state.checkpoint import (
     Checkpointer,
     CheckpointError,
+    UnreadableCheckpoint,
     check_resumable,
     config_from_meta,
     config_to_json,
     model_differences,
+    newest_readable,
 )
 from facedeblur_jax.state.train_state import TrainState, make_optimizer
+from tests.zero_model import zero_array_data
 
 
 def test_stored_config_round_trips():
@@ -248,3 +255,128 @@ def test_phases_of_an_older_checkpoint_parse_the_coarse_output():
         n: "coarse" for n in ("coarse", "parsing", "fine", "joint", "parsing_clear")
     }
     assert [p.parsing_input for p in phases_from_config(back)] == ["coarse"] * 4
+
+
+# --- damaged checkpoints: unreadable, not "another model"; the newest readable one -------
+
+
+def _small_checkpoints(workdir, steps=(2,)):
+    """Real Orbax checkpoints of a small state (random numbers: array files of some size)."""
+    rng = np.random.default_rng(0)
+    state = {"a": jnp.asarray(rng.standard_normal(4000), jnp.float32), "b": {"c": jnp.ones((2, 3))}}
+    with Checkpointer(workdir, async_save=False) as ckpt:
+        for step in steps:
+            ckpt.save(step, state, {"config": "{}", "step": step})
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+
+
+def _garble(folder):
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != "commit_success.txt":
+            p.write_bytes(bytes(range(100)))
+
+
+@pytest.mark.parametrize(
+    "damage, item",
+    [
+        (lambda d: shutil.rmtree(d / "meta"), "its 'meta' item is missing or corrupt"),
+        (lambda d: shutil.rmtree(d / "state"), "its 'state' item is missing or corrupt"),
+        (
+            lambda d: (d / "state" / "_METADATA").write_text('{"tree_metadata": {"a'),
+            r"its 'state' item is missing or corrupt \(JSONDecodeError",
+        ),
+        (lambda d: _garble(d / "state"), "its 'state' item is missing or corrupt"),
+        (zero_array_data, "its arrays are corrupt or truncated"),
+    ],
+    ids=["meta_deleted", "state_deleted", "metadata_truncated", "garbage", "arrays_zeroed"],
+)
+def test_a_damaged_checkpoint_is_unreadable_not_another_model(tmp_path, damage, item):
+    abstract = _small_checkpoints(tmp_path)
+    damage(tmp_path / "checkpoints" / "2")
+    with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+        with pytest.raises(UnreadableCheckpoint) as info:
+            ckpt.restore(abstract, 2)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {str(tmp_path / 'checkpoints' / '2')!r} cannot be read")
+    assert re.search(item, message) and "\n" not in message and "tensorstore_spec" not in message
+    assert "does not match" not in message
+
+
+def test_a_state_of_another_shape_is_named_by_its_key(tmp_path):
+    abstract = _small_checkpoints(tmp_path)
+    abstract["b"]["c"] = jax.ShapeDtypeStruct((3, 3), jnp.float32)
+    with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+        with pytest.raises(
+            CheckpointError, match=r"b\.c is float32\[2, 3\] there, float32\[3, 3\]"
+        ):
+            ckpt.restore(abstract, 2)
+        abstract["b"]["c"] = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+        del abstract["a"]
+        with pytest.raises(CheckpointError, match=r"a is not part of the model"):
+            ckpt.restore(abstract, 2)
+
+
+def test_the_newest_readable_checkpoint_is_used_and_the_others_named(tmp_path):
+    abstract = _small_checkpoints(tmp_path, steps=(2, 4, 6))
+    zero_array_data(tmp_path / "checkpoints" / "6")
+    shutil.rmtree(tmp_path / "checkpoints" / "4" / "meta")
+    with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+        step, (state, _), skipped = newest_readable(ckpt, lambda s: ckpt.restore(abstract, s))
+        assert step == 2 and state["b"]["c"].shape == (2, 3)
+        assert [s for s, _ in skipped] == [6, 4]
+        assert "arrays are corrupt" in skipped[0][1] and "'meta' item" in skipped[1][1]
+        # Another model is not a reason to go back: raised at once.
+        other = dict(abstract, a=jax.ShapeDtypeStruct((5,), jnp.float32))
+        with pytest.raises(CheckpointError, match="does not match"):
+            newest_readable(ckpt, lambda s: ckpt.restore(other, s if s != 6 else 2))
+        # A resumed run moves the unreadable ones aside and can save those steps again.
+        aside = ckpt.set_aside([6, 4])
+        assert aside == tmp_path / "unreadable_checkpoints"
+        assert sorted(p.name for p in aside.iterdir()) == ["4", "6"]
+        assert ckpt.all_steps() == [2]
+        ckpt.save(4, state, {"config": "{}", "step": 4})
+        assert ckpt.all_steps() == [2, 4]
+
+
+def test_when_no_checkpoint_can_be_read_one_line_names_each(tmp_path):
+    abstract = _small_checkpoints(tmp_path, steps=(2, 4))
+    for step in ("2", "4"):
+        _garble(tmp_path / "checkpoints" / step / "state")
+    with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+        with pytest.raises(UnreadableCheckpoint) as info:
+            newest_readable(ckpt, lambda s: ckpt.restore(abstract, s))
+    message = str(info.value)
+    assert message.startswith(
+        f"no checkpoint in {str(tmp_path / 'checkpoints')!r} can be read (step 4: its 'state' "
+        "item is missing or corrupt"
+    )
+    assert "; step 2: its 'state' item" in message and "\n" not in message
+    assert message.endswith("restore them from a copy, or train anew in another --workdir")
+
+
+def test_a_failed_read_leaves_no_echo_on_stderr(tmp_path):
+    """Orbax's other reads, still in flight when one fails, end on a closed event loop:
+    each would print a traceback (and asyncio log its task). Only the error remains."""
+    _small_checkpoints(tmp_path)
+    zero_array_data(tmp_path / "checkpoints" / "2")
+    script = (
+        "import sys, gc, time, jax\n"
+        "from facedeblur_jax.state.checkpoint import Checkpointer, UnreadableCheckpoint\n"
+        "abstract = {'a': jax.ShapeDtypeStruct((4000,), 'float32'),\n"
+        "            'b': {'c': jax.ShapeDtypeStruct((2, 3), 'float32')}}\n"
+        "with Checkpointer(sys.argv[1], async_save=False, create=False) as ckpt:\n"
+        "    try:\n"
+        "        ckpt.restore(abstract, 2)\n"
+        "    except UnreadableCheckpoint as e:\n"
+        "        print('raised', file=sys.stderr)\n"
+        "gc.collect(); time.sleep(0.5)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "raised", proc.stderr[-3000:]

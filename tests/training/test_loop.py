@@ -344,3 +344,43 @@ def test_bad_eval_settings_fail_at_start(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config.evals.psnr_ssim.kernels: no file"):
         train(config, tmp_path, progress=False)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_an_unreadable_newest_checkpoint_is_passed_over_and_set_aside(tmp_path, capsys):
+    """Resuming: a damaged newest checkpoint is named in one warning line, moved to
+    unreadable_checkpoints/ (kept), and the run goes on from the newest readable one."""
+    from facedeblur_jax.training import loop
+    from tests import zero_model
+
+    config = zero_model.tiny_config()
+    zero_model.zero_checkpoint(tmp_path, steps=(2, 4), config=config)
+    zero_model.zero_array_data(tmp_path / "checkpoints" / "4")
+
+    class Data:
+        def set_state(self, state):
+            self.state = state
+
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def abstract_state():
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            zero_model.zero_state(config),
+        )
+
+    data = Data()
+    with Checkpointer(tmp_path, async_save=False, create=False) as ckpt:
+        step, meta, state = loop._resume_point(ckpt, config, data, abstract_state)
+        assert step == 2 and meta["step"] == 2 and data.state == {}
+        assert not np.any(np.asarray(state.params["coarse"]["scale0"]["conv_in"]["kernel"]))
+        assert ckpt.all_steps() == [2]
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(
+        f"warning: checkpoint {str(tmp_path / 'checkpoints' / '4')!r} cannot be read: its "
+        "arrays are corrupt or truncated ("
+    )
+    assert line.endswith(
+        f"; resuming from step 2, the newest one that can be read (moved to "
+        f"{tmp_path / 'unreadable_checkpoints'})"
+    )
+    assert (tmp_path / "unreadable_checkpoints" / "4" / "state").is_dir()
