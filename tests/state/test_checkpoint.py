@@ -2,8 +2,6 @@
 checkpoints of another model or network layout are refused in one line naming the key."""
 
 import json
-import os
-import subprocess
 import sys
 
 import jax
@@ -22,6 +20,7 @@ from facedeblur_jax.state.checkpoint import (
     model_differences,
 )
 from facedeblur_jax.state.train_state import TrainState, make_optimizer
+from tests import processes
 
 
 def test_stored_config_round_trips():
@@ -202,13 +201,7 @@ def test_old_layout_checkpoint_gives_one_line_on_the_command_line(old_workdir, t
         args = ["train", "--config", "tiny", "--workdir", str(old_workdir), "--no-progress"]
     else:
         args = ["export", "--checkpoint", str(old_workdir), "--out", str(tmp_path / "m.bin")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "facedeblur_jax.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ,
-    )
+    proc = processes.run([sys.executable, "-m", "facedeblur_jax.cli", *args])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
