@@ -114,9 +114,75 @@ def tiny_demo_run(tmp_path_factory):
     return runs, workdir, printed.getvalue(), strips
 
 
+# A busy machine on purpose: FACEDEBLUR_TEST_CPU_HOG=N starts N busy loops (one per core to
+# keep busy) when the session starts and stops them when it ends, so that the suite runs as
+# on a laptop or a shared node doing other work (its time limits are progress-based:
+# tests/processes.py). Each loop ends by itself after FACEDEBLUR_TEST_CPU_HOG_S seconds
+# (default 4 h) or when pytest is gone. Off by default.
+CPU_HOG_ENV, CPU_HOG_SECONDS_ENV = "FACEDEBLUR_TEST_CPU_HOG", "FACEDEBLUR_TEST_CPU_HOG_S"
+_HOG_LOOP = """
+import os, sys, time
+end, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(200_000):
+        pass
+"""
+_hogs: list = []
+_hog_started, _hog_note = 0.0, ""
+
+
+def _start_cpu_hog() -> None:
+    import subprocess
+    import sys
+    import time
+
+    global _hog_started
+    text = os.environ.get(CPU_HOG_ENV, "").strip()
+    if not text or text == "0":
+        return
+    if not text.isdigit():
+        raise pytest.UsageError(f"{CPU_HOG_ENV}={text!r}: the number of busy loops to start")
+    seconds = float(os.environ.get(CPU_HOG_SECONDS_ENV) or 4 * 3600)
+    for _ in range(int(text)):
+        _hogs.append(subprocess.Popen([sys.executable, "-c", _HOG_LOOP, str(seconds)]))
+    _hog_started = time.monotonic()
+
+
+def _stop_cpu_hog() -> None:
+    import time
+
+    global _hog_note
+    if not _hogs:
+        return
+    for proc in _hogs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in _hogs:
+        proc.wait()
+    seconds = time.monotonic() - _hog_started
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    _hog_note = f"{len(_hogs)} busy loop(s) ran for {seconds:.0f} s; load average at the end {load}"
+    _hogs.clear()
+
+
+def pytest_sessionstart(session):
+    """Starts the CPU hog (:data:`CPU_HOG_ENV`) in the main pytest process only."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        _start_cpu_hog()
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Removes the session's compilation cache (only the one this conftest made)."""
-    if _SESSION_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    """Stops the CPU hog; removes the session's compilation cache (only the one this
+    conftest made)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    _stop_cpu_hog()
+    if _SESSION_CACHE:
         import shutil
 
         shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _hog_note:
+        terminalreporter.write_line(f"{CPU_HOG_ENV}: {_hog_note}")

@@ -1038,14 +1038,7 @@ def test_the_forked_runs_are_the_real_cli(battery, tmp_path):
     case = next(c for c in CASES if c.id == "truncated_state_metadata")
     _, _, fx = battery["__shared__"]
     argv = case.build(tmp_path, fx)
-    proc = subprocess.run(
-        [*processes.CLI, *argv],
-        cwd=tmp_path,
-        env=processes.child_env(1),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = processes.run([*processes.CLI, *argv], cwd=tmp_path, env=processes.child_env(1))
     forked = battery[case.id]
     assert proc.returncode == forked.rc
     for real, fork in ((proc.stderr, forked.stderr), (proc.stdout, forked.stdout)):

@@ -5,13 +5,13 @@ import ast
 import json
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
 
 from facedeblur_jax import cli
 from facedeblur_jax.degrade import kernel_bank
+from tests import processes
 from tests.conftest import REPO_ROOT
 from tests.data.conftest import write_face_tree
 
@@ -168,12 +168,8 @@ def test_train_without_a_data_root_names_the_key(tmp_path, capsys):
 def test_the_console_script_runs_a_subcommand():
     """``python -m facedeblur_jax.cli`` (what the ``facedeblur`` script calls) in a fresh
     process, from a folder outside the repository."""
-    result = subprocess.run(
-        [sys.executable, "-m", "facedeblur_jax.cli", "params", "--help"],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        timeout=120,
+    result = processes.run(
+        [sys.executable, "-m", "facedeblur_jax.cli", "params", "--help"], cwd="/"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: facedeblur params")

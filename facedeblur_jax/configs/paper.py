@@ -200,9 +200,26 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.coordinator_address = ""  # "host:port" of process 0
     config.train.num_processes = -1
     config.train.process_id = -1  # 0 .. num_processes - 1; 0 runs the coordinator
-    # How long a process waits for the coordinator, the other processes and their configs
-    # before it stops with an error naming what is missing.
+    # Deadlines of a multi-host run (seconds; distributed.py). A slow peer (a busy host, a
+    # stopped process, slow storage) is waited for up to these, then named in one line.
+    # - how long a process waits for the coordinator, the other processes, their configs and
+    #   start-up checks, and for all to reach the first collective, before it stops with an
+    #   error naming what is missing (jax.distributed.initialize's initialization_timeout is
+    #   this + 30 s: the error line comes first);
     config.train.distributed_timeout_s = 300
+    # - how long a process may go unheard (stopped, swapped out) before JAX takes it for
+    #   dead and ends every process (jax.distributed.initialize's heartbeat_timeout_seconds;
+    #   JAX's default is 100). It also bounds how long a crashed peer goes unnoticed;
+    config.train.distributed_heartbeat_timeout_s = 300
+    # - one asynchronous checkpoint save: the write and Orbax's barriers between the
+    #   processes (Orbax's AsyncOptions.timeout_secs; also with one process);
+    config.train.distributed_checkpoint_timeout_s = 1200
+    # - how long a process that has finished (its last checkpoint saved) waits for the others
+    #   before it stops with an error naming them; also the deadline of JAX's shutdown
+    #   barrier (jax.distributed.initialize's shutdown_timeout_seconds; JAX's default is 300),
+    #   which the processes enter together after that wait. A process that fails mid-run
+    #   waits at that barrier for its peers up to this long too.
+    config.train.distributed_shutdown_timeout_s = 1200
     # A workdir whose latest checkpoint initialises every net of a *fresh* run that it
     # also has with the same shapes (e.g. G_c and P for a fine-phase ablation); "" = off.
     config.train.init_from = ""

@@ -173,6 +173,9 @@ class Checkpointer:
       async_save: write in a background thread (the train loop keeps stepping).
       create: create ``workdir/checkpoints`` now; else the first save creates it (a
         missing folder reads as "no checkpoint").
+      timeout_s: the deadline of one asynchronous save: the write and, with several
+        processes, Orbax's barriers between them (``train.distributed_checkpoint_timeout_s``;
+        Orbax's ``AsyncOptions.timeout_secs``).
     """
 
     def __init__(
@@ -181,14 +184,20 @@ class Checkpointer:
         keep: int = 3,
         async_save: bool = True,
         create: bool = True,
+        timeout_s: int = 1200,
     ):
         if keep < 1:
             raise ValueError(f"train.keep_checkpoints must be >= 1; got {keep}")
+        if timeout_s < 1:
+            raise ValueError(
+                f"train.distributed_checkpoint_timeout_s must be >= 1; got {timeout_s}"
+            )
         self.directory = checkpoint_dir(workdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=create,
             enable_async_checkpointing=async_save,
+            async_options=ocp.AsyncOptions(timeout_secs=int(timeout_s)),
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")

@@ -27,7 +27,9 @@ Laid out as big_vision's ``train.py``, in numbered sections:
 
 With several processes every process runs this same loop on its own rows of each global
 batch (docs/design.md §6); process 0 alone prints, logs metrics and shows progress; every
-process takes part in each checkpoint, which Orbax writes once.
+process takes part in each checkpoint, which Orbax writes once. At the end every process
+waits for the others after its last checkpoint is saved (``distributed.finish``), so a
+late peer delays the shutdown instead of failing it.
 """
 
 from __future__ import annotations
@@ -391,6 +393,9 @@ def train(
     if multi:  # a check that failed in another process stops this one too
         try:
             distributed.check_all_ready(None, config.train.distributed_timeout_s)
+            # Every connection between the processes opened now, all at once: a process
+            # that is slower to compile its first step is then waited for.
+            distributed.connect_collectives(mesh, config.train.distributed_timeout_s)
         except distributed.ClusterError:
             if own_data:
                 data.close()
@@ -400,7 +405,12 @@ def train(
     checkpointer, writer, bar = None, None, None
     try:
         keep = config.train.keep_checkpoints
-        checkpointer = ckpt_lib.Checkpointer(workdir, keep=keep, create=False)
+        checkpointer = ckpt_lib.Checkpointer(
+            workdir,
+            keep=keep,
+            create=False,
+            timeout_s=config.train.distributed_checkpoint_timeout_s,
+        )
         # 3. The checkpoint to resume from, checked, and restored. --------------------
         model, disc = build_model(config.model), build_discriminator(config.model)
         replicated = NamedSharding(mesh, P())
@@ -521,4 +531,8 @@ def train(
             writer.close()
         if own_data:
             data.close()
+    if multi:
+        # The last checkpoint is on disk (closing the checkpointer waited for it), so a
+        # peer that is late now costs nothing: wait for it, then shut down together.
+        distributed.finish(step, config.train.distributed_shutdown_timeout_s)
     return state

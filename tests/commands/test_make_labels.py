@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +9,7 @@ from PIL import Image
 
 from facedeblur_jax.core.sample_data import SAMPLE_FACES
 from facedeblur_jax.data.label_io import load_labels
+from tests import processes
 from tests.conftest import REPO_ROOT
 
 FACES = ("test/id01_0000.png", "test/id04_0001.png", "test/id05_0001.png")  # last: fallback
@@ -23,11 +23,8 @@ def load_tool():
 
 def run_tool(*args):
     """The real command line, in a fresh process."""
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "facedeblur_jax.commands.make_labels", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -18,6 +17,7 @@ from facedeblur_jax.config import load_config
 from facedeblur_jax.data import celeba, label_io
 from facedeblur_jax.data.sources import make_source
 from facedeblur_jax.faces import celeba as faces_celeba
+from tests import processes
 from tests.conftest import REPO_ROOT
 from tests.data import celeba_tree
 
@@ -275,12 +275,11 @@ def test_the_command_line_in_a_fresh_process_with_tfds(wild, tmp_path):
     source reads back with the same records as the folder."""
     root, _ = wild
     out = tmp_path / "out"
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-m", "facedeblur_jax.cli", "data", "prepare", "celeba",
          "--src", str(root), "--out", str(out), "--limit", "8", "--size", "64",
          "--split", "0.5,0.25,0.25", "--tfds"],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, watch=[out],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "aligned at 64 px" in result.stdout and "--config.data.source=tfds" in result.stdout

@@ -1,12 +1,12 @@
 """The persistent compilation cache: a second process loads what the first compiled."""
 
 import os
-import subprocess
 import sys
 
 import pytest
 
 from facedeblur_jax.core.compile_cache import enable_compilation_cache
+from tests import processes
 
 SCRIPT = """
 import sys
@@ -26,11 +26,8 @@ print("hits", len(hits))
 
 
 def _run(cache_dir) -> int:
-    proc = subprocess.run(
+    proc = processes.run(
         [sys.executable, "-c", SCRIPT, str(cache_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
         # Without the test session's own cache: this process sees only the cache under test.
         env={k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")},
     )

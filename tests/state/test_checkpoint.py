@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import jax
@@ -28,6 +27,7 @@ from facedeblur_jax.state.checkpoint import (
     newest_readable,
 )
 from facedeblur_jax.state.train_state import TrainState, make_optimizer
+from tests import processes
 from tests.zero_model import zero_array_data
 
 
@@ -209,13 +209,7 @@ def test_old_layout_checkpoint_gives_one_line_on_the_command_line(old_workdir, t
         args = ["train", "--config", "tiny", "--workdir", str(old_workdir), "--no-progress"]
     else:
         args = ["export", "--checkpoint", str(old_workdir), "--out", str(tmp_path / "m.bin")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "facedeblur_jax.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ,
-    )
+    proc = processes.run([sys.executable, "-m", "facedeblur_jax.cli", *args])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
@@ -371,12 +365,6 @@ def test_a_failed_read_leaves_no_echo_on_stderr(tmp_path):
         "        print('raised', file=sys.stderr)\n"
         "gc.collect(); time.sleep(0.5)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ,
-    )
+    proc = processes.run([sys.executable, "-c", script, str(tmp_path)], env=os.environ)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.strip() == "raised", proc.stderr[-3000:]

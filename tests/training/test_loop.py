@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
 import sys
 
 import jax
@@ -48,8 +47,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def _cli(workdir, *extra):
+    """``facedeblur train`` in a child, waited for as long as it makes progress (output,
+    files in ``workdir``, CPU time: ``tests/processes.py``), not for a fixed time."""
     args = [*processes.CLI, *processes.train_args(workdir, {**SIX, **dict(extra)})]
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ)
+    return processes.run(args, watch=[workdir])
 
 
 def _params(workdir):
@@ -136,7 +137,7 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
     # is then compiling the parsing phase's step).
     args = processes.train_args(tmp_path, {**SIX, cache[0]: cache[1]})
     killed = processes.start(args, dict(os.environ), tmp_path.parent / "logs", tmp_path.name)
-    processes.kill_when(tmp_path / "checkpoints" / "3", [killed], timeout=300)
+    processes.kill_when(tmp_path / "checkpoints" / "3", [killed], [tmp_path])
     assert killed.proc.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     with Checkpointer(tmp_path, async_save=False) as ckpt:
         assert ckpt.latest_step() == 3
@@ -169,13 +170,7 @@ def test_sigkill_after_checkpoint_then_resume_is_exact(straight, tmp_path):
 
 def test_sigkill_during_a_save_leaves_a_usable_checkpoint(straight, tmp_path):
     args = processes.train_args(tmp_path, {**SIX, "train.checkpoint_every": 2})
-    killed = subprocess.run(
-        [sys.executable, "-c", DIE_DURING_SAVE, "4", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ,
-    )
+    killed = processes.run([sys.executable, "-c", DIE_DURING_SAVE, "4", *args], watch=[tmp_path])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     with Checkpointer(tmp_path, async_save=False) as ckpt:
         latest = ckpt.latest_step()
