@@ -12,6 +12,8 @@ faces and the same kernel bank. A spec file (JSON) names them::
 
 * PSNR / SSIM mean and std over all (face, kernel) images (the eval's Table 10 numbers);
 * the spread over the test faces: each face's mean over the bank's kernels, their std;
+* the eval folder and the training step of the row's weights (an ``--extra-checkpoint``
+  row: that checkpoint's own step, from ``results.json``'s ``extra_checkpoints``);
 * the paired difference to the table's first row, per face: mean Δ and its 95 % interval
   (± 1.96 · std / √N over the N faces) — the rows share faces and blurred inputs, so
   face-to-face variation cancels out of Δ;
@@ -97,6 +99,15 @@ def _number(x: Any) -> float:
     return float(x)  # results.json writes non-finite numbers as "inf" / "nan"
 
 
+def checkpoint_step(results: Mapping, method: str) -> int | None:
+    """The training step of the weights behind ``method``: an ``--extra-checkpoint`` row's
+    own checkpoint (``results["extra_checkpoints"][method]``), else the eval's main one."""
+    extra = results.get("extra_checkpoints") or {}
+    if method in extra:
+        return extra[method].get("step")
+    return results.get("checkpoint", {}).get("step")
+
+
 def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) -> dict:
     """``(numbers, f64[N] per-face PSNR, f64[N] per-face SSIM)`` of one row (see the module
     docstring)."""
@@ -118,7 +129,7 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
         "label": row.label,
         "eval": row.eval_name or str(row.eval_dir),
         "method": row.method,
-        "checkpoint_step": results.get("checkpoint", {}).get("step"),
+        "checkpoint_step": checkpoint_step(results, row.method),
         "num_faces": int(psnr.shape[0]),
         "num_images": int(psnr.size),
         "psnr_mean": float(psnr.mean()),
@@ -181,8 +192,8 @@ def markdown(comparison: Mapping) -> str:
         first = t["rows"][0]["label"]
         lines += [f"### Table {t['table']}" + (f": {t['title']}" if t["title"] else ""), ""]
         has_id = any("identity" in r for r in t["rows"])
-        head = "| Model | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
-        rule = "|---|---|---|---|---|"
+        head = "| Model | eval | step | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
+        rule = "|---|---|---|---|---|---|---|"
         if has_id:
             head += " ID AUC | ID top-1 | cos. dist. |"
             rule += "---|---|---|"
@@ -195,7 +206,8 @@ def markdown(comparison: Mapping) -> str:
             )
             dssim = "—" if r["label"] == first else f"{r['ssim_delta']:+.4f}"
             line = (
-                f"| {r['label']} | {r['psnr_mean']:.2f} ± {r['psnr_face_std']:.2f} | "
+                f"| {r['label']} | {r['eval']} | {r['checkpoint_step']} | "
+                f"{r['psnr_mean']:.2f} ± {r['psnr_face_std']:.2f} | "
                 f"{r['ssim_mean']:.4f} ± {r['ssim_face_std']:.4f} | {delta} | {dssim} |"
             )
             if has_id:
@@ -211,7 +223,8 @@ def markdown(comparison: Mapping) -> str:
             "",
             f"Means over {t['rows'][0]['num_images']} images ({n} faces × the bank); ± after a "
             f"mean: std of the per-face means over the {n} faces. Δ: mean per-face difference "
-            f"to '{first}' ± 1.96·std/√{n}.",
+            f"to '{first}' ± 1.96·std/√{n}. eval: the 'facedeblur eval' folder; step: the "
+            "training step of the weights behind the row.",
             "",
         ]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from facedeblur_jax.evaluators import compare
 FACES = ["test/a", "test/b", "test/c"]
 
 
-def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None):
+def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None, extra=None):
     """A folder shaped like 'facedeblur eval' output: per_image.npz and results.json."""
     path.mkdir(parents=True)
     psnr = np.asarray(psnr, np.float32)
@@ -29,6 +29,10 @@ def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None):
         identities=np.zeros(len(faces), np.int32),
     )
     results = {"checkpoint": {"step": 7}, "bank": {"sha256": sha}}
+    if extra:  # {name: step}, as 'facedeblur eval --extra-checkpoint NAME=DIR' records them
+        results["extra_checkpoints"] = {
+            n: {"path": f"/runs/{n}", "step": s} for n, s in extra.items()
+        }
     if identity:
         results["identity"] = {"rows": identity}
     (path / "results.json").write_text(json.dumps(results))
@@ -68,12 +72,26 @@ def test_rows_spread_and_paired_difference_by_hand(tmp_path):
     assert second["psnr_delta_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(3))
     assert second["ssim_delta"] == pytest.approx(d.mean() / 100, abs=1e-6)
     md = (tmp_path / "out" / "comparison.md").read_text()
-    assert "### Table 2: prior" in md and "| zeros | 24.33 ± 3.68 |" in md
-    assert "| predicted | 25.33 ± 3.68 | 0.2533 ± 0.0368 | — | — | 0.900 | 50.0 % |" in md
+    assert "### Table 2: prior" in md and "| zeros | e1 | 7 | 24.33 ± 3.68 |" in md
+    assert "| predicted | e1 | 7 | 25.33 ± 3.68 | 0.2533 ± 0.0368 | — | — | 0.900 | 50.0 % |" in md
     assert json.loads((tmp_path / "out" / "comparison.json").read_text()) == json.loads(
         json.dumps(out)
     )
     assert Image.open(tmp_path / "out" / "comparison.png").size[0] > 300
+
+
+def test_an_extra_checkpoint_row_has_its_own_step(tmp_path):
+    # One eval: the main checkpoint at step 7 (its full model and a fed prior) and an
+    # --extra-checkpoint "joint" at step 11; each row names the step of the weights behind it.
+    a = [[20, 22], [24, 26], [30, 30]]
+    methods = ["full model", "full model, prior: zeros", "joint"]
+    _eval_dir(tmp_path / "e1", methods, [a, a, a], extra={"joint": 11})
+    spec = _spec(tmp_path, [{"table": "2", "label": m, "eval": "e1", "method": m} for m in methods])
+    out = compare.run(spec, tmp_path / "out")
+    steps = [r["checkpoint_step"] for r in out["tables"][0]["rows"]]
+    assert steps == [7, 7, 11]
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| joint | e1 | 11 |" in md and "| full model | e1 | 7 |" in md
 
 
 def test_bad_specs_and_mismatched_rows_are_named(tmp_path, capsys):
