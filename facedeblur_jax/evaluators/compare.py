@@ -18,7 +18,8 @@ faces and the same kernel bank. A spec file (JSON) names them::
   (± 1.96 · std / √N over the N faces) — the rows share faces and blurred inputs, so
   face-to-face variation cancels out of Δ;
 * the mean PSNR per kernel size, and the MobileFaceNet identity numbers (verification AUC,
-  top-1, cosine distance to the clear face) when the eval ran ``--identity-weights``.
+  top-1 with its count of correct probes and of probes, cosine distance to the clear face)
+  when the eval ran ``--identity-weights``.
 
 Rows of one table must come from evals of the same faces and bank (the face names and the
 bank's sha256 are checked). Writes ``comparison.json``, ``comparison.md`` and
@@ -148,6 +149,8 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
             "top_1": _number(r["top_1"]),
             "cosine_mean": _number(r["cosine_mean"]),
         }
+        # top-1 = correct / probes: it moves in steps of 1 / probes.
+        out["identity"].update({k: int(r[k]) for k in ("correct", "probes") if k in r})
     return out, face_psnr, face_ssim
 
 
@@ -212,8 +215,9 @@ def markdown(comparison: Mapping) -> str:
             )
             if has_id:
                 i = r.get("identity")
+                count = f" ({i['correct']}/{i['probes']})" if i and "probes" in i else ""
                 line += (
-                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} % | {i['cosine_mean']:.3f} |"
+                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} %{count} | {i['cosine_mean']:.3f} |"
                     if i
                     else " — | — | — |"
                 )

@@ -50,6 +50,8 @@ def test_rows_spread_and_paired_difference_by_hand(tmp_path):
     a = [[20, 22], [24, 26], [30, 30]]
     b = [[19, 21], [24, 24], [29, 29]]
     idn = {"full model": {"auc": 0.9, "top_1": 0.5, "cosine_mean": 0.25}}
+    idn["full model, prior: zeros"] = {"auc": 0.8, "top_1": 2 / 3, "cosine_mean": 0.3}
+    idn["full model, prior: zeros"].update(correct=2, probes=3)
     _eval_dir(tmp_path / "e1", ["full model", "full model, prior: zeros"], [a, b], identity=idn)
     spec = _spec(
         tmp_path,
@@ -65,7 +67,14 @@ def test_rows_spread_and_paired_difference_by_hand(tmp_path):
     assert first["psnr_face_std"] == pytest.approx(np.std([21, 25, 30]))
     assert first["psnr_per_size"] == {"7": pytest.approx(74 / 3), "9": pytest.approx(26)}
     assert first["identity"] == {"auc": 0.9, "top_1": 0.5, "cosine_mean": 0.25}
-    assert first["psnr_delta"] == 0 and "identity" not in second
+    assert first["psnr_delta"] == 0
+    assert second["identity"] == {
+        "auc": 0.8,
+        "top_1": pytest.approx(2 / 3),
+        "cosine_mean": 0.3,
+        "correct": 2,
+        "probes": 3,
+    }
     assert first["eval"] == "e1"  # as the spec names it: no absolute path in the outputs
     d = np.asarray([20, 24, 29]) - np.asarray([21, 25, 30])  # per-face means
     assert second["psnr_delta"] == pytest.approx(d.mean())
@@ -73,6 +82,7 @@ def test_rows_spread_and_paired_difference_by_hand(tmp_path):
     assert second["ssim_delta"] == pytest.approx(d.mean() / 100, abs=1e-6)
     md = (tmp_path / "out" / "comparison.md").read_text()
     assert "### Table 2: prior" in md and "| zeros | e1 | 7 | 24.33 ± 3.68 |" in md
+    assert "| 0.800 | 66.7 % (2/3) | 0.300 |" in md  # top-1 moves in steps of 1 / probes
     assert "| predicted | e1 | 7 | 25.33 ± 3.68 | 0.2533 ± 0.0368 | — | — | 0.900 | 50.0 % |" in md
     assert json.loads((tmp_path / "out" / "comparison.json").read_text()) == json.loads(
         json.dumps(out)
