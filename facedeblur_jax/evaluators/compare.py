@@ -19,7 +19,8 @@ faces and the same kernel bank. A spec file (JSON) names them::
   face-to-face variation cancels out of Δ;
 * the mean PSNR per kernel size, and the MobileFaceNet identity numbers (verification AUC,
   top-1 with its count of correct probes and of probes, cosine distance to the clear face)
-  when the eval ran ``--identity-weights``.
+  when the eval ran ``--identity-weights``; top-1's binomial 95 % interval and its
+  difference to the first row's with an unpaired 95 % interval (:func:`_top_1_delta`).
 
 Rows of one table must come from evals of the same faces and bank (the face names and the
 bank's sha256 are checked). Writes ``comparison.json``, ``comparison.md`` and
@@ -154,6 +155,25 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
     return out, face_psnr, face_ssim
 
 
+def _binomial_var(identity: Mapping) -> float:
+    p, n = identity["top_1"], identity["probes"]
+    return p * (1 - p) / n if n else float("nan")
+
+
+def _top_1_delta(numbers: dict, first: Mapping) -> None:
+    """Top-1's 95 % interval (Wald: ± 1.96·√(p(1−p)/probes)) and its difference to the
+    first row's with an unpaired interval (± 1.96·√(var_a + var_b)), where both rows have
+    probe counts. Unpaired, because ``results.json`` keeps no per-probe outcome; on shared
+    probes whose outcomes agree more often than chance the paired interval is narrower."""
+    a, b = numbers.get("identity"), first.get("identity")
+    if not a or "probes" not in a:
+        return
+    a["top_1_ci95"] = Z95 * float(np.sqrt(_binomial_var(a)))
+    if b and "probes" in b:
+        a["top_1_delta"] = a["top_1"] - b["top_1"]
+        a["top_1_delta_ci95"] = Z95 * float(np.sqrt(_binomial_var(a) + _binomial_var(b)))
+
+
 def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
     """``{"tables": [{"table", "title", "rows": [...]}], "bank_sha256", "faces"}``."""
     cache: dict[pathlib.Path, tuple[dict, dict]] = {}
@@ -184,6 +204,7 @@ def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
                 numbers[f"{metric}_mean_ci95"] = (
                     Z95 * float(a.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
                 )
+            _top_1_delta(numbers, first_numbers)
             rows_out.append(numbers)
         tables.append({"table": name, "title": titles.get(name, ""), "rows": rows_out})
     return {"tables": tables}
@@ -198,8 +219,8 @@ def markdown(comparison: Mapping) -> str:
         head = "| Model | eval | step | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
         rule = "|---|---|---|---|---|---|---|"
         if has_id:
-            head += " ID AUC | ID top-1 | cos. dist. |"
-            rule += "---|---|---|"
+            head += " ID AUC | ID top-1 (correct/probes) | Δtop-1 (unpaired 95 % CI) | cos. dist. |"
+            rule += "---|---|---|---|"
         lines += [head, rule]
         for r in t["rows"]:
             delta = (
@@ -216,10 +237,16 @@ def markdown(comparison: Mapping) -> str:
             if has_id:
                 i = r.get("identity")
                 count = f" ({i['correct']}/{i['probes']})" if i and "probes" in i else ""
+                dtop = (
+                    f"{100 * i['top_1_delta']:+.1f} ± {100 * i['top_1_delta_ci95']:.1f} pts"
+                    if i and "top_1_delta" in i and r["label"] != first
+                    else "—"
+                )
                 line += (
-                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} %{count} | {i['cosine_mean']:.3f} |"
+                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} %{count} | {dtop} |"
+                    f" {i['cosine_mean']:.3f} |"
                     if i
-                    else " — | — | — |"
+                    else " — | — | — | — |"
                 )
             lines.append(line)
         n = t["rows"][0]["num_faces"]
@@ -228,7 +255,14 @@ def markdown(comparison: Mapping) -> str:
             f"Means over {t['rows'][0]['num_images']} images ({n} faces × the bank); ± after a "
             f"mean: std of the per-face means over the {n} faces. Δ: mean per-face difference "
             f"to '{first}' ± 1.96·std/√{n}. eval: the 'facedeblur eval' folder; step: the "
-            "training step of the weights behind the row.",
+            "training step of the weights behind the row."
+            + (
+                " Top-1 moves in steps of 1/probes; Δtop-1: difference to the first row in "
+                "percentage points ± 1.96·√(p₁(1−p₁)/N₁ + p₂(1−p₂)/N₂) (unpaired: the "
+                "per-probe outcomes are not kept)."
+                if has_id
+                else ""
+            ),
             "",
         ]
     return "\n".join(lines)
