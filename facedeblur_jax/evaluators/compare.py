@@ -44,6 +44,7 @@ from facedeblur_jax.evaluators import report
 
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
 Z95 = 1.96
+PLOT_COLUMNS = 4  # panels per row of comparison.png
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,15 +270,19 @@ def markdown(comparison: Mapping) -> str:
 
 
 def plot(comparison: Mapping, path: pathlib.Path) -> None:
-    """One horizontal bar panel per table: mean PSNR ± the 95 % interval over faces."""
+    """One horizontal bar panel per table (``PLOT_COLUMNS`` to a row): mean PSNR ± the 95 %
+    interval over faces."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     tables = comparison["tables"]
-    fig = Figure(figsize=(4.6 * len(tables), 0.5 * max(len(t["rows"]) for t in tables) + 1.6))
+    cols = min(len(tables), PLOT_COLUMNS)
+    grid_rows = -(-len(tables) // cols)
+    panel_h = 0.5 * max(len(t["rows"]) for t in tables) + 1.6
+    fig = Figure(figsize=(4.6 * cols, panel_h * grid_rows))
     FigureCanvasAgg(fig)
     for i, t in enumerate(tables):
-        ax = fig.add_subplot(1, len(tables), i + 1)
+        ax = fig.add_subplot(grid_rows, cols, i + 1)
         labels = [r["label"] for r in t["rows"]]
         means = [r["psnr_mean"] for r in t["rows"]]
         errs = [r["psnr_mean_ci95"] for r in t["rows"]]
