@@ -12,11 +12,15 @@ faces and the same kernel bank. A spec file (JSON) names them::
 
 * PSNR / SSIM mean and std over all (face, kernel) images (the eval's Table 10 numbers);
 * the spread over the test faces: each face's mean over the bank's kernels, their std;
+* the eval folder and the training step of the row's weights (an ``--extra-checkpoint``
+  row: that checkpoint's own step, from ``results.json``'s ``extra_checkpoints``);
 * the paired difference to the table's first row, per face: mean Δ and its 95 % interval
   (± 1.96 · std / √N over the N faces) — the rows share faces and blurred inputs, so
   face-to-face variation cancels out of Δ;
 * the mean PSNR per kernel size, and the MobileFaceNet identity numbers (verification AUC,
-  top-1, cosine distance to the clear face) when the eval ran ``--identity-weights``.
+  top-1 with its count of correct probes and of probes, cosine distance to the clear face)
+  when the eval ran ``--identity-weights``; top-1's binomial 95 % interval and its
+  difference to the first row's with an unpaired 95 % interval (:func:`_top_1_delta`).
 
 Rows of one table must come from evals of the same faces and bank (the face names and the
 bank's sha256 are checked). Writes ``comparison.json``, ``comparison.md`` and
@@ -42,6 +46,7 @@ from facedeblur_jax.evaluators import report
 
 OUTPUT_FILES = ("comparison.json", "comparison.md", "comparison.png")
 Z95 = 1.96
+PLOT_COLUMNS = 4  # panels per row of comparison.png
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,15 @@ def _number(x: Any) -> float:
     return float(x)  # results.json writes non-finite numbers as "inf" / "nan"
 
 
+def checkpoint_step(results: Mapping, method: str) -> int | None:
+    """The training step of the weights behind ``method``: an ``--extra-checkpoint`` row's
+    own checkpoint (``results["extra_checkpoints"][method]``), else the eval's main one."""
+    extra = results.get("extra_checkpoints") or {}
+    if method in extra:
+        return extra[method].get("step")
+    return results.get("checkpoint", {}).get("step")
+
+
 def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) -> dict:
     """``(numbers, f64[N] per-face PSNR, f64[N] per-face SSIM)`` of one row (see the module
     docstring)."""
@@ -120,7 +134,7 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
         "label": row.label,
         "eval": row.eval_name or str(row.eval_dir),
         "method": row.method,
-        "checkpoint_step": results.get("checkpoint", {}).get("step"),
+        "checkpoint_step": checkpoint_step(results, row.method),
         "num_faces": int(psnr.shape[0]),
         "num_images": int(psnr.size),
         "psnr_mean": float(psnr.mean()),
@@ -139,7 +153,28 @@ def row_numbers(row: Row, results: Mapping, arrays: Mapping[str, np.ndarray]) ->
             "top_1": _number(r["top_1"]),
             "cosine_mean": _number(r["cosine_mean"]),
         }
+        # top-1 = correct / probes: it moves in steps of 1 / probes.
+        out["identity"].update({k: int(r[k]) for k in ("correct", "probes") if k in r})
     return out, face_psnr, face_ssim
+
+
+def _binomial_var(identity: Mapping) -> float:
+    p, n = identity["top_1"], identity["probes"]
+    return p * (1 - p) / n if n else float("nan")
+
+
+def _top_1_delta(numbers: dict, first: Mapping) -> None:
+    """Top-1's 95 % interval (Wald: ± 1.96·√(p(1−p)/probes)) and its difference to the
+    first row's with an unpaired interval (± 1.96·√(var_a + var_b)), where both rows have
+    probe counts. Unpaired, because ``results.json`` keeps no per-probe outcome; on shared
+    probes whose outcomes agree more often than chance the paired interval is narrower."""
+    a, b = numbers.get("identity"), first.get("identity")
+    if not a or "probes" not in a:
+        return
+    a["top_1_ci95"] = Z95 * float(np.sqrt(_binomial_var(a)))
+    if b and "probes" in b:
+        a["top_1_delta"] = a["top_1"] - b["top_1"]
+        a["top_1_delta_ci95"] = Z95 * float(np.sqrt(_binomial_var(a) + _binomial_var(b)))
 
 
 def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
@@ -172,6 +207,7 @@ def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
                 numbers[f"{metric}_mean_ci95"] = (
                     Z95 * float(a.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
                 )
+            _top_1_delta(numbers, first_numbers)
             rows_out.append(numbers)
         tables.append({"table": name, "title": titles.get(name, ""), "rows": rows_out})
     return {"tables": tables}
@@ -183,11 +219,11 @@ def markdown(comparison: Mapping) -> str:
         first = t["rows"][0]["label"]
         lines += [f"### Table {t['table']}" + (f": {t['title']}" if t["title"] else ""), ""]
         has_id = any("identity" in r for r in t["rows"])
-        head = "| Model | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
-        rule = "|---|---|---|---|---|"
+        head = "| Model | eval | step | PSNR (dB) | SSIM | ΔPSNR vs first row (95 % CI) | ΔSSIM |"
+        rule = "|---|---|---|---|---|---|---|"
         if has_id:
-            head += " ID AUC | ID top-1 | cos. dist. |"
-            rule += "---|---|---|"
+            head += " ID AUC | ID top-1 (correct/probes) | Δtop-1 (unpaired 95 % CI) | cos. dist. |"
+            rule += "---|---|---|---|"
         lines += [head, rule]
         for r in t["rows"]:
             delta = (
@@ -197,15 +233,23 @@ def markdown(comparison: Mapping) -> str:
             )
             dssim = "—" if r["label"] == first else f"{r['ssim_delta']:+.4f}"
             line = (
-                f"| {r['label']} | {r['psnr_mean']:.2f} ± {r['psnr_face_std']:.2f} | "
+                f"| {r['label']} | {r['eval']} | {r['checkpoint_step']} | "
+                f"{r['psnr_mean']:.2f} ± {r['psnr_face_std']:.2f} | "
                 f"{r['ssim_mean']:.4f} ± {r['ssim_face_std']:.4f} | {delta} | {dssim} |"
             )
             if has_id:
                 i = r.get("identity")
+                count = f" ({i['correct']}/{i['probes']})" if i and "probes" in i else ""
+                dtop = (
+                    f"{100 * i['top_1_delta']:+.1f} ± {100 * i['top_1_delta_ci95']:.1f} pts"
+                    if i and "top_1_delta" in i and r["label"] != first
+                    else "—"
+                )
                 line += (
-                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} % | {i['cosine_mean']:.3f} |"
+                    f" {i['auc']:.3f} | {100 * i['top_1']:.1f} %{count} | {dtop} |"
+                    f" {i['cosine_mean']:.3f} |"
                     if i
-                    else " — | — | — |"
+                    else " — | — | — | — |"
                 )
             lines.append(line)
         n = t["rows"][0]["num_faces"]
@@ -213,20 +257,32 @@ def markdown(comparison: Mapping) -> str:
             "",
             f"Means over {t['rows'][0]['num_images']} images ({n} faces × the bank); ± after a "
             f"mean: std of the per-face means over the {n} faces. Δ: mean per-face difference "
-            f"to '{first}' ± 1.96·std/√{n}.",
+            f"to '{first}' ± 1.96·std/√{n}. eval: the 'facedeblur eval' folder; step: the "
+            "training step of the weights behind the row."
+            + (
+                " Top-1 moves in steps of 1/probes; Δtop-1: difference to the first row in "
+                "percentage points ± 1.96·√(p₁(1−p₁)/N₁ + p₂(1−p₂)/N₂) (unpaired: the "
+                "per-probe outcomes are not kept)."
+                if has_id
+                else ""
+            ),
             "",
         ]
     return "\n".join(lines)
 
 
 def plot(comparison: Mapping, path: pathlib.Path) -> None:
-    """One horizontal bar panel per table: mean PSNR ± the 95 % interval over faces."""
+    """One horizontal bar panel per table (``PLOT_COLUMNS`` to a row): mean PSNR ± the 95 %
+    interval over faces."""
 
     tables = comparison["tables"]
-    fig = Figure(figsize=(4.6 * len(tables), 0.5 * max(len(t["rows"]) for t in tables) + 1.6))
+    cols = min(len(tables), PLOT_COLUMNS)
+    grid_rows = -(-len(tables) // cols)
+    panel_h = 0.5 * max(len(t["rows"]) for t in tables) + 1.6
+    fig = Figure(figsize=(4.6 * cols, panel_h * grid_rows))
     FigureCanvasAgg(fig)
     for i, t in enumerate(tables):
-        ax = fig.add_subplot(1, len(tables), i + 1)
+        ax = fig.add_subplot(grid_rows, cols, i + 1)
         labels = [r["label"] for r in t["rows"]]
         means = [r["psnr_mean"] for r in t["rows"]]
         errs = [r["psnr_mean_ci95"] for r in t["rows"]]
