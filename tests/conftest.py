@@ -69,6 +69,15 @@ def mobilefacenet_checkpoint():
 
 
 @pytest.fixture(scope="session")
+def bank_path(tmp_path_factory):
+    """A small real kernel bank file (3 sizes × 2 kernels), for the evaluator and eval tests."""
+    from facedeblur_jax.degrade import kernel_bank
+
+    bank = kernel_bank.make_bank(sizes=(3, 5, 7), per_size=2, canvas=7, num_steps=200)
+    return kernel_bank.save_bank(tmp_path_factory.mktemp("bank") / "bank.npz", bank)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A training workdir of the tiny config, shared by the eval and export tests: a real
     ``train()`` run of the coarse phase only (2 steps; P and G_f keep their initial weights,
