@@ -6,10 +6,18 @@ at the top of the root conftest (imported by pytest before any test module).
 
 import os
 
+from tests.processes import FAST_COMPILE  # imports no JAX
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+    _flags += " --xla_force_host_platform_device_count=8"
+# The tests' programs are tiny: compiling them fast (LLVM's optimisations off) halves the
+# suite's time, and running them slower costs nothing. The processes the tests start
+# inherit the flag, so results compared across processes come from the same compiler.
+if "xla_backend_optimization_level" not in _flags:
+    _flags += f" {FAST_COMPILE}"
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 # One persistent XLA compilation cache for the whole session, inherited by the processes
 # the tests start: the tiny configs' programs, which many tests train with again, compile
