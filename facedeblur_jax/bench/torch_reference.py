@@ -473,7 +473,7 @@ class MultiScaleDeblurNet(nn.Module):
         return tuple(outputs)
 
 
-class ParsingNet(nn.Module):
+class TorchParsingNet(nn.Module):
     """``parsing_net.ParsingNet``: ``[B, 3, H, W] -> logits f32[B, K, H, W]`` (the official
     layout: encoder convs enc0… with a 5×5 third conv, decoder stages up{j} → dec{j} with
     additive skips for j ≥ 1, 3×3 logits). ``norm``: ``"batch"`` (:class:`FlaxBatchNorm2d`)
@@ -493,7 +493,7 @@ class ParsingNet(nn.Module):
     ):
         super().__init__()
         if norm not in ("batch", "per_image"):
-            raise ValueError(f"ParsingNet norm must be 'batch' or 'per_image'; got {norm!r}")
+            raise ValueError(f"TorchParsingNet norm must be 'batch' or 'per_image'; got {norm!r}")
         self.features = tuple(features)
         self.use_bn = use_bn
         depth = len(self.features)
@@ -535,7 +535,7 @@ class ParsingNet(nn.Module):
         pools = 2 ** (depth - 1)
         if x.shape[2] % pools or x.shape[3] % pools:
             raise ValueError(
-                f"ParsingNet with {depth} stages ({depth - 1} pools) needs height and width "
+                f"TorchParsingNet with {depth} stages ({depth - 1} pools) needs height and width "
                 f"divisible by {pools}; got x of shape {tuple(x.shape)}"
             )
         h, skips = x, []
@@ -640,7 +640,7 @@ class FaceDeblurModel(nn.Module):
             image_size=image_size,
         )
         self.coarse = MultiScaleDeblurNet(**deblur)
-        self.parsing = ParsingNet(
+        self.parsing = TorchParsingNet(
             num_classes,
             parsing_features,
             parsing_use_bn,
@@ -696,7 +696,9 @@ class Cvpr18Model(nn.Module):
     kind = "cvpr18"
     has_coarse = False
 
-    def __init__(self, parsing: ParsingNet, generator: MultiScaleDeblurNet, input_scale: float):
+    def __init__(
+        self, parsing: TorchParsingNet, generator: MultiScaleDeblurNet, input_scale: float
+    ):
         super().__init__()
         self.parsing = parsing
         self.generator = generator
@@ -768,7 +770,7 @@ def build_model(config) -> FaceDeblurModel | Cvpr18Model:
     )
     if kind == "cvpr18":
         model = Cvpr18Model(
-            ParsingNet(m.num_classes, **parsing),
+            TorchParsingNet(m.num_classes, **parsing),
             MultiScaleDeblurNet(0, m.num_classes, **deblur),
             input_scale=float(m.input_scale),
         )
