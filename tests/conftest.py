@@ -203,3 +203,28 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _hog_note:
         terminalreporter.write_line(f"{CPU_HOG_ENV}: {_hog_note}")
+
+
+# The files that take longest, in the order a worker should start them: under
+# ``--dist loadfile`` each file runs whole on one worker, in collection order, and these
+# (collected last by name) would otherwise start near the end, leaving one worker idle
+# while the other finishes them. Longest first, the rest fill in behind.
+LONGEST_FILES = (
+    "tests/training/test_loop.py",
+    "tests/training/test_multihost.py",
+    "tests/training/test_step.py",
+    "tests/bench/test_throughput.py",
+    "tests/test_notebooks.py",
+    "tests/test_bad_input.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Moves the tests of :data:`LONGEST_FILES` to the front (in that order), the others
+    keeping theirs."""
+
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable
