@@ -20,11 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         "Rows (an eval folder and one of its methods) grouped into tables by a JSON spec; per "
         "row PSNR/SSIM, their spread over the test faces, the paired difference to the "
-        "table's first row with its 95 percent interval, and identity numbers when the evals "
-        "have them. Writes comparison.json, comparison.md and comparison.png to OUT "
-        "(facedeblur_jax/evaluators/compare.py describes the spec).",
+        "table's first row with its 95 percent interval (between every pair of rows in a "
+        "table of three or more), identity numbers when the evals have them, and P's parsing "
+        "F-scores of the evals the spec lists under 'parsing'. Writes comparison.json, "
+        "comparison.md and comparison.png to OUT (facedeblur_jax/evaluators/compare.py "
+        "describes the spec).",
     )
-    p.add_argument("--spec", required=True, help="JSON: {'tables': {...}, 'rows': [...]}")
+    p.add_argument(
+        "--spec", required=True, help="JSON: {'tables': {...}, 'rows': [...], 'parsing': [...]}"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p

@@ -5,10 +5,11 @@ faces and the same kernel bank. A spec file (JSON) names them::
 
     {"tables": {"2": "Effect of the semantic prior", ...},
      "rows": [{"table": "2", "label": "G_f fed zeros", "eval": "evals/B",
-               "method": "full model, prior: zeros"}, ...]}
+               "method": "full model, prior: zeros"}, ...],
+     "parsing": [{"label": "P after the parsing phase", "eval": "evals/B"}, ...]}
 
-(``eval`` folders relative to the spec file.) For every row, from the folder's
-``per_image.npz`` and ``results.json``:
+(``eval`` folders relative to the spec file; ``parsing`` is optional.) For every row, from
+the folder's ``per_image.npz`` and ``results.json``:
 
 * PSNR / SSIM mean and std over all (face, kernel) images (the eval's Table 10 numbers);
 * the spread over the test faces: each face's mean over the bank's kernels, their std;
@@ -20,7 +21,18 @@ faces and the same kernel bank. A spec file (JSON) names them::
 * the mean PSNR per kernel size, and the MobileFaceNet identity numbers (verification AUC,
   top-1 with its count of correct probes and of probes, cosine distance to the clear face)
   when the eval ran ``--identity-weights``; top-1's binomial 95 % interval and its
-  difference to the first row's with an unpaired 95 % interval (:func:`_top_1_delta`).
+  difference to the first row's with an unpaired 95 % interval (:func:`_top_1_delta`);
+* the per-face PSNR and SSIM means themselves (``face_psnr``, ``face_ssim``, in the order
+  of the table's ``faces``), so that any paired difference can be computed again from
+  ``comparison.json`` alone.
+
+For every table of three rows or more, ``paired`` holds the paired difference of every
+pair of its rows (row j − row i for i < j, as above), not only those to the first row.
+
+For every ``parsing`` entry, the eval's F-scores of P (``results.json``'s ``parsing``
+section: per class and their average, on clear, blurred and G_c-deblurred inputs; see
+``evaluators/parsing.py``), with the eval folder and the step of its checkpoint: the
+source of a study's parsing table.
 
 Rows of one table must come from evals of the same faces and bank (the face names and the
 bank's sha256 are checked). Writes ``comparison.json``, ``comparison.md`` and
@@ -50,6 +62,13 @@ PLOT_COLUMNS = 4  # panels per row of comparison.png
 
 
 @dataclasses.dataclass(frozen=True)
+class ParsingEntry:
+    label: str
+    eval_dir: pathlib.Path
+    eval_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
     table: str
     label: str
@@ -58,8 +77,16 @@ class Row:
     eval_name: str = ""  # as the spec wrote it (relative to the spec file): what is reported
 
 
-def read_spec(path: str | os.PathLike) -> tuple[dict[str, str], list[Row]]:
-    """``(titles, rows)`` of a spec file; ``ValueError`` names the file and the bad entry."""
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    titles: dict[str, str]  # table name -> title
+    rows: list[Row]
+    parsing: list[ParsingEntry]
+
+
+def read_spec(path: str | os.PathLike) -> Spec:
+    """A spec file's tables, rows and parsing entries; ``ValueError`` names the file and
+    the bad entry."""
     path = pathlib.Path(path).expanduser().resolve()
     try:
         spec = json.loads(path.read_text())
@@ -86,7 +113,16 @@ def read_spec(path: str | os.PathLike) -> tuple[dict[str, str], list[Row]]:
                 str(r["eval"]),
             )
         )
-    return titles, rows
+    parsing = spec.get("parsing", [])
+    if not isinstance(parsing, list):
+        raise ValueError(f"spec file {str(path)!r}: 'parsing' must be a list")
+    entries = []
+    for i, r in enumerate(parsing):
+        missing = [k for k in ("label", "eval") if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise ValueError(f"spec file {str(path)!r}: parsing[{i}] lacks {missing}")
+        entries.append(ParsingEntry(str(r["label"]), path.parent / r["eval"], str(r["eval"])))
+    return Spec(titles, rows, entries)
 
 
 def _load_eval(eval_dir: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -177,16 +213,64 @@ def _top_1_delta(numbers: dict, first: Mapping) -> None:
         a["top_1_delta_ci95"] = Z95 * float(np.sqrt(_binomial_var(a) + _binomial_var(b)))
 
 
-def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
-    """``{"tables": [{"table", "title", "rows": [...]}], "bank_sha256", "faces"}``."""
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """``(mean, half-width of its 95 % interval)`` of the per-face difference ``b − a``
+    (``f64[N]`` each, the same faces in the same order): ± 1.96 · std(b − a) / √N."""
+    d = np.asarray(b, np.float64) - np.asarray(a, np.float64)
+    n = len(d)
+    half = Z95 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    return float(d.mean()), half
+
+
+def _pairs(rows: Sequence[Mapping]) -> list[dict]:
+    """Every pair ``i < j`` of a table's rows: row j − row i, paired over faces."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            entry = {"a": a["label"], "b": b["label"]}
+            for metric in ("psnr", "ssim"):
+                mean, half = paired_difference(a[f"face_{metric}"], b[f"face_{metric}"])
+                entry[f"{metric}_delta"], entry[f"{metric}_delta_ci95"] = mean, half
+            out.append(entry)
+    return out
+
+
+def _parsing_numbers(entry: ParsingEntry, results: Mapping) -> dict:
+    parsing = results.get("parsing")
+    if not isinstance(parsing, Mapping) or "f_score" not in parsing:
+        why = parsing.get("skipped") if isinstance(parsing, Mapping) else None
+        raise ValueError(
+            f"{str(entry.eval_dir)!r} has no parsing F-scores (parsing entry "
+            f"{entry.label!r})" + (f": {why}" if why else "")
+        )
+    keys = ("inputs", "classes", "f_score", "average", "num_images", "num_faces")
+    return {
+        "label": entry.label,
+        "eval": entry.eval_name or str(entry.eval_dir),
+        "checkpoint_step": results.get("checkpoint", {}).get("step"),
+        **{k: parsing[k] for k in keys},
+    }
+
+
+def compare(
+    titles: Mapping[str, str], rows: Sequence[Row], parsing: Sequence[ParsingEntry] = ()
+) -> dict:
+    """``{"tables": [{"table", "title", "faces", "rows": [...], "paired": [...]}],
+    "parsing": [...]}`` (``paired`` for tables of three rows or more, ``parsing`` when the
+    spec has parsing entries)."""
     cache: dict[pathlib.Path, tuple[dict, dict]] = {}
+
+    def load(eval_dir: pathlib.Path) -> tuple[dict, dict]:
+        if eval_dir not in cache:
+            cache[eval_dir] = _load_eval(eval_dir)
+        return cache[eval_dir]
+
     by_table: dict[str, list] = {}
     for row in rows:
-        if row.eval_dir not in cache:
-            cache[row.eval_dir] = _load_eval(row.eval_dir)
-        results, arrays = cache[row.eval_dir]
+        results, arrays = load(row.eval_dir)
         numbers, face_psnr, face_ssim = row_numbers(row, results, arrays)
-        key = (results.get("bank", {}).get("sha256"), tuple(arrays["face_names"].tolist()))
+        faces = tuple(arrays["face_names"].tolist())
+        key = (results.get("bank", {}).get("sha256"), faces)
         by_table.setdefault(row.table, []).append((numbers, face_psnr, face_ssim, key))
     tables = []
     for name, entries in by_table.items():
@@ -200,17 +284,25 @@ def compare(titles: Mapping[str, str], rows: Sequence[Row]) -> dict:
                 )
             n = len(face_psnr)
             for metric, a, b in (("psnr", face_psnr, first_psnr), ("ssim", face_ssim, first_ssim)):
-                d = a - b
-                half = Z95 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
-                numbers[f"{metric}_delta"] = float(d.mean())
+                mean, half = paired_difference(b, a)
+                numbers[f"{metric}_delta"] = mean
                 numbers[f"{metric}_delta_ci95"] = half
                 numbers[f"{metric}_mean_ci95"] = (
                     Z95 * float(a.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
                 )
+            numbers["face_psnr"] = [float(x) for x in face_psnr]
+            numbers["face_ssim"] = [float(x) for x in face_ssim]
             _top_1_delta(numbers, first_numbers)
             rows_out.append(numbers)
-        tables.append({"table": name, "title": titles.get(name, ""), "rows": rows_out})
-    return {"tables": tables}
+        table = {"table": name, "title": titles.get(name, ""), "faces": list(first_key[1])}
+        table["rows"] = rows_out
+        if len(rows_out) >= 3:
+            table["paired"] = _pairs(rows_out)
+        tables.append(table)
+    out: dict[str, Any] = {"tables": tables}
+    if parsing:
+        out["parsing"] = [_parsing_numbers(e, load(e.eval_dir)[0]) for e in parsing]
+    return out
 
 
 def markdown(comparison: Mapping) -> str:
@@ -268,6 +360,33 @@ def markdown(comparison: Mapping) -> str:
             ),
             "",
         ]
+        if t.get("paired"):
+            lines += [
+                f"Paired differences within Table {t['table']} (per face, {n} faces; "
+                "± 1.96·std/√N):",
+                "",
+                "| row b | row a | ΔPSNR b − a (dB) | ΔSSIM b − a |",
+                "|---|---|---|---|",
+                *(
+                    f"| {p['b']} | {p['a']} | {p['psnr_delta']:+.3f} ± "
+                    f"{p['psnr_delta_ci95']:.3f} | {p['ssim_delta']:+.4f} ± "
+                    f"{p['ssim_delta_ci95']:.4f} |"
+                    for p in t["paired"]
+                ),
+                "",
+            ]
+    for p in comparison.get("parsing", []):
+        lines += [
+            f"### P's parsing F-scores: {p['label']}",
+            "",
+            f"eval: {p['eval']}, step {p['checkpoint_step']}; {p['num_images']} blurred images "
+            f"of {p['num_faces']} faces with parsing labels. P applied to the clear face, the "
+            "blurred face and G_c's output of it (deblurred: the map G_f gets); F-score "
+            "2TP / (2TP + FP + FN) over all pixels pooled.",
+            "",
+            *report.table3_markdown(p),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -300,8 +419,8 @@ def plot(comparison: Mapping, path: pathlib.Path) -> None:
 def run(spec: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """The ``facedeblur compare`` command; returns the comparison it wrote."""
     paths = report.output_paths(out_dir, overwrite=overwrite, names=OUTPUT_FILES)
-    titles, rows = read_spec(spec)
-    comparison = compare(titles, rows)
+    parsed = read_spec(spec)
+    comparison = compare(parsed.titles, parsed.rows, parsed.parsing)
     report.write_json(paths["comparison.json"], comparison)
     text = markdown(comparison)
     atomic_write(paths["comparison.md"], lambda tmp: pathlib.Path(tmp).write_text(text))

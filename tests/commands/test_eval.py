@@ -130,6 +130,39 @@ def test_eval_scores_match_a_direct_computation(evaluated, bank_path, tiny_check
         assert ssim[m, i, j] == pytest.approx(float(s["ssim"][0]), abs=1e-4)
 
 
+def test_compare_reads_a_real_eval_every_pair_and_its_parsing(evaluated, tmp_path, capsys):
+    """``facedeblur compare`` on this eval's folder: the paired differences of a three-row
+    table from per_image.npz directly, and the parsing table as the eval wrote it."""
+    import json
+
+    spec = tmp_path / "spec.json"
+    rows = [
+        {"table": "5", "label": m, "eval": str(evaluated), "method": m}
+        for m in ("blurred input", "G_c", "full model")
+    ]
+    parsing = [{"label": "P", "eval": str(evaluated)}]
+    spec.write_text(json.dumps({"tables": {"5": "strategy"}, "rows": rows, "parsing": parsing}))
+    assert cli.main(["compare", "--spec", str(spec), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    saved = strict_json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    with np.load(evaluated / "per_image.npz") as f:
+        methods = f["methods"].tolist()
+        per_face = {m: f["psnr"][methods.index(m)].astype(np.float64).mean(1) for m in methods}
+    (table,) = saved["tables"]
+    pairs = {(p["a"], p["b"]): p for p in table["paired"]}
+    assert len(pairs) == 3
+    for (a, b), p in pairs.items():
+        d = per_face[b] - per_face[a]
+        assert p["psnr_delta"] == pytest.approx(d.mean(), abs=1e-9)
+        assert p["psnr_delta_ci95"] == pytest.approx(1.96 * d.std(ddof=1) / np.sqrt(3))
+    results = strict_json.loads((evaluated / "results.json").read_text())
+    (got,) = saved["parsing"]
+    assert got["checkpoint_step"] == 2 and got["num_images"] == 18
+    assert got["f_score"] == results["parsing"]["f_score"]
+    assert got["average"] == results["parsing"]["average"]
+    assert "### P's parsing F-scores: P" in out and "Paired differences within Table 5" in out
+
+
 def test_scores_do_not_depend_on_batch_size_or_subset(
     evaluated, bank_path, tiny_checkpoint, tmp_path
 ):

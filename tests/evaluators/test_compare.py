@@ -14,7 +14,9 @@ from facedeblur_jax.evaluators import compare
 FACES = ["test/a", "test/b", "test/c"]
 
 
-def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None, extra=None):
+def _eval_dir(
+    path, methods, psnr, *, faces=FACES, sha="bank1", identity=None, extra=None, parsing=None
+):
     """A folder shaped like 'facedeblur eval' output: per_image.npz and results.json."""
     path.mkdir(parents=True)
     psnr = np.asarray(psnr, np.float32)
@@ -35,13 +37,18 @@ def _eval_dir(path, methods, psnr, *, faces=FACES, sha="bank1", identity=None, e
         }
     if identity:
         results["identity"] = {"rows": identity}
+    if parsing is not None:
+        results["parsing"] = parsing
     (path / "results.json").write_text(json.dumps(results))
     return path
 
 
-def _spec(tmp_path, rows, name="spec.json"):
+def _spec(tmp_path, rows, name="spec.json", parsing=None):
     path = tmp_path / name
-    path.write_text(json.dumps({"tables": {"2": "prior"}, "rows": rows}))
+    spec = {"tables": {"2": "prior"}, "rows": rows}
+    if parsing is not None:
+        spec["parsing"] = parsing
+    path.write_text(json.dumps(spec))
     return path
 
 
@@ -132,10 +139,10 @@ def test_bad_specs_and_mismatched_rows_are_named(tmp_path, capsys):
     _eval_dir(tmp_path / "e2", ["full model"], [[[20, 22], [24, 26]]], faces=FACES[:2])
     row = {"table": "2", "label": "one", "eval": "e1", "method": "full model"}
     with pytest.raises(ValueError, match=r"has no method 'G_f' \(row 'one'\)"):
-        compare.compare({}, compare.read_spec(_spec(tmp_path, [{**row, "method": "G_f"}]))[1])
+        compare.compare({}, compare.read_spec(_spec(tmp_path, [{**row, "method": "G_f"}])).rows)
     other = {**row, "label": "two", "eval": "e2"}
     with pytest.raises(ValueError, match="row 'two' was evaluated on other faces"):
-        compare.compare({}, compare.read_spec(_spec(tmp_path, [row, other]))[1])
+        compare.compare({}, compare.read_spec(_spec(tmp_path, [row, other])).rows)
     with pytest.raises(ValueError, match=r"rows\[0\] lacks \['method'\]"):
         compare.read_spec(_spec(tmp_path, [{"table": "2", "label": "x", "eval": "e1"}]))
     missing = _spec(tmp_path, [{**row, "eval": "nowhere"}])
@@ -147,3 +154,101 @@ def test_bad_specs_and_mismatched_rows_are_named(tmp_path, capsys):
     assert cli.main(["compare", "--spec", str(spec), "--out", str(tmp_path / "o")]) != 0
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (tmp_path / "o" / "comparison.md").read_text() == before
+
+
+def test_every_pair_of_a_three_row_table_by_hand(tmp_path):
+    # Table 5's question: G_c, staged G_f and joint G_f, compared pairwise on the same faces.
+    g_c = [[20, 22], [24, 26], [30, 30]]  # per-face means 21, 25, 30
+    staged = [[20, 21], [25, 26], [29, 30]]  # 20.5, 25.5, 29.5
+    joint = [[21, 22], [24, 25], [31, 31]]  # 21.5, 24.5, 31
+    _eval_dir(tmp_path / "e1", ["G_c", "full model", "joint"], [g_c, staged, joint])
+    rows = [
+        {"table": "5", "label": lab, "eval": "e1", "method": m}
+        for lab, m in (("G_c", "G_c"), ("staged", "full model"), ("joint", "joint"))
+    ]
+    out = compare.run(_spec(tmp_path, rows), tmp_path / "out")
+    table = out["tables"][0]
+    assert table["faces"] == FACES
+    assert [r["face_psnr"] for r in table["rows"]] == [
+        [21, 25, 30],
+        [20.5, 25.5, 29.5],
+        [21.5, 24.5, 31],
+    ]
+    faces = {"G_c": [21, 25, 30], "staged": [20.5, 25.5, 29.5], "joint": [21.5, 24.5, 31]}
+    pairs = {(p["a"], p["b"]): p for p in table["paired"]}
+    assert sorted(pairs) == [("G_c", "joint"), ("G_c", "staged"), ("staged", "joint")]
+    for (a, b), p in pairs.items():
+        d = [y - x for x, y in zip(faces[a], faces[b], strict=True)]
+        sd = (sum((v - sum(d) / 3) ** 2 for v in d) / 2) ** 0.5
+        assert p["psnr_delta"] == pytest.approx(sum(d) / 3)
+        assert p["psnr_delta_ci95"] == pytest.approx(1.96 * sd / 3**0.5)
+        assert p["ssim_delta"] == pytest.approx(sum(d) / 300, abs=1e-6)
+    # joint − staged = (1, −1, 1.5): mean 0.5, sd 1.3229, half 1.4970
+    assert pairs[("staged", "joint")]["psnr_delta"] == pytest.approx(0.5)
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "Paired differences within Table 5 (per face, 3 faces" in md
+    assert "| joint | staged | +0.500 ± 1.497 |" in md
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    again = compare.paired_difference(
+        np.asarray(saved["tables"][0]["rows"][1]["face_psnr"]),
+        np.asarray(saved["tables"][0]["rows"][2]["face_psnr"]),
+    )  # any pair again from comparison.json alone
+    assert again == pytest.approx((0.5, 1.96 * np.std([1, -1, 1.5], ddof=1) / np.sqrt(3)))
+
+
+def test_a_two_row_table_has_no_pair_list(tmp_path):
+    a = [[20, 22], [24, 26], [30, 30]]
+    _eval_dir(tmp_path / "e1", ["x", "y"], [a, a])
+    spec = _spec(tmp_path, [{"table": "2", "label": m, "eval": "e1", "method": m} for m in "xy"])
+    table = compare.run(spec, tmp_path / "out")["tables"][0]
+    assert "paired" not in table  # the Δ column is its only pair
+    assert "Paired differences" not in (tmp_path / "out" / "comparison.md").read_text()
+
+
+PARSING = {
+    "inputs": ["clear", "blurred", "deblurred"],
+    "classes": ["skin", "left_eye"],
+    "f_score": {
+        "clear": {"skin": 0.9, "left_eye": 0.68},
+        "blurred": {"skin": 0.8, "left_eye": 0.46},
+        "deblurred": {"skin": 0.85, "left_eye": 0.51},
+    },
+    "average": {"clear": 0.79, "blurred": 0.63, "deblurred": 0.68},
+    "num_images": 6,
+    "num_faces": 3,
+}
+
+
+def test_a_parsing_entry_is_the_evals_table_3(tmp_path):
+    a = [[20, 22], [24, 26], [30, 30]]
+    _eval_dir(tmp_path / "e1", ["full model"], [a], parsing=PARSING)
+    row = {"table": "2", "label": "full", "eval": "e1", "method": "full model"}
+    spec = _spec(tmp_path, [row], parsing=[{"label": "P after its phase", "eval": "e1"}])
+    out = compare.run(spec, tmp_path / "out")
+    (entry,) = out["parsing"]
+    assert entry["eval"] == "e1" and entry["checkpoint_step"] == 7
+    assert entry["f_score"] == PARSING["f_score"] and entry["average"] == PARSING["average"]
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "### P's parsing F-scores: P after its phase" in md
+    assert "eval: e1, step 7; 6 blurred images of 3 faces" in md
+    assert "| left_eye | 0.680 | 0.460 | 0.510 |" in md
+    assert "| average | 0.790 | 0.630 | 0.680 |" in md
+
+
+def test_a_parsing_entry_without_f_scores_is_named(tmp_path):
+    a = [[20, 22], [24, 26], [30, 30]]
+    skipped = {"skipped": "the test faces have no parsing labels"}
+    _eval_dir(tmp_path / "e1", ["full model"], [a], parsing=skipped)
+    row = {"table": "2", "label": "full", "eval": "e1", "method": "full model"}
+    spec = _spec(tmp_path, [row], parsing=[{"label": "P", "eval": "e1"}])
+    with pytest.raises(
+        ValueError,
+        match=r"e1' has no parsing F-scores \(parsing entry 'P'\): "
+        "the test faces have no parsing labels",
+    ):
+        compare.run(spec, tmp_path / "out")
+    assert not (tmp_path / "out" / "comparison.json").exists()
+    with pytest.raises(ValueError, match=r"parsing\[0\] lacks \['eval'\]"):
+        compare.read_spec(_spec(tmp_path, [row], parsing=[{"label": "P"}]))
+    with pytest.raises(ValueError, match="'parsing' must be a list"):
+        compare.read_spec(_spec(tmp_path, [row], parsing={"label": "P"}))
