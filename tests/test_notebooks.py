@@ -27,6 +27,10 @@ def test_committed_without_outputs(path):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, path.name
+    # nbformat 4.5 cell ids (a missing one is a validation warning now, an error later).
+    ids = [cell.get("id") for cell in nb.cells]
+    assert None not in ids and len(set(ids)) == len(ids), path.name
+    nbformat.validate(nb)
 
 
 @pytest.fixture(scope="module")
