@@ -84,6 +84,13 @@ class Spec:
     parsing: list[ParsingEntry]
 
 
+def _require_keys(path: pathlib.Path, where: str, entry: Any, keys: Sequence[str]) -> None:
+    """``ValueError`` naming the spec file, the entry (``rows[3]``) and the keys it lacks."""
+    missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise ValueError(f"spec file {str(path)!r}: {where} lacks {missing}")
+
+
 def read_spec(path: str | os.PathLike) -> Spec:
     """A spec file's tables, rows and parsing entries; ``ValueError`` names the file and
     the bad entry."""
@@ -99,11 +106,7 @@ def read_spec(path: str | os.PathLike) -> Spec:
     titles = {str(k): str(v) for k, v in dict(spec.get("tables", {})).items()}
     rows = []
     for i, r in enumerate(spec["rows"]):
-        missing = [
-            k for k in ("table", "label", "eval", "method") if not isinstance(r, dict) or k not in r
-        ]
-        if missing:
-            raise ValueError(f"spec file {str(path)!r}: rows[{i}] lacks {missing}")
+        _require_keys(path, f"rows[{i}]", r, ("table", "label", "eval", "method"))
         rows.append(
             Row(
                 str(r["table"]),
@@ -118,9 +121,7 @@ def read_spec(path: str | os.PathLike) -> Spec:
         raise ValueError(f"spec file {str(path)!r}: 'parsing' must be a list")
     entries = []
     for i, r in enumerate(parsing):
-        missing = [k for k in ("label", "eval") if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise ValueError(f"spec file {str(path)!r}: parsing[{i}] lacks {missing}")
+        _require_keys(path, f"parsing[{i}]", r, ("label", "eval"))
         entries.append(ParsingEntry(str(r["label"]), path.parent / r["eval"], str(r["eval"])))
     return Spec(titles, rows, entries)
 
@@ -269,8 +270,7 @@ def compare(
     for row in rows:
         results, arrays = load(row.eval_dir)
         numbers, face_psnr, face_ssim = row_numbers(row, results, arrays)
-        faces = tuple(arrays["face_names"].tolist())
-        key = (results.get("bank", {}).get("sha256"), faces)
+        key = (results.get("bank", {}).get("sha256"), tuple(arrays["face_names"].tolist()))
         by_table.setdefault(row.table, []).append((numbers, face_psnr, face_ssim, key))
     tables = []
     for name, entries in by_table.items():
